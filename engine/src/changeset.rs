@@ -1,0 +1,232 @@
+//! Changesets: what committed transactions changed.
+//!
+//! A [`Changeset`] is kept per row slot: for each slot a transaction touched, the row
+//! it held before (if any) and the row it holds after (if any), both in the value
+//! encoding. Because rows change in place and a slot's states form one chain, merging
+//! the changesets of consecutive transactions is just keeping the first *before* and
+//! the last *after* of each slot. That is how the tick loop folds many transactions into
+//! one tick changeset, and why a row inserted and deleted within a tick never shows.
+//!
+//! [`Changeset::table_changes`] resolves slots into what the commit log and subscribers
+//! want, per table: inserted rows, deleted rows, and updates, recognised by primary key
+//! (also when a row was deleted and a row with the same key inserted elsewhere).
+
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
+
+use crate::db::Database;
+use crate::ids::{RowId, TableId};
+use crate::key::KeyBytes;
+
+/// A byte range in a changeset's image buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Span {
+    pub fn of(buf: &[u8], start: usize) -> Span {
+        Span { start, end: buf.len() }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SlotChange {
+    table: TableId,
+    row: RowId,
+    before: Option<Span>,
+    after: Option<Span>,
+}
+
+/// Per-slot changes of one or more committed transactions; see the module docs.
+#[derive(Debug, Default)]
+pub struct Changeset {
+    images: Vec<u8>,
+    slots: Vec<SlotChange>,
+    positions: HashMap<(TableId, RowId), usize>,
+}
+
+impl Changeset {
+    /// Builds a changeset from slot histories. `touched` yields, in first-touch order,
+    /// each slot with the span in `images` of the row it held before the transaction.
+    /// Repeated slots keep their first entry. `after` encodes the current row of a slot.
+    pub(crate) fn from_touched(
+        images: Vec<u8>,
+        touched: impl Iterator<Item = (TableId, RowId, Option<Span>)>,
+        mut after: impl FnMut(TableId, RowId, &mut Vec<u8>) -> bool,
+    ) -> Changeset {
+        let mut cs = Changeset { images, ..Changeset::default() };
+        for (table, row, before) in touched {
+            if cs.positions.contains_key(&(table, row)) {
+                continue;
+            }
+            let start = cs.images.len();
+            let after = after(table, row, &mut cs.images).then(|| Span::of(&cs.images, start));
+            cs.positions.insert((table, row), cs.slots.len());
+            cs.slots.push(SlotChange { table, row, before, after });
+        }
+        cs
+    }
+
+    /// Whether no slot holds a different row than before. A changeset that is not empty
+    /// can still resolve to no [`TableChanges`], when a row left a slot and came back
+    /// unchanged in another one.
+    pub fn is_empty(&self) -> bool {
+        self.slots.iter().all(|s| self.image(s.before) == self.image(s.after))
+    }
+
+    fn image(&self, span: Option<Span>) -> Option<&[u8]> {
+        span.map(|s| &self.images[s.start..s.end])
+    }
+
+    /// Folds in the changes of a transaction committed after this one.
+    pub fn merge(&mut self, later: Changeset) {
+        if self.slots.is_empty() {
+            *self = later;
+            return;
+        }
+        for change in &later.slots {
+            let after = self.copy_image(&later, change.after);
+            match self.positions.get(&(change.table, change.row)) {
+                Some(&i) => self.slots[i].after = after,
+                None => {
+                    let before = self.copy_image(&later, change.before);
+                    self.positions.insert((change.table, change.row), self.slots.len());
+                    self.slots.push(SlotChange { before, after, ..*change });
+                }
+            }
+        }
+    }
+
+    fn copy_image(&mut self, from: &Changeset, span: Option<Span>) -> Option<Span> {
+        let bytes = from.image(span)?;
+        let start = self.images.len();
+        self.images.extend_from_slice(bytes);
+        Some(Span::of(&self.images, start))
+    }
+
+    /// Resolves slots into per-table inserts, deletes and updates, tables in id order
+    /// and rows in the order they were first touched. `db` supplies the schemas.
+    pub fn table_changes(&self, db: &Database) -> Vec<TableChanges> {
+        let mut by_table: BTreeMap<TableId, Vec<&SlotChange>> = BTreeMap::new();
+        for slot in &self.slots {
+            if self.image(slot.before) != self.image(slot.after) {
+                by_table.entry(slot.table).or_default().push(slot);
+            }
+        }
+        let changes = by_table.into_iter().map(|(table, slots)| self.resolve_table(db, table, &slots));
+        changes.filter(|c| c.rows_changed() > 0).collect()
+    }
+
+    fn resolve_table(&self, db: &Database, table_id: TableId, slots: &[&SlotChange]) -> TableChanges {
+        let mut out = TableChanges { table: table_id, ..TableChanges::default() };
+        let table = db.table(table_id);
+        let Some(pk) = table.schema().primary_key else {
+            for slot in slots {
+                if let Some(before) = self.image(slot.before) {
+                    out.deletes.push(before);
+                }
+                if let Some(after) = self.image(slot.after) {
+                    out.inserts.push(after);
+                }
+            }
+            return out;
+        };
+        let key = |bytes: &[u8]| table.unique_key_of_row(pk, bytes);
+        let mut deletes: Vec<(KeyBytes, &[u8])> = Vec::new();
+        let mut inserts: Vec<(KeyBytes, &[u8])> = Vec::new();
+        for slot in slots {
+            let (before, after) = (self.image(slot.before), self.image(slot.after));
+            let before = before.map(|b| (key(b), b));
+            let after = after.map(|a| (key(a), a));
+            match (before, after) {
+                (Some((kb, b)), Some((ka, a))) if kb == ka => out.push_update(b, a),
+                (before, after) => {
+                    deletes.extend(before);
+                    inserts.extend(after);
+                }
+            }
+        }
+        let mut unmatched: HashMap<&[u8], usize> =
+            deletes.iter().enumerate().map(|(i, (k, _))| (k.as_slice(), i)).collect();
+        let mut paired = vec![false; deletes.len()];
+        for (k, a) in &inserts {
+            match unmatched.remove(k.as_slice()) {
+                Some(i) => {
+                    paired[i] = true;
+                    // A row deleted and inserted back unchanged (in another slot) did not change.
+                    if deletes[i].1 != *a {
+                        out.push_update(deletes[i].1, a);
+                    }
+                }
+                None => out.inserts.push(a),
+            }
+        }
+        for ((_, b), _) in deletes.iter().zip(&paired).filter(|(_, p)| !**p) {
+            out.deletes.push(b);
+        }
+        out
+    }
+}
+
+/// A list of encoded rows in one buffer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowList {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl RowList {
+    pub fn push(&mut self, row: &[u8]) {
+        self.bytes.extend_from_slice(row);
+        self.ends.push(self.bytes.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.bytes[start..end])
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        (0..self.len()).map(|i| self.get(i).expect("index in range"))
+    }
+}
+
+/// What committed transactions did to one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableChanges {
+    pub table: TableId,
+    pub inserts: RowList,
+    pub deletes: RowList,
+    /// Old versions of updated rows; `updates_new[i]` is the new version of `updates_old[i]`.
+    pub updates_old: RowList,
+    pub updates_new: RowList,
+}
+
+impl TableChanges {
+    fn push_update(&mut self, old: &[u8], new: &[u8]) {
+        self.updates_old.push(old);
+        self.updates_new.push(new);
+    }
+
+    /// `(old, new)` pairs of updated rows.
+    pub fn updates(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.updates_old.iter().zip(self.updates_new.iter())
+    }
+
+    /// Rows inserted, deleted or updated.
+    pub fn rows_changed(&self) -> usize {
+        self.inserts.len() + self.deletes.len() + self.updates_old.len()
+    }
+}

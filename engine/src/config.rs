@@ -1,0 +1,33 @@
+//! Every limit the engine enforces, in one place, with defaults. Each has a test that
+//! goes past it and gets a clean error.
+
+use std::time::Duration;
+
+/// Limits and rates of one database.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The largest encoded row accepted by an insert or update.
+    pub row_bytes_max: usize,
+    /// How many rows one table may hold (row ids are 32-bit).
+    pub table_rows_max: usize,
+    /// Work items that may wait in the inbox; past it, submitting fails with
+    /// [`InboxError::Full`](crate::tick::InboxError::Full).
+    pub inbox_capacity: usize,
+    /// The most work items one tick drains; the rest wait for the next tick, so one
+    /// burst cannot make a tick arbitrarily long.
+    pub tick_work_max: usize,
+    /// Period of the fixed-rate tick systems, if the database has any.
+    pub fixed_tick_interval: Option<Duration>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            row_bytes_max: 1 << 20,
+            table_rows_max: u32::MAX as usize,
+            inbox_capacity: 16 * 1024,
+            tick_work_max: 4096,
+            fixed_tick_interval: None,
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The database (its tables) and transactions over it.
+//!
+//! One thread owns a [`Database`]; there is no locking anywhere below it. A [`Tx`]
+//! borrows the database mutably, applies every write in place at once, and keeps an
+//! undo log: enough to put back each slot, index entry and sequence exactly as it
+//! was. Reads through the transaction therefore see its own writes for free, commit is
+//! just building the [`Changeset`], and rollback replays the undo log backwards.
+//! Because exactly one transaction runs at a time, nothing else can observe its
+//! uncommitted state: that is what makes in-place writes safe.
+
+use std::collections::HashMap;
+
+use smallvec::SmallVec;
+use tickdb_wasm_abi::{TableSchema, Value, encode_product};
+
+use crate::changeset::{Changeset, Span};
+use crate::config::EngineConfig;
+use crate::error::Error;
+use crate::ids::{RowId, TableId};
+use crate::table::Table;
+
+/// All tables of one database.
+#[derive(Debug, Default)]
+pub struct Database {
+    config: EngineConfig,
+    tables: Vec<Table>,
+    names: HashMap<String, TableId>,
+}
+
+impl Database {
+    pub fn new(config: EngineConfig) -> Database {
+        Database { config, tables: Vec::new(), names: HashMap::new() }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Adds an empty table.
+    pub fn create_table(&mut self, schema: TableSchema) -> Result<TableId, Error> {
+        if self.names.contains_key(&schema.name) {
+            return Err(Error::TableExists(schema.name));
+        }
+        let id = TableId(self.tables.len() as u32);
+        self.names.insert(schema.name.clone(), id);
+        self.tables.push(Table::new(id, schema, &self.config));
+        Ok(id)
+    }
+
+    pub fn table_id(&self, name: &str) -> Result<TableId, Error> {
+        self.names.get(name).copied().ok_or_else(|| Error::NoSuchTable(name.into()))
+    }
+
+    pub fn table(&self, id: TableId) -> &Table {
+        &self.tables[id.index()]
+    }
+
+    pub fn tables(&self) -> impl ExactSizeIterator<Item = &Table> + '_ {
+        self.tables.iter()
+    }
+
+    /// Starts a transaction. Dropping it without [`Tx::commit`] rolls it back.
+    pub fn begin(&mut self) -> Tx<'_> {
+        Tx { db: self, undo: Vec::new(), images: Vec::new(), scratch: Vec::new(), done: false }
+    }
+}
+
+/// One step to take back on rollback.
+#[derive(Debug, Clone, Copy)]
+enum Undo {
+    Inserted { table: TableId, row: RowId, fresh: bool },
+    Deleted { table: TableId, row: RowId, image: Span },
+    Updated { table: TableId, row: RowId, image: Span },
+    Sequence { table: TableId, seq: u16, prev: u128 },
+}
+
+/// A transaction; see the module docs.
+#[derive(Debug)]
+pub struct Tx<'db> {
+    db: &'db mut Database,
+    undo: Vec<Undo>,
+    /// Encodings of rows as they were before a delete or update, for the undo log and
+    /// then the changeset.
+    images: Vec<u8>,
+    /// A row being filled with sequence values.
+    scratch: Vec<u8>,
+    done: bool,
+}
+
+impl Tx<'_> {
+    /// The database as this transaction sees it, its own writes included.
+    pub fn db(&self) -> &Database {
+        self.db
+    }
+
+    pub fn table(&self, id: TableId) -> &Table {
+        self.db.table(id)
+    }
+
+    /// Writes logged so far.
+    pub fn undo_len(&self) -> usize {
+        self.undo.len()
+    }
+
+    /// Inserts an encoded row. Zero in an auto-inc column takes the sequence's next value.
+    pub fn insert(&mut self, table: TableId, row: &[u8]) -> Result<RowId, Error> {
+        let t = &mut self.db.tables[table.index()];
+        let parts = t.parse_row(row)?;
+        let mut sequences = SmallVec::new();
+        let row = if t.schema().auto_inc.is_empty() {
+            row
+        } else {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(row);
+            sequences = t.fill_sequences(&mut self.scratch, &parts)?;
+            &self.scratch
+        };
+        match t.insert(row, &parts) {
+            Ok((id, fresh)) => {
+                let changed = sequences.iter().map(|&(seq, prev)| Undo::Sequence { table, seq, prev });
+                self.undo.extend(changed);
+                self.undo.push(Undo::Inserted { table, row: id, fresh });
+                Ok(id)
+            }
+            Err(e) => {
+                sequences.iter().rev().for_each(|&(seq, prev)| t.undo_sequence(seq, prev));
+                Err(e)
+            }
+        }
+    }
+
+    /// Inserts a row given as values, checking them against the column types.
+    pub fn insert_values(&mut self, table: TableId, values: &[Value]) -> Result<RowId, Error> {
+        let row = self.encode_values(table, values)?;
+        self.insert(table, &row)
+    }
+
+    /// Deletes a live row.
+    pub fn delete(&mut self, table: TableId, row: RowId) -> Result<(), Error> {
+        let start = self.images.len();
+        let t = &mut self.db.tables[table.index()];
+        let Some(current) = t.get(row) else {
+            return Err(Error::NoSuchRow { table: t.name().into(), row: row.0 });
+        };
+        current.encode_into(&mut self.images);
+        t.delete(row).expect("the row is live");
+        self.undo.push(Undo::Deleted { table, row, image: Span::of(&self.images, start) });
+        Ok(())
+    }
+
+    /// Replaces a live row's values in place (the row keeps its id).
+    pub fn update(&mut self, table: TableId, row: RowId, new: &[u8]) -> Result<(), Error> {
+        let t = &mut self.db.tables[table.index()];
+        let parts = t.parse_row(new)?;
+        let start = self.images.len();
+        let Some(current) = t.get(row) else {
+            return Err(Error::NoSuchRow { table: t.name().into(), row: row.0 });
+        };
+        current.encode_into(&mut self.images);
+        if let Err(e) = t.update(row, new, &parts) {
+            self.images.truncate(start);
+            return Err(e);
+        }
+        self.undo.push(Undo::Updated { table, row, image: Span::of(&self.images, start) });
+        Ok(())
+    }
+
+    pub fn update_values(&mut self, table: TableId, row: RowId, values: &[Value]) -> Result<(), Error> {
+        let new = self.encode_values(table, values)?;
+        self.update(table, row, &new)
+    }
+
+    fn encode_values(&self, table: TableId, values: &[Value]) -> Result<Vec<u8>, Error> {
+        let t = self.db.table(table);
+        let mut row = Vec::new();
+        encode_product(t.schema().column_types(), values, &mut row)
+            .map_err(|source| Error::TypeMismatch { table: t.name().into(), source })?;
+        Ok(row)
+    }
+
+    /// The row whose primary key is `key` (one value per key column).
+    pub fn find_by_primary_key(&self, table: TableId, key: &[Value]) -> Result<Option<RowId>, Error> {
+        let t = self.db.table(table);
+        let Some(pk) = t.schema().primary_key else {
+            return Err(Error::NoSuchIndex { table: t.name().into(), name: "primary key".into() });
+        };
+        let key = t.key_from_values(&t.schema().unique[pk].columns, key)?;
+        Ok(t.find_unique(pk, &key))
+    }
+
+    /// Makes the writes permanent and returns what they changed.
+    pub fn commit(mut self) -> Changeset {
+        self.done = true;
+        let images = std::mem::take(&mut self.images);
+        let undo = std::mem::take(&mut self.undo);
+        let touched = undo.iter().filter_map(|u| match *u {
+            Undo::Inserted { table, row, .. } => Some((table, row, None)),
+            Undo::Deleted { table, row, image } | Undo::Updated { table, row, image } => {
+                Some((table, row, Some(image)))
+            }
+            Undo::Sequence { .. } => None,
+        });
+        let db = &*self.db;
+        Changeset::from_touched(images, touched, |table, row, out| match db.table(table).get(row) {
+            Some(current) => {
+                current.encode_into(out);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Undoes every write, restoring the exact previous state, indexes included.
+    pub fn rollback(mut self) {
+        self.undo_all();
+    }
+
+    fn undo_all(&mut self) {
+        self.done = true;
+        for undo in self.undo.drain(..).rev() {
+            match undo {
+                Undo::Inserted { table, row, fresh } => self.db.tables[table.index()].undo_insert(row, fresh),
+                Undo::Deleted { table, row, image } => {
+                    self.db.tables[table.index()].undo_delete(row, &self.images[image.start..image.end]);
+                }
+                Undo::Updated { table, row, image } => {
+                    self.db.tables[table.index()].undo_update(row, &self.images[image.start..image.end]);
+                }
+                Undo::Sequence { table, seq, prev } => self.db.tables[table.index()].undo_sequence(seq, prev),
+            }
+        }
+        self.images.clear();
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.undo_all();
+        }
+    }
+}

@@ -1,0 +1,600 @@
+//! Tables: chunks of rows, their indexes and their sequences, kept consistent.
+//!
+//! A table accepts rows in the value encoding (the struct of its columns; see
+//! [`tickdb_wasm_abi::encoding`]), checks them once on the way in, and from then on
+//! moves bytes: a fixed-size column value is copied into its chunk array as is.
+//!
+//! The write methods here apply a change and keep every index in step, but know
+//! nothing of transactions: [`Tx`](crate::Tx) calls them, logs what is needed to undo
+//! them, and calls the `undo_*` methods to roll back. Each write either happens whole
+//! or returns an error having changed nothing.
+
+use std::ops::{Bound, Range};
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+use tickdb_wasm_abi::encoding::needs_validation;
+use tickdb_wasm_abi::{
+    ColId, DecodeError, Reader, TableSchema, Value, ValueType, decode_exact, encode, skip,
+};
+
+use crate::chunk::{CHUNK_ROWS, CHUNK_ROWS_LOG2, Chunk, ColumnLayout};
+use crate::config::EngineConfig;
+use crate::error::Error;
+use crate::ids::{RowId, TableId};
+use crate::index::{BTreeIndex, UniqueIndex};
+use crate::key::{self, KeyBytes};
+
+/// Where each column's stored bytes lie in an encoded row.
+pub(crate) type RowParts = SmallVec<[Range<u32>; 16]>;
+
+/// The most chunks a table can address with 32-bit row ids.
+const TABLE_CHUNKS_MAX: usize = 1 << (32 - CHUNK_ROWS_LOG2);
+
+/// An auto-increment sequence over one integer column.
+#[derive(Debug, Clone)]
+struct Sequence {
+    col: ColId,
+    next: u128,
+    max: u128,
+    size: usize,
+}
+
+/// One table's rows, indexes and sequences.
+#[derive(Debug)]
+pub struct Table {
+    id: TableId,
+    schema: Arc<TableSchema>,
+    layouts: Box<[ColumnLayout]>,
+    /// Columns whose bytes need checking on the way in (bools, tags, UTF-8).
+    validate: Box<[bool]>,
+    chunks: Vec<Chunk>,
+    /// Vacant slots below the chunks' high-water marks, reused last-freed first.
+    free: Vec<RowId>,
+    len: usize,
+    unique: Vec<UniqueIndex>,
+    btree: Vec<BTreeIndex>,
+    sequences: Vec<Sequence>,
+    row_bytes_max: usize,
+    rows_max: usize,
+}
+
+impl Table {
+    pub(crate) fn new(id: TableId, schema: TableSchema, config: &EngineConfig) -> Table {
+        let layouts = schema.columns.iter().map(|c| ColumnLayout::of(&c.ty)).collect();
+        let validate = schema.columns.iter().map(|c| needs_validation(&c.ty)).collect();
+        let sequences = schema.auto_inc.iter().map(|&col| new_sequence(col, &schema.columns[col.index()].ty));
+        Table {
+            id,
+            unique: schema.unique.iter().map(|_| UniqueIndex::default()).collect(),
+            btree: schema.indexes.iter().map(|_| BTreeIndex::default()).collect(),
+            sequences: sequences.collect(),
+            schema: Arc::new(schema),
+            layouts,
+            validate,
+            chunks: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+            row_bytes_max: config.row_bytes_max,
+            rows_max: config.table_rows_max.min(TABLE_CHUNKS_MAX * CHUNK_ROWS),
+        }
+    }
+
+    pub fn id(&self) -> TableId {
+        self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.schema.name
+    }
+
+    pub fn schema(&self) -> &Arc<TableSchema> {
+        &self.schema
+    }
+
+    /// Live rows.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The live row at `row`, if there is one.
+    pub fn get(&self, row: RowId) -> Option<RowRef<'_>> {
+        let chunk = self.chunks.get(row.chunk())?;
+        chunk.is_occupied(row.slot()).then_some(RowRef { table: self, chunk, slot: row.slot(), id: row })
+    }
+
+    /// Every live row, chunk by chunk, in row id order.
+    pub fn iter(&self) -> impl Iterator<Item = RowRef<'_>> + '_ {
+        self.chunks.iter().enumerate().flat_map(move |(c, chunk)| {
+            chunk.occupied_slots().map(move |slot| RowRef {
+                table: self,
+                chunk,
+                slot,
+                id: RowId::new(c, slot),
+            })
+        })
+    }
+
+    /// The chunks, for column-at-a-time scans.
+    pub fn chunks(&self) -> impl Iterator<Item = ChunkView<'_>> + '_ {
+        self.chunks.iter().enumerate().map(move |(index, chunk)| ChunkView { table: self, chunk, index })
+    }
+
+    /// Position of the unique constraint named `name`.
+    pub fn unique_constraint(&self, name: &str) -> Result<usize, Error> {
+        self.schema.unique.iter().position(|u| u.name == name).ok_or_else(|| self.no_such_index(name))
+    }
+
+    /// Position of the btree index named `name`.
+    pub fn btree_index(&self, name: &str) -> Result<usize, Error> {
+        self.schema.indexes.iter().position(|i| i.name == name).ok_or_else(|| self.no_such_index(name))
+    }
+
+    fn no_such_index(&self, name: &str) -> Error {
+        Error::NoSuchIndex { table: self.schema.name.clone(), name: name.into() }
+    }
+
+    /// The row holding `key` in unique constraint `constraint` (a position in
+    /// `schema().unique`; the primary key, if any, is at `schema().primary_key`).
+    pub fn find_unique(&self, constraint: usize, key: &[u8]) -> Option<RowId> {
+        self.unique[constraint].get(key)
+    }
+
+    /// Rows of btree index `index` between two key (prefix) bounds, in key order.
+    pub fn index_range<'a>(
+        &'a self,
+        index: usize,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+    ) -> impl Iterator<Item = RowId> + 'a {
+        self.btree[index].range(lower, upper)
+    }
+
+    /// Rows of btree index `index` whose key starts with `prefix`, in key order.
+    pub fn index_prefix<'a>(&'a self, index: usize, prefix: &[u8]) -> impl Iterator<Item = RowId> + 'a {
+        self.btree[index].prefix(prefix)
+    }
+
+    /// The key (or key prefix, given fewer values than columns) of `values` for the
+    /// index over `columns`.
+    pub fn key_from_values(&self, columns: &[ColId], values: &[Value]) -> Result<KeyBytes, Error> {
+        let mut encoded = Vec::new();
+        for (col, value) in columns.iter().zip(values) {
+            let ty = &self.schema.columns[col.index()].ty;
+            encode(ty, value, &mut encoded).map_err(|e| self.invalid_key(columns, e.to_string()))?;
+        }
+        if values.len() > columns.len() {
+            return Err(
+                self.invalid_key(columns, format!("{} values for {} columns", values.len(), columns.len()))
+            );
+        }
+        self.key_from_encoded(&columns[..values.len()], &encoded)
+    }
+
+    /// The key of the value encodings of `columns`, concatenated (how a module sends them).
+    pub fn key_from_encoded(&self, columns: &[ColId], encoded: &[u8]) -> Result<KeyBytes, Error> {
+        let mut r = Reader::new(encoded);
+        let mut out = KeyBytes::new();
+        for col in columns {
+            let ty = &self.schema.columns[col.index()].ty;
+            let start = r.position();
+            skip(ty, &mut r).map_err(|e| self.invalid_key(columns, e.to_string()))?;
+            key::push_encoded(ty, &mut Reader::new(&encoded[start..r.position()]), &mut out)
+                .map_err(|e| self.invalid_key(columns, e.to_string()))?;
+        }
+        if r.remaining() != 0 {
+            return Err(self.invalid_key(columns, format!("{} bytes after the last column", r.remaining())));
+        }
+        Ok(out)
+    }
+
+    fn invalid_key(&self, columns: &[ColId], why: String) -> Error {
+        Error::InvalidKey { columns: self.schema.describe_columns(columns), why }
+    }
+
+    /// Checks an encoded row against the schema and finds its columns.
+    pub(crate) fn parse_row(&self, row: &[u8]) -> Result<RowParts, Error> {
+        if row.len() > self.row_bytes_max {
+            let (table, len, max) = (self.schema.name.clone(), row.len(), self.row_bytes_max);
+            return Err(Error::RowTooLarge { table, len, max });
+        }
+        let mut parts = RowParts::with_capacity(self.layouts.len());
+        let mut r = Reader::new(row);
+        for (col, layout) in self.layouts.iter().enumerate() {
+            let start = r.position();
+            let result = match layout {
+                ColumnLayout::Fixed { size } if !self.validate[col] => r.take(*size, "value").map(drop),
+                _ => skip(&self.schema.columns[col].ty, &mut r),
+            };
+            result.map_err(|source| self.invalid_row(col, source))?;
+            let prefix = if let ColumnLayout::Var { len_prefixed: true } = layout { 4 } else { 0 };
+            parts.push((start + prefix) as u32..r.position() as u32);
+        }
+        if r.remaining() != 0 {
+            return Err(Error::RowTrailingBytes { table: self.schema.name.clone(), extra: r.remaining() });
+        }
+        Ok(parts)
+    }
+
+    fn invalid_row(&self, col: usize, source: DecodeError) -> Error {
+        let (table, column) = (self.schema.name.clone(), self.schema.columns[col].name.clone());
+        Error::InvalidRow { table, column, source }
+    }
+
+    /// Inserts a parsed row. Returns its id, and whether its slot was never used
+    /// before (which [`Table::undo_insert`] needs to know).
+    pub(crate) fn insert(&mut self, row: &[u8], parts: &RowParts) -> Result<(RowId, bool), Error> {
+        if self.len >= self.rows_max || (self.free.is_empty() && self.last_chunk_full_at_max()) {
+            return Err(Error::TableFull { table: self.schema.name.clone(), max: self.rows_max });
+        }
+        self.check_unique(row, parts, None)?;
+        let (id, fresh) = self.alloc_slot();
+        self.write_new(id, row, parts);
+        Ok((id, fresh))
+    }
+
+    fn last_chunk_full_at_max(&self) -> bool {
+        self.chunks.len() == TABLE_CHUNKS_MAX && self.chunks.last().is_some_and(Chunk::is_full)
+    }
+
+    /// Deletes a live row.
+    pub(crate) fn delete(&mut self, id: RowId) -> Result<(), Error> {
+        self.check_live(id)?;
+        self.unlink(id);
+        self.free.push(id);
+        self.chunks[id.chunk()].maybe_compact(&self.layouts);
+        Ok(())
+    }
+
+    /// Replaces a live row's values with a parsed row, in place: the row keeps its id.
+    pub(crate) fn update(&mut self, id: RowId, row: &[u8], parts: &RowParts) -> Result<(), Error> {
+        self.check_live(id)?;
+        self.check_unique(row, parts, Some(id))?;
+        self.replace(id, row, parts);
+        self.chunks[id.chunk()].maybe_compact(&self.layouts);
+        Ok(())
+    }
+
+    /// Undoes the [`Table::insert`] that returned `id` and `fresh`, which must be the
+    /// latest change to this table still standing.
+    pub(crate) fn undo_insert(&mut self, id: RowId, fresh: bool) {
+        self.unlink(id);
+        if fresh {
+            self.chunks[id.chunk()].pop_slot(id.slot());
+        } else {
+            self.free.push(id);
+        }
+    }
+
+    /// Undoes the [`Table::delete`] of `id`, restoring the row from its encoding.
+    pub(crate) fn undo_delete(&mut self, id: RowId, image: &[u8]) {
+        let popped = self.free.pop();
+        assert_eq!(popped, Some(id), "undo_delete must undo the latest free-list push");
+        let parts = self.parse_row(image).expect("undo images are rows this table held");
+        self.write_new(id, image, &parts);
+    }
+
+    /// Undoes an update of `id`, restoring its previous values.
+    pub(crate) fn undo_update(&mut self, id: RowId, image: &[u8]) {
+        let parts = self.parse_row(image).expect("undo images are rows this table held");
+        self.replace(id, image, &parts);
+    }
+
+    fn check_live(&self, id: RowId) -> Result<(), Error> {
+        match self.get(id) {
+            Some(_) => Ok(()),
+            None => Err(Error::NoSuchRow { table: self.schema.name.clone(), row: id.0 }),
+        }
+    }
+
+    /// Fails if another row than `except` holds any of this row's unique keys.
+    fn check_unique(&self, row: &[u8], parts: &RowParts, except: Option<RowId>) -> Result<(), Error> {
+        for (i, constraint) in self.schema.unique.iter().enumerate() {
+            let key = self.key_of(&constraint.columns, row, parts);
+            match self.unique[i].get(&key) {
+                Some(holder) if Some(holder) != except => return Err(self.unique_violation(i, row, parts)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn unique_violation(&self, constraint: usize, row: &[u8], parts: &RowParts) -> Error {
+        let c = &self.schema.unique[constraint];
+        let values: Vec<String> = c
+            .columns
+            .iter()
+            .map(|col| {
+                let stored = &row[parts[col.index()].start as usize..parts[col.index()].end as usize];
+                format!("{:?}", self.stored_value(col.index(), stored))
+            })
+            .collect();
+        let columns = self.schema.describe_columns(&c.columns);
+        Error::UniqueViolation { constraint: c.name.clone(), columns, key: values.join(", ") }
+    }
+
+    fn alloc_slot(&mut self) -> (RowId, bool) {
+        if let Some(id) = self.free.pop() {
+            return (id, false);
+        }
+        if self.chunks.last().is_none_or(Chunk::is_full) {
+            self.chunks.push(Chunk::new(&self.layouts));
+        }
+        let c = self.chunks.len() - 1;
+        let slot = self.chunks[c].push_slot(&self.layouts);
+        (RowId::new(c, slot), true)
+    }
+
+    /// Writes a row into a vacant slot, marks it live and indexes it.
+    fn write_new(&mut self, id: RowId, row: &[u8], parts: &RowParts) {
+        let chunk = &mut self.chunks[id.chunk()];
+        for (col, range) in parts.iter().enumerate() {
+            chunk.set_value(
+                &self.layouts,
+                col,
+                id.slot(),
+                &row[range.start as usize..range.end as usize],
+                false,
+            );
+        }
+        chunk.occupy(id.slot());
+        self.len += 1;
+        for (i, constraint) in self.schema.unique.iter().enumerate() {
+            let key = key_of(&self.schema, &constraint.columns, row, parts);
+            self.unique[i].insert(key, id);
+        }
+        for (i, index) in self.schema.indexes.iter().enumerate() {
+            let key = key_of(&self.schema, &index.columns, row, parts);
+            self.btree[i].insert(key, id);
+        }
+    }
+
+    /// Removes a live row from every index and vacates its slot.
+    fn unlink(&mut self, id: RowId) {
+        for (i, constraint) in self.schema.unique.iter().enumerate() {
+            let key = self.stored_key(&constraint.columns, id);
+            self.unique[i].remove(&key, id);
+        }
+        for (i, index) in self.schema.indexes.iter().enumerate() {
+            let key = self.stored_key(&index.columns, id);
+            self.btree[i].remove(key, id);
+        }
+        self.chunks[id.chunk()].vacate(&self.layouts, id.slot());
+        self.len -= 1;
+    }
+
+    /// Overwrites a live row, touching only the columns and index keys that change.
+    fn replace(&mut self, id: RowId, row: &[u8], parts: &RowParts) {
+        let changed: SmallVec<[bool; 16]> = (0..self.layouts.len())
+            .map(|col| self.stored(id, col) != &row[parts[col].start as usize..parts[col].end as usize])
+            .collect();
+        let touches = |cols: &[ColId]| cols.iter().any(|c| changed[c.index()]);
+        for (i, constraint) in self.schema.unique.iter().enumerate() {
+            if touches(&constraint.columns) {
+                let old = self.stored_key(&constraint.columns, id);
+                self.unique[i].remove(&old, id);
+                self.unique[i].insert(key_of(&self.schema, &constraint.columns, row, parts), id);
+            }
+        }
+        for (i, index) in self.schema.indexes.iter().enumerate() {
+            if touches(&index.columns) {
+                let old = self.stored_key(&index.columns, id);
+                self.btree[i].remove(old, id);
+                self.btree[i].insert(key_of(&self.schema, &index.columns, row, parts), id);
+            }
+        }
+        let chunk = &mut self.chunks[id.chunk()];
+        for (col, range) in parts.iter().enumerate().filter(|(col, _)| changed[*col]) {
+            chunk.set_value(
+                &self.layouts,
+                col,
+                id.slot(),
+                &row[range.start as usize..range.end as usize],
+                true,
+            );
+        }
+    }
+
+    fn stored(&self, id: RowId, col: usize) -> &[u8] {
+        self.chunks[id.chunk()].value(&self.layouts, col, id.slot())
+    }
+
+    fn key_of(&self, columns: &[ColId], row: &[u8], parts: &RowParts) -> KeyBytes {
+        key_of(&self.schema, columns, row, parts)
+    }
+
+    fn stored_key(&self, columns: &[ColId], id: RowId) -> KeyBytes {
+        let mut key = KeyBytes::new();
+        for col in columns {
+            key::push_stored(&self.schema.columns[col.index()].ty, self.stored(id, col.index()), &mut key);
+        }
+        key
+    }
+
+    /// The key of a live row in unique constraint `constraint`.
+    pub(crate) fn unique_key_of_row(&self, constraint: usize, row: &[u8]) -> KeyBytes {
+        let parts = self.parse_row(row).expect("changeset rows are rows this table held");
+        self.key_of(&self.schema.unique[constraint].columns, row, &parts)
+    }
+
+    fn stored_value(&self, col: usize, stored: &[u8]) -> Value {
+        let ty = &self.schema.columns[col].ty;
+        match ty {
+            ValueType::String => Value::String(String::from_utf8_lossy(stored).into()),
+            ValueType::Bytes => Value::Bytes(stored.into()),
+            _ => decode_exact(ty, stored).expect("stored values are valid encodings"),
+        }
+    }
+
+    /// Fills the row's zero auto-inc columns from their sequences and moves sequences
+    /// past explicit values. Returns each changed sequence's previous `next`.
+    pub(crate) fn fill_sequences(
+        &mut self,
+        row: &mut [u8],
+        parts: &RowParts,
+    ) -> Result<SmallVec<[(u16, u128); 2]>, Error> {
+        let mut changed = SmallVec::new();
+        for (i, seq) in self.sequences.iter_mut().enumerate() {
+            let range = parts[seq.col.index()].start as usize..parts[seq.col.index()].end as usize;
+            let value = &mut row[range];
+            let mut le = [0u8; 16];
+            le[..seq.size].copy_from_slice(value);
+            let current = u128::from_le_bytes(le);
+            let prev = seq.next;
+            if current == 0 {
+                if seq.next > seq.max {
+                    let column = self.schema.columns[seq.col.index()].name.clone();
+                    return Err(Error::SequenceExhausted { table: self.schema.name.clone(), column });
+                }
+                value.copy_from_slice(&seq.next.to_le_bytes()[..seq.size]);
+                seq.next += 1;
+            } else if current <= seq.max && current >= seq.next {
+                seq.next = current + 1;
+            }
+            if seq.next != prev {
+                changed.push((i as u16, prev));
+            }
+        }
+        Ok(changed)
+    }
+
+    pub(crate) fn undo_sequence(&mut self, seq: u16, prev: u128) {
+        self.sequences[usize::from(seq)].next = prev;
+    }
+
+    /// Heap bytes of the rows: chunks and free list, by capacity.
+    pub fn heap_bytes(&self) -> usize {
+        let chunks: usize = self.chunks.iter().map(Chunk::heap_bytes).sum();
+        chunks + self.chunks.capacity() * size_of::<Chunk>() + self.free.capacity() * size_of::<RowId>()
+    }
+
+    /// Heap bytes of the indexes.
+    pub fn index_heap_bytes(&self) -> usize {
+        self.unique.iter().map(UniqueIndex::heap_bytes).sum::<usize>()
+            + self.btree.iter().map(BTreeIndex::heap_bytes).sum::<usize>()
+    }
+
+    /// Makes room for `additional` more rows in the unique indexes.
+    pub fn reserve(&mut self, additional: usize) {
+        self.unique.iter_mut().for_each(|u| u.reserve(additional));
+    }
+}
+
+fn key_of(schema: &TableSchema, columns: &[ColId], row: &[u8], parts: &RowParts) -> KeyBytes {
+    let mut key = KeyBytes::new();
+    for col in columns {
+        let range = &parts[col.index()];
+        key::push_stored(
+            &schema.columns[col.index()].ty,
+            &row[range.start as usize..range.end as usize],
+            &mut key,
+        );
+    }
+    key
+}
+
+fn new_sequence(col: ColId, ty: &ValueType) -> Sequence {
+    let size = ty.fixed_size().expect("auto_inc columns are integers");
+    let signed =
+        matches!(ty, ValueType::I8 | ValueType::I16 | ValueType::I32 | ValueType::I64 | ValueType::I128);
+    let bits = size as u32 * 8 - u32::from(signed);
+    let max = if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 };
+    Sequence { col, next: 1, max, size }
+}
+
+/// A live row, borrowed from its table.
+#[derive(Debug, Clone, Copy)]
+pub struct RowRef<'a> {
+    table: &'a Table,
+    chunk: &'a Chunk,
+    slot: usize,
+    id: RowId,
+}
+
+impl<'a> RowRef<'a> {
+    pub fn id(&self) -> RowId {
+        self.id
+    }
+
+    /// The stored bytes of column `col`: its value encoding, or the bare payload of a
+    /// `String` or `Bytes` column.
+    pub fn stored(&self, col: ColId) -> &'a [u8] {
+        self.chunk.value(&self.table.layouts, col.index(), self.slot)
+    }
+
+    /// Appends the row's value encoding.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        for (col, layout) in self.table.layouts.iter().enumerate() {
+            let stored = self.chunk.value(&self.table.layouts, col, self.slot);
+            if let ColumnLayout::Var { len_prefixed: true } = layout {
+                out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+            }
+            out.extend_from_slice(stored);
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    pub fn value(&self, col: ColId) -> Value {
+        self.table.stored_value(col.index(), self.stored(col))
+    }
+
+    pub fn to_values(&self) -> Vec<Value> {
+        (0..self.table.layouts.len()).map(|c| self.value(ColId(c as u16))).collect()
+    }
+}
+
+/// One chunk of a table, for column-at-a-time scans.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkView<'a> {
+    table: &'a Table,
+    chunk: &'a Chunk,
+    index: usize,
+}
+
+impl<'a> ChunkView<'a> {
+    /// Live rows in this chunk.
+    pub fn len(&self) -> usize {
+        self.chunk.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunk.is_empty()
+    }
+
+    /// Whether every slot below the high-water mark is live, so that a column slice
+    /// holds live values only.
+    pub fn is_dense(&self) -> bool {
+        self.chunk.len() == self.chunk.high_water()
+    }
+
+    /// A fixed-size column as a typed slice, one element per slot up to the high-water
+    /// mark, vacant slots included (see [`ChunkView::is_dense`] and
+    /// [`ChunkView::occupied_slots`]). `None` unless `T` has the column's size and
+    /// an alignment of at most 8.
+    pub fn column<T: bytemuck::Pod>(&self, col: ColId) -> Option<&'a [T]> {
+        let ColumnLayout::Fixed { size } = self.table.layouts[col.index()] else { return None };
+        if size != size_of::<T>() {
+            return None;
+        }
+        let bytes = &self.chunk.column_bytes(col.index())[..self.chunk.high_water() * size];
+        bytemuck::try_cast_slice(bytes).ok()
+    }
+
+    /// Live slots in ascending order.
+    pub fn occupied_slots(&self) -> impl Iterator<Item = usize> + 'a {
+        self.chunk.occupied_slots()
+    }
+
+    pub fn row_id(&self, slot: usize) -> RowId {
+        RowId::new(self.index, slot)
+    }
+}

@@ -1,0 +1,437 @@
+//! The tick loop: one thread per database that owns its tables and runs all work.
+//!
+//! Work items (later: reducer calls from clients) wait in a bounded inbox. A tick starts
+//! as soon as work is waiting, with no artificial delay, so latency stays low when idle
+//! and batches grow under load; a tick also starts when the fixed-rate systems are due.
+//! Each work item is its own transaction: if it fails or panics it rolls back alone.
+//! The committed changesets of a tick are merged into one, resolved into per-table
+//! changes and handed to the [`TickSink`] (later: the commit log and subscriptions).
+//!
+//! [`Ticker`] is the deterministic core: given the same database, work, clock readings
+//! and random numbers it produces the same state and the same output, which is what a
+//! simulator needs. [`TickLoop`] wraps it in a thread with an inbox, deciding only
+//! *when* ticks run. Reads from other threads go through the inbox too and run on the
+//! tick thread between ticks, so they never see a half-applied tick.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tickdb_wasm_abi::{TimeDuration, Timestamp};
+
+use crate::changeset::{Changeset, TableChanges};
+use crate::config::EngineConfig;
+use crate::db::{Database, Tx};
+use crate::ids::TickId;
+
+/// Where a tick's wall-clock time comes from. Tests and simulators inject their own.
+pub trait Clock: Send + 'static {
+    fn now(&mut self) -> Timestamp;
+}
+
+/// Where reducers' random numbers come from. Tests and simulators inject their own.
+pub trait Entropy: Send + 'static {
+    fn next_u64(&mut self) -> u64;
+}
+
+/// The system's real-time clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&mut self) -> Timestamp {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Timestamp::from_micros(i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
+    }
+}
+
+/// The SplitMix64 generator: tiny, fast, and fully determined by its seed.
+#[derive(Debug, Clone)]
+pub struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        SplitMix64 { state: seed }
+    }
+
+    /// Seeded from the operating system's randomness (through std's hasher seeds).
+    pub fn from_os() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        SplitMix64::new(seed)
+    }
+}
+
+impl Entropy for SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// What a transaction running in a tick may know about the tick.
+pub struct TickContext<'a> {
+    pub tick: TickId,
+    /// The tick's time: the same for every transaction of the tick.
+    pub timestamp: Timestamp,
+    /// For fixed-rate systems: time since their previous run (zero the first time).
+    pub delta: TimeDuration,
+    entropy: &'a mut dyn Entropy,
+}
+
+impl std::fmt::Debug for TickContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TickContext").field("tick", &self.tick).field("timestamp", &self.timestamp).finish()
+    }
+}
+
+impl TickContext<'_> {
+    /// The tick's random number source.
+    pub fn rng(&mut self) -> &mut dyn Entropy {
+        self.entropy
+    }
+}
+
+/// The logic the tick loop runs (later: the WASM module host).
+pub trait TickSystem: Send + 'static {
+    type Work: Send + 'static;
+
+    /// Runs one work item as one transaction. `Err` (or a panic) rolls it back; the
+    /// system tells the work's sender how it went.
+    fn run_work(
+        &mut self,
+        tx: &mut Tx<'_>,
+        ctx: &mut TickContext<'_>,
+        work: Self::Work,
+    ) -> Result<(), String>;
+
+    /// Runs the fixed-rate systems as one transaction, when they are due.
+    fn run_fixed(&mut self, _tx: &mut Tx<'_>, _ctx: &mut TickContext<'_>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Receives every tick's output (later: the commit log and subscriptions).
+pub trait TickSink: Send + 'static {
+    fn tick_committed(&mut self, db: &Database, output: TickOutput);
+}
+
+/// Discards tick outputs.
+impl TickSink for () {
+    fn tick_committed(&mut self, _: &Database, _: TickOutput) {}
+}
+
+/// A sink that forwards outputs over a channel.
+impl TickSink for mpsc::Sender<TickOutput> {
+    fn tick_committed(&mut self, _: &Database, output: TickOutput) {
+        // A receiver that hung up wants no more ticks; the loop goes on without it.
+        let _ = self.send(output);
+    }
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickOutput {
+    pub tick: TickId,
+    pub timestamp: Timestamp,
+    /// Net changes of the tick's committed transactions, per table.
+    pub changes: Vec<TableChanges>,
+    pub committed: u32,
+    pub rolled_back: u32,
+}
+
+/// Tick metrics, in hdrhistograms.
+#[derive(Debug, Clone)]
+pub struct TickMetrics {
+    pub ticks: u64,
+    pub committed: u64,
+    pub rolled_back: u64,
+    pub tick_duration_us: Histogram<u64>,
+    pub tick_transactions: Histogram<u64>,
+    pub tick_rows_changed: Histogram<u64>,
+}
+
+impl Default for TickMetrics {
+    fn default() -> Self {
+        let histogram = || Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        TickMetrics {
+            ticks: 0,
+            committed: 0,
+            rolled_back: 0,
+            tick_duration_us: histogram(),
+            tick_transactions: histogram(),
+            tick_rows_changed: histogram(),
+        }
+    }
+}
+
+impl TickMetrics {
+    fn record(&mut self, output: &TickOutput, duration: Duration) {
+        self.ticks += 1;
+        self.committed += u64::from(output.committed);
+        self.rolled_back += u64::from(output.rolled_back);
+        self.tick_duration_us.saturating_record(duration.as_micros() as u64);
+        self.tick_transactions.saturating_record(u64::from(output.committed + output.rolled_back));
+        let rows: usize = output.changes.iter().map(TableChanges::rows_changed).sum();
+        self.tick_rows_changed.saturating_record(rows as u64);
+    }
+}
+
+/// The deterministic core of the tick loop; see the module docs.
+#[derive(Debug)]
+pub struct Ticker<S> {
+    db: Database,
+    system: S,
+    clock: Box<dyn Clock>,
+    entropy: Box<dyn Entropy>,
+    tick: TickId,
+    last_fixed: Option<Timestamp>,
+    metrics: Arc<Mutex<TickMetrics>>,
+}
+
+impl std::fmt::Debug for dyn Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dyn Clock")
+    }
+}
+
+impl std::fmt::Debug for dyn Entropy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dyn Entropy")
+    }
+}
+
+impl<S: TickSystem> Ticker<S> {
+    pub fn new(db: Database, system: S, clock: Box<dyn Clock>, entropy: Box<dyn Entropy>) -> Self {
+        let metrics = Arc::default();
+        Ticker { db, system, clock, entropy, tick: TickId(0), last_fixed: None, metrics }
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn system(&self) -> &S {
+        &self.system
+    }
+
+    pub fn into_db(self) -> Database {
+        self.db
+    }
+
+    pub fn metrics(&self) -> TickMetrics {
+        self.metrics.lock().expect("metrics lock").clone()
+    }
+
+    /// Runs one tick: each work item as its own transaction, then the fixed-rate
+    /// systems if `fixed` is set.
+    pub fn run_tick(&mut self, work: impl IntoIterator<Item = S::Work>, fixed: bool) -> TickOutput {
+        let started = Instant::now();
+        self.tick = TickId(self.tick.0 + 1);
+        let timestamp = self.clock.now();
+        let mut output =
+            TickOutput { tick: self.tick, timestamp, changes: Vec::new(), committed: 0, rolled_back: 0 };
+        let mut changeset = Changeset::default();
+        for item in work {
+            let run =
+                |system: &mut S, tx: &mut Tx<'_>, ctx: &mut TickContext<'_>| system.run_work(tx, ctx, item);
+            self.run_transaction(&mut changeset, &mut output, TimeDuration::default(), run);
+        }
+        if fixed {
+            let delta = self.last_fixed.map(|last| timestamp.duration_since(last)).unwrap_or_default();
+            self.last_fixed = Some(timestamp);
+            self.run_transaction(&mut changeset, &mut output, delta, S::run_fixed);
+        }
+        output.changes = changeset.table_changes(&self.db);
+        self.metrics.lock().expect("metrics lock").record(&output, started.elapsed());
+        output
+    }
+
+    fn run_transaction(
+        &mut self,
+        changeset: &mut Changeset,
+        output: &mut TickOutput,
+        delta: TimeDuration,
+        run: impl FnOnce(&mut S, &mut Tx<'_>, &mut TickContext<'_>) -> Result<(), String>,
+    ) {
+        let mut tx = self.db.begin();
+        let mut ctx =
+            TickContext { tick: self.tick, timestamp: output.timestamp, delta, entropy: &mut *self.entropy };
+        let system = &mut self.system;
+        // A panic in the system is that transaction's failure, not the database's: the
+        // undo log still describes every write, so rolling back restores the state.
+        let result = catch_unwind(AssertUnwindSafe(|| run(system, &mut tx, &mut ctx)));
+        match result {
+            Ok(Ok(())) => {
+                changeset.merge(tx.commit());
+                output.committed += 1;
+            }
+            Ok(Err(_)) | Err(_) => {
+                tx.rollback();
+                output.rolled_back += 1;
+            }
+        }
+    }
+}
+
+/// Why the inbox did not take a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InboxError {
+    #[error("the database is busy: its inbox holds {capacity} waiting items; retry later")]
+    Full { capacity: usize },
+    #[error("the database has stopped")]
+    Closed,
+}
+
+type ReadFn = Box<dyn FnOnce(&Database) + Send>;
+
+enum Message<W> {
+    Work(W),
+    Read(ReadFn),
+    Stop,
+}
+
+/// Starts tick loop threads.
+#[derive(Debug)]
+pub struct TickLoop;
+
+impl TickLoop {
+    /// Starts the tick thread for `ticker`, with the inbox and rates of `config`.
+    pub fn spawn<S: TickSystem>(
+        ticker: Ticker<S>,
+        sink: impl TickSink,
+        config: &EngineConfig,
+    ) -> std::io::Result<TickHandle<S::Work>> {
+        let (inbox, rx) = mpsc::sync_channel(config.inbox_capacity);
+        let metrics = Arc::clone(&ticker.metrics);
+        let (interval, work_max) = (config.fixed_tick_interval, config.tick_work_max.max(1));
+        let thread = std::thread::Builder::new()
+            .name("tickdb-tick".into())
+            .spawn(move || run_loop(ticker, sink, rx, interval, work_max))?;
+        Ok(TickHandle { inbox, capacity: config.inbox_capacity, metrics, thread: Some(thread) })
+    }
+}
+
+fn run_loop<S: TickSystem>(
+    mut ticker: Ticker<S>,
+    mut sink: impl TickSink,
+    rx: Receiver<Message<S::Work>>,
+    interval: Option<Duration>,
+    work_max: usize,
+) -> Database {
+    let mut next_fixed = interval.map(|i| Instant::now() + i);
+    let mut stop = false;
+    while !stop {
+        let first = match next_fixed {
+            Some(due) => match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                Ok(message) => Some(message),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+            None => match rx.recv() {
+                Ok(message) => Some(message),
+                Err(_) => break,
+            },
+        };
+        let mut work = Vec::new();
+        let mut reads = Vec::new();
+        let mut next = first;
+        while let Some(message) = next {
+            match message {
+                Message::Work(w) => work.push(w),
+                Message::Read(f) => reads.push(f),
+                Message::Stop => stop = true,
+            }
+            // An empty or hung-up inbox ends the batch; a hang-up ends the loop next round.
+            next = if work.len() < work_max && !stop { rx.try_recv().ok() } else { None };
+        }
+        let now = Instant::now();
+        let fixed = next_fixed.is_some_and(|due| now >= due);
+        if let (true, Some(due), Some(interval)) = (fixed, next_fixed, interval) {
+            // Missed periods are skipped, not made up: a late tick must not cause a burst.
+            next_fixed = Some(if due + interval > now { due + interval } else { now + interval });
+        }
+        if !work.is_empty() || fixed {
+            let output = ticker.run_tick(work, fixed);
+            sink.tick_committed(ticker.db(), output);
+        }
+        reads.into_iter().for_each(|read| read(ticker.db()));
+    }
+    ticker.into_db()
+}
+
+/// The other threads' side of a running tick loop.
+#[derive(Debug)]
+pub struct TickHandle<W> {
+    inbox: SyncSender<Message<W>>,
+    capacity: usize,
+    metrics: Arc<Mutex<TickMetrics>>,
+    thread: Option<JoinHandle<Database>>,
+}
+
+impl<W> std::fmt::Debug for Message<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Message::Work(_) => "Work",
+            Message::Read(_) => "Read",
+            Message::Stop => "Stop",
+        })
+    }
+}
+
+impl<W: Send + 'static> TickHandle<W> {
+    /// Queues a work item for the next tick, failing at once if the inbox is full.
+    pub fn submit(&self, work: W) -> Result<(), InboxError> {
+        self.try_send(Message::Work(work))
+    }
+
+    fn try_send(&self, message: Message<W>) -> Result<(), InboxError> {
+        self.inbox.try_send(message).map_err(|e| match e {
+            TrySendError::Full(_) => InboxError::Full { capacity: self.capacity },
+            TrySendError::Disconnected(_) => InboxError::Closed,
+        })
+    }
+
+    /// Runs `read` on the tick thread between ticks and returns its result.
+    pub fn read<R: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Database) -> R + Send + 'static,
+    ) -> Result<R, InboxError> {
+        let (reply, result) = mpsc::sync_channel(1);
+        self.try_send(Message::Read(Box::new(move |db| {
+            // The reader may have given up waiting; then nobody needs the result.
+            let _ = reply.send(read(db));
+        })))?;
+        result.recv().map_err(|_| InboxError::Closed)
+    }
+
+    /// A copy of the tick metrics so far.
+    pub fn metrics(&self) -> TickMetrics {
+        self.metrics.lock().expect("metrics lock").clone()
+    }
+
+    /// Finishes the work already queued, stops the thread and returns the database.
+    /// `None` if the tick thread died (a bug: its panic is reported on stderr).
+    pub fn shutdown(mut self) -> Option<Database> {
+        // A send fails only if the thread is gone, which `join` reports.
+        let _ = self.inbox.send(Message::Stop);
+        self.thread.take()?.join().ok()
+    }
+}
+
+impl<W> Drop for TickHandle<W> {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = self.inbox.send(Message::Stop);
+            let _ = thread.join();
+        }
+    }
+}

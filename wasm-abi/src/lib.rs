@@ -1,0 +1,25 @@
+//! The one contract between the tickdb host and the modules it runs.
+//!
+//! Both sides build against this crate, so it stays small and runtime-free: it compiles
+//! for `wasm32-unknown-unknown` and depends on nothing heavier than `thiserror`.
+//!
+//! - [`types`]: the value types a column or argument can have.
+//! - [`value`]: dynamically typed values, for tools and tests.
+//! - [`encoding`]: the compact binary encoding every layer moves rows in.
+//! - [`schema`]: table schemas and their validation.
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("tickdb stores the little-endian value encoding in place and needs a little-endian target");
+
+pub mod encoding;
+pub mod schema;
+pub mod types;
+pub mod value;
+
+pub use encoding::{DecodeError, EncodeError, Reader, decode, decode_exact, encode, encode_product, skip};
+pub use schema::{
+    ColId, ColumnSchema, IndexKind, IndexSchema, SchemaError, TableAccess, TableSchema, TableSchemaBuilder,
+    UniqueConstraint,
+};
+pub use types::{Field, ProductType, SumType, TypeError, ValueType};
+pub use value::{ConnectionId, Identity, TimeDuration, Timestamp, Value};

@@ -1,0 +1,314 @@
+//! Table schemas: columns, keys, constraints, indexes and access, as a module declares
+//! them and as the engine enforces them.
+//!
+//! Schemas are built by name with [`TableSchemaBuilder`] and checked once in
+//! [`TableSchemaBuilder::build`]; a built [`TableSchema`] refers to columns by position
+//! ([`ColId`]) and is known to be valid, so storage never re-checks it.
+
+use crate::types::{TypeError, ValueType};
+
+/// The most columns a table may have.
+pub const TABLE_COLUMNS_MAX: usize = 255;
+/// The longest table, column, constraint or index name, in bytes.
+pub const NAME_LEN_MAX: usize = 64;
+
+/// A column's position in its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(transparent)]
+pub struct ColId(pub u16);
+
+impl ColId {
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// Who may read a table from outside the module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TableAccess {
+    /// Any client may query and subscribe to it.
+    Public,
+    /// Only the module's reducers (and the database owner) may read it.
+    #[default]
+    Private,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ColumnSchema {
+    pub name: String,
+    pub ty: ValueType,
+}
+
+/// A set of columns whose values no two rows may share. The primary key is one of these.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UniqueConstraint {
+    pub name: String,
+    pub columns: Vec<ColId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IndexKind {
+    /// Ordered: point, prefix and range scans.
+    BTree,
+}
+
+/// A non-unique index over one or more columns.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IndexSchema {
+    pub name: String,
+    pub columns: Vec<ColId>,
+    pub kind: IndexKind,
+}
+
+/// A valid table schema. Build one with [`TableSchema::builder`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableSchema {
+    pub name: String,
+    pub columns: Vec<ColumnSchema>,
+    /// Position in `unique` of the primary key, if the table has one.
+    pub primary_key: Option<usize>,
+    pub unique: Vec<UniqueConstraint>,
+    pub indexes: Vec<IndexSchema>,
+    /// Integer columns filled from a sequence when a row is inserted with 0 there.
+    pub auto_inc: Vec<ColId>,
+    pub access: TableAccess,
+}
+
+impl TableSchema {
+    pub fn builder(name: impl Into<String>) -> TableSchemaBuilder {
+        TableSchemaBuilder { name: name.into(), ..TableSchemaBuilder::default() }
+    }
+
+    pub fn primary_key(&self) -> Option<&UniqueConstraint> {
+        self.primary_key.map(|i| &self.unique[i])
+    }
+
+    pub fn column(&self, name: &str) -> Option<ColId> {
+        let i = self.columns.iter().position(|c| c.name == name)?;
+        Some(ColId(i as u16))
+    }
+
+    pub fn column_types(&self) -> impl ExactSizeIterator<Item = &ValueType> + Clone {
+        self.columns.iter().map(|c| &c.ty)
+    }
+
+    /// Column names joined for messages, e.g. `player(zone, x)`.
+    pub fn describe_columns(&self, columns: &[ColId]) -> String {
+        let names: Vec<&str> = columns.iter().map(|c| self.columns[c.index()].name.as_str()).collect();
+        format!("{}({})", self.name, names.join(", "))
+    }
+}
+
+/// Why a table schema is invalid. Every variant names the table, and the column where
+/// one is at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaError {
+    #[error("table name `{table}` is invalid: {why}")]
+    InvalidTableName { table: String, why: &'static str },
+    #[error("table `{table}`: column name `{column}` is invalid: {why}")]
+    InvalidColumnName { table: String, column: String, why: &'static str },
+    #[error("table `{table}` has no columns; add at least one")]
+    NoColumns { table: String },
+    #[error("table `{table}` has {count} columns; at most {TABLE_COLUMNS_MAX} are allowed")]
+    TooManyColumns { table: String, count: usize },
+    #[error("table `{table}`: column `{column}` is declared twice")]
+    DuplicateColumn { table: String, column: String },
+    #[error("table `{table}`: column `{column}` has an invalid type: {source}")]
+    InvalidType { table: String, column: String, source: TypeError },
+    #[error("table `{table}`: {what} names column `{column}`, which the table does not have")]
+    UnknownColumn { table: String, what: String, column: String },
+    #[error("table `{table}`: {what} lists column `{column}` twice")]
+    RepeatedColumn { table: String, what: String, column: String },
+    #[error("table `{table}`: {what} has no columns")]
+    EmptyColumnList { table: String, what: String },
+    #[error("table `{table}` declares a primary key twice; declare one (it may span several columns)")]
+    DuplicatePrimaryKey { table: String },
+    #[error("table `{table}`: auto_inc column `{column}` has type {ty:?}; it must be an integer")]
+    AutoIncNotInteger { table: String, column: String, ty: ValueType },
+    #[error("table `{table}`: two constraints or indexes are named `{name}`")]
+    DuplicateIndexName { table: String, name: String },
+}
+
+/// Builds a [`TableSchema`] by column name; see [`TableSchema::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct TableSchemaBuilder {
+    name: String,
+    columns: Vec<ColumnSchema>,
+    primary_keys: Vec<Vec<String>>,
+    unique: Vec<Vec<String>>,
+    indexes: Vec<(Option<String>, Vec<String>)>,
+    auto_inc: Vec<String>,
+    access: TableAccess,
+}
+
+impl TableSchemaBuilder {
+    pub fn column(mut self, name: impl Into<String>, ty: ValueType) -> Self {
+        self.columns.push(ColumnSchema { name: name.into(), ty });
+        self
+    }
+
+    /// Declares the primary key: unique, and how updates are recognised.
+    pub fn primary_key<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
+        self.primary_keys.push(columns.into_iter().map(Into::into).collect());
+        self
+    }
+
+    pub fn unique<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
+        self.unique.push(columns.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// A btree index with a generated name.
+    pub fn btree_index<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
+        self.indexes.push((None, columns.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    pub fn named_btree_index<S: Into<String>>(
+        mut self,
+        name: impl Into<String>,
+        columns: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.indexes.push((Some(name.into()), columns.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    pub fn auto_inc(mut self, column: impl Into<String>) -> Self {
+        self.auto_inc.push(column.into());
+        self
+    }
+
+    pub fn access(mut self, access: TableAccess) -> Self {
+        self.access = access;
+        self
+    }
+
+    pub fn public(self) -> Self {
+        self.access(TableAccess::Public)
+    }
+
+    /// Checks every rule and resolves names to positions.
+    pub fn build(self) -> Result<TableSchema, SchemaError> {
+        let table = self.name.clone();
+        check_name(&table).map_err(|why| SchemaError::InvalidTableName { table: table.clone(), why })?;
+        self.check_columns()?;
+        if self.primary_keys.len() > 1 {
+            return Err(SchemaError::DuplicatePrimaryKey { table });
+        }
+        let mut unique = Vec::new();
+        for cols in &self.primary_keys {
+            let columns = self.resolve(cols, "primary key")?;
+            unique.push(UniqueConstraint { name: format!("{table}_pkey"), columns });
+        }
+        for cols in &self.unique {
+            let columns = self.resolve(cols, "unique constraint")?;
+            unique.push(UniqueConstraint { name: format!("{table}_{}_key", cols.join("_")), columns });
+        }
+        let mut indexes = Vec::new();
+        for (name, cols) in &self.indexes {
+            let columns = self.resolve(cols, "btree index")?;
+            let name = name.clone().unwrap_or_else(|| format!("{table}_{}_idx", cols.join("_")));
+            indexes.push(IndexSchema { name, columns, kind: IndexKind::BTree });
+        }
+        let names = unique.iter().map(|u| &u.name).chain(indexes.iter().map(|i| &i.name));
+        check_unique_names(&table, names)?;
+        let auto_inc = self.resolve_auto_inc()?;
+        let primary_key = (!self.primary_keys.is_empty()).then_some(0);
+        let TableSchemaBuilder { name, columns, access, .. } = self;
+        Ok(TableSchema { name, columns, primary_key, unique, indexes, auto_inc, access })
+    }
+
+    fn check_columns(&self) -> Result<(), SchemaError> {
+        let table = &self.name;
+        if self.columns.is_empty() {
+            return Err(SchemaError::NoColumns { table: table.clone() });
+        }
+        if self.columns.len() > TABLE_COLUMNS_MAX {
+            return Err(SchemaError::TooManyColumns { table: table.clone(), count: self.columns.len() });
+        }
+        for (i, col) in self.columns.iter().enumerate() {
+            let column = || col.name.clone();
+            check_name(&col.name).map_err(|why| SchemaError::InvalidColumnName {
+                table: table.clone(),
+                column: column(),
+                why,
+            })?;
+            if self.columns[..i].iter().any(|c| c.name == col.name) {
+                return Err(SchemaError::DuplicateColumn { table: table.clone(), column: column() });
+            }
+            col.ty.validate().map_err(|source| SchemaError::InvalidType {
+                table: table.clone(),
+                column: column(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, names: &[String], what: &str) -> Result<Vec<ColId>, SchemaError> {
+        let table = self.name.clone();
+        let what = format!("{what} ({})", names.join(", "));
+        if names.is_empty() {
+            return Err(SchemaError::EmptyColumnList { table, what });
+        }
+        let mut columns = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return Err(SchemaError::RepeatedColumn { table, what, column: name.clone() });
+            }
+            let Some(pos) = self.columns.iter().position(|c| &c.name == name) else {
+                return Err(SchemaError::UnknownColumn { table, what, column: name.clone() });
+            };
+            columns.push(ColId(pos as u16));
+        }
+        Ok(columns)
+    }
+
+    fn resolve_auto_inc(&self) -> Result<Vec<ColId>, SchemaError> {
+        let mut out = Vec::new();
+        for name in &self.auto_inc {
+            let col = self.resolve(std::slice::from_ref(name), "auto_inc")?[0];
+            if out.contains(&col) {
+                let (table, what, column) = (self.name.clone(), "auto_inc".into(), name.clone());
+                return Err(SchemaError::RepeatedColumn { table, what, column });
+            }
+            let ty = &self.columns[col.index()].ty;
+            if !ty.is_integer() {
+                let (table, column, ty) = (self.name.clone(), name.clone(), ty.clone());
+                return Err(SchemaError::AutoIncNotInteger { table, column, ty });
+            }
+            out.push(col);
+        }
+        Ok(out)
+    }
+}
+
+fn check_unique_names<'a>(table: &str, names: impl Iterator<Item = &'a String>) -> Result<(), SchemaError> {
+    let mut seen: Vec<&String> = Vec::new();
+    for name in names {
+        if seen.contains(&name) {
+            return Err(SchemaError::DuplicateIndexName { table: table.into(), name: name.clone() });
+        }
+        seen.push(name);
+    }
+    Ok(())
+}
+
+/// Names are SQL identifiers: a letter or `_`, then letters, digits or `_`.
+fn check_name(name: &str) -> Result<(), &'static str> {
+    let mut chars = name.chars();
+    match chars.next() {
+        None => return Err("it is empty"),
+        Some(c) if !(c.is_ascii_alphabetic() || c == '_') => {
+            return Err("it must start with an ASCII letter or `_`");
+        }
+        Some(_) => {}
+    }
+    if !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err("only ASCII letters, digits and `_` are allowed");
+    }
+    if name.len() > NAME_LEN_MAX {
+        return Err("it is longer than 64 bytes");
+    }
+    Ok(())
+}
