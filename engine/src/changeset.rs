@@ -54,10 +54,12 @@ impl Changeset {
     /// Repeated slots keep their first entry. `after` encodes the current row of a slot.
     pub(crate) fn from_touched(
         images: Vec<u8>,
-        touched: impl Iterator<Item = (TableId, RowId, Option<Span>)>,
+        touched: impl ExactSizeIterator<Item = (TableId, RowId, Option<Span>)>,
         mut after: impl FnMut(TableId, RowId, &mut Vec<u8>) -> bool,
     ) -> Changeset {
         let mut cs = Changeset { images, ..Changeset::default() };
+        cs.positions.reserve(touched.len());
+        cs.slots.reserve(touched.len());
         for (table, row, before) in touched {
             if cs.positions.contains_key(&(table, row)) {
                 continue;

@@ -77,8 +77,11 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    pub fn new(layouts: &[ColumnLayout]) -> Chunk {
-        Chunk {
+    /// An empty chunk. Its column arrays start small and double as rows arrive, unless
+    /// `full` asks for room for all [`CHUNK_ROWS`] at once (for a table that already
+    /// filled a chunk, and so will likely fill this one too).
+    pub fn new(layouts: &[ColumnLayout], full: bool) -> Chunk {
+        let mut chunk = Chunk {
             columns: vec![Vec::new(); layouts.len()],
             arena: Vec::new(),
             arena_garbage: 0,
@@ -86,7 +89,11 @@ impl Chunk {
             capacity: 0,
             high_water: 0,
             len: 0,
+        };
+        if full {
+            chunk.grow_to(layouts, CHUNK_ROWS);
         }
+        chunk
     }
 
     /// Live rows.
@@ -138,7 +145,10 @@ impl Chunk {
     }
 
     fn grow(&mut self, layouts: &[ColumnLayout]) {
-        let capacity = (self.capacity * 2).clamp(CHUNK_CAPACITY_MIN, CHUNK_ROWS);
+        self.grow_to(layouts, (self.capacity * 2).clamp(CHUNK_CAPACITY_MIN, CHUNK_ROWS));
+    }
+
+    fn grow_to(&mut self, layouts: &[ColumnLayout], capacity: usize) {
         for (column, layout) in self.columns.iter_mut().zip(layouts) {
             let words = (capacity * layout.stride()).div_ceil(8);
             column.reserve_exact(words - column.len());
@@ -188,7 +198,7 @@ impl Chunk {
         match layouts[col] {
             ColumnLayout::Fixed { size } => {
                 debug_assert_eq!(bytes.len(), size);
-                self.column_bytes_mut(col)[slot * size..][..size].copy_from_slice(bytes);
+                crate::small::copy(&mut self.column_bytes_mut(col)[slot * size..][..size], bytes);
             }
             ColumnLayout::Var { .. } => {
                 if live {
@@ -196,7 +206,7 @@ impl Chunk {
                 }
                 let mut r = [0u8; VAR_REF_SIZE];
                 if bytes.len() <= VAR_INLINE_MAX {
-                    r[..bytes.len()].copy_from_slice(bytes);
+                    crate::small::copy(&mut r[..bytes.len()], bytes);
                     r[15] = bytes.len() as u8;
                 } else {
                     r[..8].copy_from_slice(&(self.arena.len() as u64).to_le_bytes());

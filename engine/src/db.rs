@@ -193,20 +193,25 @@ impl Tx<'_> {
         self.done = true;
         let images = std::mem::take(&mut self.images);
         let undo = std::mem::take(&mut self.undo);
-        let touched = undo.iter().filter_map(|u| match *u {
-            Undo::Inserted { table, row, .. } => Some((table, row, None)),
-            Undo::Deleted { table, row, image } | Undo::Updated { table, row, image } => {
-                Some((table, row, Some(image)))
-            }
-            Undo::Sequence { .. } => None,
-        });
+        let touched: Vec<_> = undo
+            .iter()
+            .filter_map(|u| match *u {
+                Undo::Inserted { table, row, .. } => Some((table, row, None)),
+                Undo::Deleted { table, row, image } | Undo::Updated { table, row, image } => {
+                    Some((table, row, Some(image)))
+                }
+                Undo::Sequence { .. } => None,
+            })
+            .collect();
         let db = &*self.db;
-        Changeset::from_touched(images, touched, |table, row, out| match db.table(table).get(row) {
-            Some(current) => {
-                current.encode_into(out);
-                true
+        Changeset::from_touched(images, touched.into_iter(), |table, row, out| {
+            match db.table(table).get(row) {
+                Some(current) => {
+                    current.encode_into(out);
+                    true
+                }
+                None => false,
             }
-            None => false,
         })
     }
 

@@ -1,7 +1,7 @@
 //! Indexes map keys (see [`crate::key`]) to row ids.
 //!
 //! - [`UniqueIndex`] backs primary keys and unique constraints: a hash map from key to
-//!   the one row holding it. Hashing won over a btree for this in `benches/storage.rs`
+//!   the one row holding it, with short fixed-length keys stored inline. Hashing won over a btree for this in `benches/storage.rs`
 //!   (point lookup of a `u64` key in 1M: see BENCHMARKS.md), and unique constraints are
 //!   only ever probed by equality. A range over a primary key needs a btree index too.
 //!   The hasher is randomly seeded, so clients cannot pick keys that collide; nothing
@@ -21,43 +21,108 @@ use crate::ids::RowId;
 use crate::key::{KeyBytes, prefix_successor};
 
 /// A primary key or unique constraint: at most one row per key.
-#[derive(Debug, Default)]
-pub struct UniqueIndex {
-    map: HashMap<KeyBytes, RowId>,
+///
+/// Keys of a fixed length (scalar key columns) are stored inline in the hash table, as
+/// one `u64` for up to 8 bytes (ids, counters) or a 32-byte array (identities, pairs),
+/// so that the common keys cost no allocation and little memory; other keys (strings,
+/// options) are stored as [`KeyBytes`].
+#[derive(Debug)]
+pub enum UniqueIndex {
+    Word { len: usize, map: HashMap<u64, RowId> },
+    Wide { len: usize, map: HashMap<[u8; 32], RowId> },
+    Bytes(HashMap<KeyBytes, RowId>),
+}
+
+fn word(key: &[u8]) -> u64 {
+    if let Ok(bytes) = <[u8; 8]>::try_from(key) {
+        return u64::from_le_bytes(bytes);
+    }
+    let mut bytes = [0u8; 8];
+    bytes[..key.len()].copy_from_slice(key);
+    u64::from_le_bytes(bytes)
+}
+
+fn wide(key: &[u8]) -> [u8; 32] {
+    if let Ok(bytes) = <[u8; 32]>::try_from(key) {
+        return bytes;
+    }
+    let mut bytes = [0u8; 32];
+    bytes[..key.len()].copy_from_slice(key);
+    bytes
 }
 
 impl UniqueIndex {
+    /// An index for keys that all have `key_len` bytes, or of varying length (`None`).
+    pub fn new(key_len: Option<usize>) -> Self {
+        match key_len {
+            Some(len) if len <= 8 => UniqueIndex::Word { len, map: HashMap::default() },
+            Some(len) if len <= 32 => UniqueIndex::Wide { len, map: HashMap::default() },
+            _ => UniqueIndex::Bytes(HashMap::default()),
+        }
+    }
+
     pub fn get(&self, key: &[u8]) -> Option<RowId> {
-        self.map.get(key).copied()
+        match self {
+            // A key of another length (a prefix, say) cannot be in a fixed-length index.
+            UniqueIndex::Word { len, map } => (key.len() == *len).then(|| map.get(&word(key)).copied())?,
+            UniqueIndex::Wide { len, map } => (key.len() == *len).then(|| map.get(&wide(key)).copied())?,
+            UniqueIndex::Bytes(map) => map.get(key).copied(),
+        }
     }
 
     /// Adds `key`; the caller has checked that it is free.
     pub fn insert(&mut self, key: KeyBytes, row: RowId) {
-        let previous = self.map.insert(key, row);
+        let previous = match self {
+            UniqueIndex::Word { len, map } => {
+                debug_assert_eq!(key.len(), *len);
+                map.insert(word(&key), row)
+            }
+            UniqueIndex::Wide { len, map } => {
+                debug_assert_eq!(key.len(), *len);
+                map.insert(wide(&key), row)
+            }
+            UniqueIndex::Bytes(map) => map.insert(key, row),
+        };
         debug_assert!(previous.is_none(), "unique index insert over an existing key");
     }
 
     pub fn remove(&mut self, key: &[u8], row: RowId) {
-        let removed = self.map.remove(key);
+        let removed = match self {
+            UniqueIndex::Word { map, .. } => map.remove(&word(key)),
+            UniqueIndex::Wide { map, .. } => map.remove(&wide(key)),
+            UniqueIndex::Bytes(map) => map.remove(key),
+        };
         debug_assert_eq!(removed, Some(row), "unique index entry missing or pointing elsewhere");
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        match self {
+            UniqueIndex::Word { map, .. } => map.len(),
+            UniqueIndex::Wide { map, .. } => map.len(),
+            UniqueIndex::Bytes(map) => map.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 
     pub fn reserve(&mut self, additional: usize) {
-        self.map.reserve(additional);
+        match self {
+            UniqueIndex::Word { map, .. } => map.reserve(additional),
+            UniqueIndex::Wide { map, .. } => map.reserve(additional),
+            UniqueIndex::Bytes(map) => map.reserve(additional),
+        }
     }
 
     /// Heap bytes, by capacity (entries plus hashbrown's control bytes), not counting
-    /// keys longer than the inline size.
+    /// keys longer than the inline size of [`KeyBytes`].
     pub fn heap_bytes(&self) -> usize {
-        self.map.capacity() * (size_of::<(KeyBytes, RowId)>() + 1)
+        match self {
+            UniqueIndex::Word { map, .. } => map.capacity() * (size_of::<(u64, RowId)>() + 1),
+            UniqueIndex::Wide { map, .. } => map.capacity() * (size_of::<([u8; 32], RowId)>() + 1),
+            UniqueIndex::Bytes(map) => map.capacity() * (size_of::<(KeyBytes, RowId)>() + 1),
+        }
     }
 }
 

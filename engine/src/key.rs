@@ -38,10 +38,15 @@ pub fn push_encoded(ty: &ValueType, r: &mut Reader<'_>, out: &mut KeyBytes) -> R
     use ValueType as T;
     match ty {
         T::Bool | T::U8 => out.push(r.take(1, "key")?[0]),
-        T::U16 | T::U32 | T::U64 | T::U128 => push_be(r.take(ty_size(ty), "key")?, false, out),
-        T::I8 | T::I16 | T::I32 | T::I64 | T::I128 | T::Timestamp | T::TimeDuration => {
-            push_be(r.take(ty_size(ty), "key")?, true, out)
-        }
+        T::U16 => push_be::<2>(r, false, out)?,
+        T::U32 => push_be::<4>(r, false, out)?,
+        T::U64 => push_be::<8>(r, false, out)?,
+        T::U128 => push_be::<16>(r, false, out)?,
+        T::I8 => push_be::<1>(r, true, out)?,
+        T::I16 => push_be::<2>(r, true, out)?,
+        T::I32 => push_be::<4>(r, true, out)?,
+        T::I64 | T::Timestamp | T::TimeDuration => push_be::<8>(r, true, out)?,
+        T::I128 => push_be::<16>(r, true, out)?,
         T::F32 => {
             let bits = u32::from_le_bytes(r.take(4, "key")?.try_into().expect("4 bytes"));
             let ordered = if bits >> 31 == 1 { !bits } else { bits | (1 << 31) };
@@ -87,13 +92,16 @@ fn ty_size(ty: &ValueType) -> usize {
     ty.fixed_size().expect("called for fixed-size types only")
 }
 
-/// Little-endian bytes to big-endian, with the sign bit flipped for signed integers.
-fn push_be(le: &[u8], signed: bool, out: &mut KeyBytes) {
-    let start = out.len();
-    out.extend(le.iter().rev().copied());
+/// An `N`-byte little-endian integer as big-endian, with the sign bit flipped for
+/// signed integers.
+fn push_be<const N: usize>(r: &mut Reader<'_>, signed: bool, out: &mut KeyBytes) -> Result<(), DecodeError> {
+    let mut bytes: [u8; N] = r.take(N, "key")?.try_into().expect("took N bytes");
+    bytes.reverse();
     if signed {
-        out[start] ^= 0x80;
+        bytes[0] ^= 0x80;
     }
+    out.extend_from_slice(&bytes);
+    Ok(())
 }
 
 fn push_escaped(bytes: &[u8], out: &mut KeyBytes) {

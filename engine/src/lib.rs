@@ -16,6 +16,7 @@ pub mod error;
 pub mod ids;
 pub mod index;
 pub mod key;
+mod small;
 pub mod table;
 pub mod tick;
 

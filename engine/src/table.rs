@@ -66,7 +66,7 @@ impl Table {
         let sequences = schema.auto_inc.iter().map(|&col| new_sequence(col, &schema.columns[col.index()].ty));
         Table {
             id,
-            unique: schema.unique.iter().map(|_| UniqueIndex::default()).collect(),
+            unique: schema.unique.iter().map(|u| UniqueIndex::new(key_len(&schema, &u.columns))).collect(),
             btree: schema.indexes.iter().map(|_| BTreeIndex::default()).collect(),
             sequences: sequences.collect(),
             schema: Arc::new(schema),
@@ -231,10 +231,17 @@ impl Table {
         if self.len >= self.rows_max || (self.free.is_empty() && self.last_chunk_full_at_max()) {
             return Err(Error::TableFull { table: self.schema.name.clone(), max: self.rows_max });
         }
-        self.check_unique(row, parts, None)?;
+        let keys = self.unique_keys(row, parts);
+        if let Some(i) = keys.iter().enumerate().position(|(i, key)| self.unique[i].get(key).is_some()) {
+            return Err(self.unique_violation(i, row, parts));
+        }
         let (id, fresh) = self.alloc_slot();
-        self.write_new(id, row, parts);
+        self.write_new(id, row, parts, keys);
         Ok((id, fresh))
+    }
+
+    fn unique_keys(&self, row: &[u8], parts: &RowParts) -> SmallVec<[KeyBytes; 2]> {
+        self.schema.unique.iter().map(|c| self.key_of(&c.columns, row, parts)).collect()
     }
 
     fn last_chunk_full_at_max(&self) -> bool {
@@ -253,8 +260,17 @@ impl Table {
     /// Replaces a live row's values with a parsed row, in place: the row keeps its id.
     pub(crate) fn update(&mut self, id: RowId, row: &[u8], parts: &RowParts) -> Result<(), Error> {
         self.check_live(id)?;
-        self.check_unique(row, parts, Some(id))?;
-        self.replace(id, row, parts);
+        let changed = self.changed_columns(id, row, parts);
+        for (i, constraint) in self.schema.unique.iter().enumerate() {
+            if !touches(&changed, &constraint.columns) {
+                continue;
+            }
+            let key = self.key_of(&constraint.columns, row, parts);
+            if self.unique[i].get(&key).is_some_and(|holder| holder != id) {
+                return Err(self.unique_violation(i, row, parts));
+            }
+        }
+        self.replace(id, row, parts, &changed);
         self.chunks[id.chunk()].maybe_compact(&self.layouts);
         Ok(())
     }
@@ -275,13 +291,15 @@ impl Table {
         let popped = self.free.pop();
         assert_eq!(popped, Some(id), "undo_delete must undo the latest free-list push");
         let parts = self.parse_row(image).expect("undo images are rows this table held");
-        self.write_new(id, image, &parts);
+        let keys = self.unique_keys(image, &parts);
+        self.write_new(id, image, &parts, keys);
     }
 
     /// Undoes an update of `id`, restoring its previous values.
     pub(crate) fn undo_update(&mut self, id: RowId, image: &[u8]) {
         let parts = self.parse_row(image).expect("undo images are rows this table held");
-        self.replace(id, image, &parts);
+        let changed = self.changed_columns(id, image, &parts);
+        self.replace(id, image, &parts, &changed);
     }
 
     fn check_live(&self, id: RowId) -> Result<(), Error> {
@@ -289,18 +307,6 @@ impl Table {
             Some(_) => Ok(()),
             None => Err(Error::NoSuchRow { table: self.schema.name.clone(), row: id.0 }),
         }
-    }
-
-    /// Fails if another row than `except` holds any of this row's unique keys.
-    fn check_unique(&self, row: &[u8], parts: &RowParts, except: Option<RowId>) -> Result<(), Error> {
-        for (i, constraint) in self.schema.unique.iter().enumerate() {
-            let key = self.key_of(&constraint.columns, row, parts);
-            match self.unique[i].get(&key) {
-                Some(holder) if Some(holder) != except => return Err(self.unique_violation(i, row, parts)),
-                _ => {}
-            }
-        }
-        Ok(())
     }
 
     fn unique_violation(&self, constraint: usize, row: &[u8], parts: &RowParts) -> Error {
@@ -322,15 +328,17 @@ impl Table {
             return (id, false);
         }
         if self.chunks.last().is_none_or(Chunk::is_full) {
-            self.chunks.push(Chunk::new(&self.layouts));
+            let full = !self.chunks.is_empty();
+            self.chunks.push(Chunk::new(&self.layouts, full));
         }
         let c = self.chunks.len() - 1;
         let slot = self.chunks[c].push_slot(&self.layouts);
         (RowId::new(c, slot), true)
     }
 
-    /// Writes a row into a vacant slot, marks it live and indexes it.
-    fn write_new(&mut self, id: RowId, row: &[u8], parts: &RowParts) {
+    /// Writes a row into a vacant slot, marks it live and indexes it under its
+    /// `unique_keys` (one per unique constraint) and its btree keys.
+    fn write_new(&mut self, id: RowId, row: &[u8], parts: &RowParts, unique_keys: SmallVec<[KeyBytes; 2]>) {
         let chunk = &mut self.chunks[id.chunk()];
         for (col, range) in parts.iter().enumerate() {
             chunk.set_value(
@@ -343,9 +351,8 @@ impl Table {
         }
         chunk.occupy(id.slot());
         self.len += 1;
-        for (i, constraint) in self.schema.unique.iter().enumerate() {
-            let key = key_of(&self.schema, &constraint.columns, row, parts);
-            self.unique[i].insert(key, id);
+        for (index, key) in self.unique.iter_mut().zip(unique_keys) {
+            index.insert(key, id);
         }
         for (i, index) in self.schema.indexes.iter().enumerate() {
             let key = key_of(&self.schema, &index.columns, row, parts);
@@ -367,21 +374,26 @@ impl Table {
         self.len -= 1;
     }
 
-    /// Overwrites a live row, touching only the columns and index keys that change.
-    fn replace(&mut self, id: RowId, row: &[u8], parts: &RowParts) {
-        let changed: SmallVec<[bool; 16]> = (0..self.layouts.len())
-            .map(|col| self.stored(id, col) != &row[parts[col].start as usize..parts[col].end as usize])
-            .collect();
-        let touches = |cols: &[ColId]| cols.iter().any(|c| changed[c.index()]);
+    /// Which columns of live row `id` the parsed row changes.
+    fn changed_columns(&self, id: RowId, row: &[u8], parts: &RowParts) -> SmallVec<[bool; 16]> {
+        let chunk = &self.chunks[id.chunk()];
+        let new = |col: usize| &row[parts[col].start as usize..parts[col].end as usize];
+        (0..self.layouts.len())
+            .map(|col| !crate::small::eq(chunk.value(&self.layouts, col, id.slot()), new(col)))
+            .collect()
+    }
+
+    /// Overwrites the `changed` columns of a live row, and the index keys over them.
+    fn replace(&mut self, id: RowId, row: &[u8], parts: &RowParts, changed: &[bool]) {
         for (i, constraint) in self.schema.unique.iter().enumerate() {
-            if touches(&constraint.columns) {
+            if touches(changed, &constraint.columns) {
                 let old = self.stored_key(&constraint.columns, id);
                 self.unique[i].remove(&old, id);
                 self.unique[i].insert(key_of(&self.schema, &constraint.columns, row, parts), id);
             }
         }
         for (i, index) in self.schema.indexes.iter().enumerate() {
-            if touches(&index.columns) {
+            if touches(changed, &index.columns) {
                 let old = self.stored_key(&index.columns, id);
                 self.btree[i].remove(old, id);
                 self.btree[i].insert(key_of(&self.schema, &index.columns, row, parts), id);
@@ -484,6 +496,10 @@ impl Table {
     }
 }
 
+fn touches(changed: &[bool], columns: &[ColId]) -> bool {
+    columns.iter().any(|c| changed[c.index()])
+}
+
 fn key_of(schema: &TableSchema, columns: &[ColId], row: &[u8], parts: &RowParts) -> KeyBytes {
     let mut key = KeyBytes::new();
     for col in columns {
@@ -495,6 +511,19 @@ fn key_of(schema: &TableSchema, columns: &[ColId], row: &[u8], parts: &RowParts)
         );
     }
     key
+}
+
+/// The length of every key over `columns`, if it is the same for all values: the key
+/// encoding of a scalar is as long as its value encoding.
+fn key_len(schema: &TableSchema, columns: &[ColId]) -> Option<usize> {
+    use ValueType as T;
+    columns
+        .iter()
+        .map(|c| match &schema.columns[c.index()].ty {
+            T::Array(_) | T::Option(_) | T::Product(_) | T::Sum(_) | T::String | T::Bytes => None,
+            scalar => scalar.fixed_size(),
+        })
+        .sum()
 }
 
 fn new_sequence(col: ColId, ty: &ValueType) -> Sequence {
@@ -533,7 +562,7 @@ impl<'a> RowRef<'a> {
             if let ColumnLayout::Var { len_prefixed: true } = layout {
                 out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
             }
-            out.extend_from_slice(stored);
+            crate::small::extend(out, stored);
         }
     }
 

@@ -4,8 +4,8 @@
 use std::sync::mpsc;
 
 use tickdb_engine::{
-    Clock, Database, EngineConfig, Error, InboxError, SplitMix64, TableId, TickContext, TickLoop,
-    TickOutput, TickSystem, Ticker, Tx,
+    Clock, Database, EngineConfig, Error, InboxError, SplitMix64, TableId, TickContext, TickLoop, TickOutput,
+    TickSystem, Ticker, Tx,
 };
 use tickdb_wasm_abi::{ColId, Identity, TableSchema, Timestamp, Value, ValueType};
 
@@ -147,7 +147,8 @@ fn malformed_rows_are_rejected() {
 fn arena_compaction_keeps_values() {
     let (mut db, t) = db_with(EngineConfig::default());
     let mut tx = db.begin();
-    let rows: Vec<_> = (0..64u8).map(|i| tx.insert_values(t, &player(0, i, &"n".repeat(40))).unwrap()).collect();
+    let rows: Vec<_> =
+        (0..64u8).map(|i| tx.insert_values(t, &player(0, i, &"n".repeat(40))).unwrap()).collect();
     tx.commit();
     let heap_start = db.table(t).heap_bytes();
     for round in 0..200 {
@@ -170,7 +171,8 @@ fn arena_compaction_keeps_values() {
 fn column_scan_skips_vacant_slots() {
     let (mut db, t) = db_with(EngineConfig::default());
     let mut tx = db.begin();
-    let rows: Vec<_> = (0..10_000u32).map(|i| tx.insert_values(t, &player(0, (i % 250) as u8, "p"))).collect();
+    let rows: Vec<_> =
+        (0..10_000u32).map(|i| tx.insert_values(t, &player(0, (i % 250) as u8, "p"))).collect();
     assert!(rows.iter().filter(|r| r.is_err()).count() > 0, "owner is unique: most inserts collide");
     tx.commit();
 
@@ -203,10 +205,13 @@ fn column_scan_skips_vacant_slots() {
             sum += chunk.occupied_slots().map(|s| u64::from(hp[s])).sum::<u64>();
         }
     }
-    let want: u64 = table.iter().map(|r| match r.value(ColId(4)) {
-        Value::U32(v) => u64::from(v),
-        _ => unreachable!(),
-    }).sum();
+    let want: u64 = table
+        .iter()
+        .map(|r| match r.value(ColId(4)) {
+            Value::U32(v) => u64::from(v),
+            _ => unreachable!(),
+        })
+        .sum();
     assert_eq!(sum, want);
     assert!(table.chunks().next().unwrap().column::<u64>(ColId(4)).is_none(), "wrong width is refused");
 }
@@ -311,7 +316,8 @@ fn ticks_are_deterministic_and_isolate_failures() {
     assert_eq!((outputs[1].committed, outputs[1].rolled_back), (2, 1));
     assert_eq!(outputs[0].changes[0].inserts.len(), 2);
     assert!(rows.iter().all(|r| r[5] != Value::string("doomed")));
-    let fixed: Vec<_> = rows.iter().filter(|r| r[5] == Value::string("fixed")).map(|r| r[4].clone()).collect();
+    let fixed: Vec<_> =
+        rows.iter().filter(|r| r[5] == Value::string("fixed")).map(|r| r[4].clone()).collect();
     assert_eq!(fixed, vec![Value::U32(0), Value::U32(1000)], "delta is clock time since the last fixed run");
 }
 
@@ -321,7 +327,8 @@ fn ticks_are_deterministic_and_isolate_failures() {
 fn tick_loop_runs_work_and_reports_full_inbox() {
     let config = EngineConfig { inbox_capacity: 4, ..EngineConfig::default() };
     let (db, t) = db_with(config.clone());
-    let ticker = Ticker::new(db, Spawner, Box::new(tickdb_engine::SystemClock), Box::new(SplitMix64::from_os()));
+    let ticker =
+        Ticker::new(db, Spawner, Box::new(tickdb_engine::SystemClock), Box::new(SplitMix64::from_os()));
     let (sink, outputs) = mpsc::channel::<TickOutput>();
     let handle = TickLoop::spawn(ticker, sink, &config).unwrap();
 

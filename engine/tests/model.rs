@@ -24,7 +24,12 @@ struct Row {
 
 impl Row {
     fn values(&self) -> Vec<Value> {
-        vec![Value::U64(self.id), Value::string(self.name.as_str()), Value::U32(self.zone), Value::F32(self.x)]
+        vec![
+            Value::U64(self.id),
+            Value::string(self.name.as_str()),
+            Value::U32(self.zone),
+            Value::F32(self.x),
+        ]
     }
 }
 
@@ -38,11 +43,18 @@ enum Op {
     Delete(u64),
 }
 
-const NAMES: [&str; 6] = ["ann", "bo", "", "a\0b", "a name long enough for the arena", "another long name, also in the arena"];
+const NAMES: [&str; 6] =
+    ["ann", "bo", "", "a\0b", "a name long enough for the arena", "another long name, also in the arena"];
 
 fn row() -> impl Strategy<Value = Row> {
-    let x = prop_oneof![Just(0.0f32), Just(-0.0), Just(1.5), Just(-7.25), Just(f32::NAN), Just(f32::INFINITY)];
-    (0u64..12, 0..NAMES.len(), 0u32..3, x).prop_map(|(id, n, zone, x)| Row { id, name: NAMES[n].into(), zone, x })
+    let x =
+        prop_oneof![Just(0.0f32), Just(-0.0), Just(1.5), Just(-7.25), Just(f32::NAN), Just(f32::INFINITY)];
+    (0u64..12, 0..NAMES.len(), 0u32..3, x).prop_map(|(id, n, zone, x)| Row {
+        id,
+        name: NAMES[n].into(),
+        zone,
+        x,
+    })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -126,7 +138,9 @@ fn check_reads(tx: &Tx<'_>, t: TableId, model: &Model) -> Result<(), TestCaseErr
     let want: Vec<Vec<Value>> = model.values().map(Row::values).collect();
     prop_assert_eq!(table.len(), model.len());
     prop_assert_eq!(sorted(table.iter().map(|r| r.to_values()).collect()), sorted(want.clone()));
-    let by_rows = |ids: Vec<tickdb_engine::RowId>| sorted(ids.into_iter().map(|r| table.get(r).unwrap().to_values()).collect());
+    let by_rows = |ids: Vec<tickdb_engine::RowId>| {
+        sorted(ids.into_iter().map(|r| table.get(r).unwrap().to_values()).collect())
+    };
     for id in 0..12u64 {
         let found = tx.find_by_primary_key(t, &[Value::U64(id)]).unwrap();
         prop_assert_eq!(found.map(|r| table.get(r).unwrap().to_values()), model.get(&id).map(Row::values));
@@ -147,7 +161,8 @@ fn check_reads(tx: &Tx<'_>, t: TableId, model: &Model) -> Result<(), TestCaseErr
         // (zone, x) > (zone, -0.0) and <= (zone + 1): positive x and NaN in this zone, all of the next.
         let lower = table.key_from_values(&cols, &[Value::U32(zone), Value::F32(-0.0)]).unwrap();
         let upper = table.key_from_values(&cols, &[Value::U32(zone + 1)]).unwrap();
-        let got = by_rows(table.index_range(index, Bound::Excluded(&lower), Bound::Included(&upper)).collect());
+        let got =
+            by_rows(table.index_range(index, Bound::Excluded(&lower), Bound::Included(&upper)).collect());
         let want: Vec<_> = model
             .values()
             .filter(|r| (r.zone == zone && Value::F32(r.x) > Value::F32(-0.0)) || r.zone == zone + 1)
@@ -159,7 +174,10 @@ fn check_reads(tx: &Tx<'_>, t: TableId, model: &Model) -> Result<(), TestCaseErr
 }
 
 /// The changes a changeset must report, from two model states.
-fn expected_changes(before: &Model, after: &Model) -> (Vec<Vec<Value>>, Vec<Vec<Value>>, Vec<(Vec<Value>, Vec<Value>)>) {
+fn expected_changes(
+    before: &Model,
+    after: &Model,
+) -> (Vec<Vec<Value>>, Vec<Vec<Value>>, Vec<(Vec<Value>, Vec<Value>)>) {
     let mut inserts = Vec::new();
     let mut deletes = Vec::new();
     let mut updates = Vec::new();
@@ -179,7 +197,12 @@ fn expected_changes(before: &Model, after: &Model) -> (Vec<Vec<Value>>, Vec<Vec<
     (sorted(inserts), sorted(deletes), updates)
 }
 
-fn check_changes(db: &Database, changeset: &Changeset, before: &Model, after: &Model) -> Result<(), TestCaseError> {
+fn check_changes(
+    db: &Database,
+    changeset: &Changeset,
+    before: &Model,
+    after: &Model,
+) -> Result<(), TestCaseError> {
     let changes: Vec<TableChanges> = changeset.table_changes(db);
     let (want_ins, want_del, want_upd) = expected_changes(before, after);
     let empty = TableChanges::default();

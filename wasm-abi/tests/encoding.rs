@@ -4,7 +4,8 @@
 use proptest::prelude::*;
 use tickdb_wasm_abi::encoding::{decode, decode_exact, encode, skip};
 use tickdb_wasm_abi::{
-    ConnectionId, DecodeError, Identity, ProductType, Reader, SumType, TimeDuration, Timestamp, Value, ValueType,
+    ConnectionId, DecodeError, Identity, ProductType, Reader, SumType, TimeDuration, Timestamp, Value,
+    ValueType,
 };
 
 fn leaf_type() -> impl Strategy<Value = ValueType> {
@@ -40,9 +41,13 @@ fn named(types: Vec<ValueType>) -> Vec<(String, ValueType)> {
 fn any_type() -> impl Strategy<Value = ValueType> {
     leaf_type().prop_recursive(4, 24, 4, |inner| {
         prop_oneof![
-            inner.clone().prop_filter("array elements take space", |t| t.min_size() > 0).prop_map(ValueType::array),
+            inner
+                .clone()
+                .prop_filter("array elements take space", |t| t.min_size() > 0)
+                .prop_map(ValueType::array),
             inner.clone().prop_map(ValueType::option),
-            prop::collection::vec(inner.clone(), 0..4).prop_map(|f| ValueType::Product(ProductType::new(named(f)))),
+            prop::collection::vec(inner.clone(), 0..4)
+                .prop_map(|f| ValueType::Product(ProductType::new(named(f)))),
             prop::collection::vec(inner, 1..4).prop_map(|v| ValueType::Sum(SumType::new(named(v)))),
         ]
     })
@@ -69,7 +74,9 @@ fn value_of(ty: &ValueType) -> BoxedStrategy<Value> {
         T::Identity => any::<[u8; 32]>().prop_map(|b| Value::Identity(Identity(b))).boxed(),
         T::ConnectionId => any::<[u8; 16]>().prop_map(|b| Value::ConnectionId(ConnectionId(b))).boxed(),
         T::Timestamp => any::<i64>().prop_map(|m| Value::Timestamp(Timestamp::from_micros(m))).boxed(),
-        T::TimeDuration => any::<i64>().prop_map(|m| Value::TimeDuration(TimeDuration::from_micros(m))).boxed(),
+        T::TimeDuration => {
+            any::<i64>().prop_map(|m| Value::TimeDuration(TimeDuration::from_micros(m))).boxed()
+        }
         T::Array(e) => prop::collection::vec(value_of(e), 0..4).prop_map(Value::Array).boxed(),
         T::Option(inner) => {
             prop::option::of(value_of(inner)).prop_map(|o| Value::Option(o.map(Box::new))).boxed()
@@ -83,7 +90,9 @@ fn value_of(ty: &ValueType) -> BoxedStrategy<Value> {
                 .variants
                 .iter()
                 .enumerate()
-                .map(|(i, v)| value_of(&v.ty).prop_map(move |value| Value::Sum { tag: i as u8, value: Box::new(value) }))
+                .map(|(i, v)| {
+                    value_of(&v.ty).prop_map(move |value| Value::Sum { tag: i as u8, value: Box::new(value) })
+                })
                 .collect();
             prop::strategy::Union::new(variants).boxed()
         }
@@ -159,7 +168,10 @@ fn invalid_bytes_name_the_problem() {
     let string = [2, 0, 0, 0, 0xff, 0xfe];
     assert_eq!(decode_exact(&ValueType::String, &string), Err(DecodeError::InvalidUtf8 { offset: 4 }));
     let sum = ValueType::Sum(SumType::new([("a", ValueType::U16), ("b", ValueType::U16)]));
-    assert_eq!(decode_exact(&sum, &[2, 0, 0]), Err(DecodeError::InvalidVariant { offset: 0, tag: 2, variants: 2 }));
+    assert_eq!(
+        decode_exact(&sum, &[2, 0, 0]),
+        Err(DecodeError::InvalidVariant { offset: 0, tag: 2, variants: 2 })
+    );
     let padded = ValueType::Sum(SumType::new([("a", ValueType::unit()), ("b", ValueType::U16)]));
     assert_eq!(padded.fixed_size(), None);
     let fixed = ValueType::Sum(SumType::new([("a", ValueType::U16), ("b", ValueType::I16)]));

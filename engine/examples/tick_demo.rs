@@ -1,0 +1,158 @@
+//! A small world running on the engine's tick loop, on its default settings plus a
+//! 20 Hz fixed-rate system: client threads join players and send moves as work items,
+//! each its own transaction; every fixed tick moves all players by their velocity. At
+//! the end it prints what the ticks did and how long they took.
+//!
+//! Run with `cargo run --release -p tickdb-engine --example tick_demo`.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tickdb_engine::{
+    Database, EngineConfig, InboxError, SplitMix64, SystemClock, TableId, TickContext, TickLoop, TickOutput,
+    TickSystem, Ticker, Tx,
+};
+use tickdb_wasm_abi::{ColId, Identity, TableSchema, Value, ValueType};
+
+const CLIENTS: u32 = 4;
+const PLAYERS_PER_CLIENT: u32 = 2500;
+const RUN_FOR: Duration = Duration::from_secs(3);
+
+enum Work {
+    Join { owner: Identity, name: String },
+    Move { owner: Identity, vx: f32, vy: f32 },
+}
+
+struct World {
+    player: TableId,
+}
+
+impl World {
+    fn find(&self, tx: &Tx<'_>, owner: Identity) -> Result<tickdb_engine::RowId, String> {
+        let table = tx.table(self.player);
+        let unique = table.unique_constraint("player_owner_key").map_err(|e| e.to_string())?;
+        let key = table.key_from_values(&[ColId(1)], &[Value::Identity(owner)]).map_err(|e| e.to_string())?;
+        table.find_unique(unique, &key).ok_or_else(|| "not joined".to_string())
+    }
+}
+
+impl TickSystem for World {
+    type Work = Work;
+
+    fn run_work(&mut self, tx: &mut Tx<'_>, _: &mut TickContext<'_>, work: Work) -> Result<(), String> {
+        match work {
+            Work::Join { owner, name } => {
+                let row = [0.0f32, 0.0, 0.0, 0.0].map(Value::F32);
+                let values =
+                    [vec![Value::U64(0), Value::Identity(owner)], row.to_vec(), vec![Value::string(name)]];
+                tx.insert_values(self.player, &values.concat()).map(drop).map_err(|e| e.to_string())
+            }
+            Work::Move { owner, vx, vy } => {
+                let row = self.find(tx, owner)?;
+                let mut values = tx.table(self.player).get(row).expect("found").to_values();
+                values[4] = Value::F32(vx);
+                values[5] = Value::F32(vy);
+                tx.update_values(self.player, row, &values).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    fn run_fixed(&mut self, tx: &mut Tx<'_>, ctx: &mut TickContext<'_>) -> Result<(), String> {
+        let dt = ctx.delta.micros as f32 / 1e6;
+        let moving: Vec<_> = tx
+            .table(self.player)
+            .iter()
+            .filter(|r| r.value(ColId(4)) != Value::F32(0.0) || r.value(ColId(5)) != Value::F32(0.0))
+            .map(|r| (r.id(), r.to_values()))
+            .collect();
+        for (row, mut values) in moving {
+            let (Value::F32(x), Value::F32(y), Value::F32(vx), Value::F32(vy)) =
+                (&values[2], &values[3], &values[4], &values[5])
+            else {
+                unreachable!("the schema fixes these types")
+            };
+            let (x, y) = (x + vx * dt, y + vy * dt);
+            values[2] = Value::F32(x);
+            values[3] = Value::F32(y);
+            tx.update_values(self.player, row, &values).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+fn owner(client: u32, i: u32) -> Identity {
+    let mut id = [0u8; 32];
+    id[..4].copy_from_slice(&client.to_le_bytes());
+    id[4..8].copy_from_slice(&i.to_le_bytes());
+    Identity(id)
+}
+
+fn main() {
+    let config =
+        EngineConfig { fixed_tick_interval: Some(Duration::from_millis(50)), ..EngineConfig::default() };
+    let mut db = Database::new(config.clone());
+    let schema = TableSchema::builder("player")
+        .column("id", ValueType::U64)
+        .column("owner", ValueType::Identity)
+        .column("x", ValueType::F32)
+        .column("y", ValueType::F32)
+        .column("vx", ValueType::F32)
+        .column("vy", ValueType::F32)
+        .column("name", ValueType::String)
+        .primary_key(["id"])
+        .auto_inc("id")
+        .unique(["owner"])
+        .public()
+        .build()
+        .expect("valid schema");
+    let player = db.create_table(schema).expect("new table");
+    let ticker = Ticker::new(db, World { player }, Box::new(SystemClock), Box::new(SplitMix64::from_os()));
+    let (sink, outputs) = mpsc::channel::<TickOutput>();
+    let handle = TickLoop::spawn(ticker, sink, &config).expect("tick thread");
+
+    let started = Instant::now();
+    let (mut submitted, mut refused) = (0u64, 0u64);
+    let mut rng = SplitMix64::new(1);
+    for client in 0..CLIENTS {
+        for i in 0..PLAYERS_PER_CLIENT {
+            let work = Work::Join { owner: owner(client, i), name: format!("player-{client}-{i}") };
+            match handle.submit(work) {
+                Ok(()) => submitted += 1,
+                Err(InboxError::Full { .. }) => refused += 1,
+                Err(InboxError::Closed) => panic!("tick thread stopped"),
+            }
+        }
+    }
+    while started.elapsed() < RUN_FOR {
+        use tickdb_engine::Entropy;
+        for _ in 0..500 {
+            let r = rng.next_u64();
+            let who =
+                owner((r % u64::from(CLIENTS)) as u32, ((r >> 8) % u64::from(PLAYERS_PER_CLIENT)) as u32);
+            let (vx, vy) = (((r >> 32) % 11) as f32 - 5.0, ((r >> 40) % 11) as f32 - 5.0);
+            match handle.submit(Work::Move { owner: who, vx, vy }) {
+                Ok(()) => submitted += 1,
+                Err(_) => refused += 1,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let players = handle.read(move |db| db.table(player).len()).expect("tick thread");
+    let metrics = handle.metrics();
+    drop(handle.shutdown());
+    let rows_changed: usize = outputs.try_iter().flat_map(|o| o.changes).map(|c| c.rows_changed()).sum();
+
+    let d = &metrics.tick_duration_us;
+    println!("tickdb tick loop demo: {:.1} s, {players} players", started.elapsed().as_secs_f64());
+    println!("work items submitted {submitted}, refused (inbox full) {refused}");
+    println!(
+        "ticks {}, transactions committed {}, rolled back {}, rows changed {rows_changed}",
+        metrics.ticks, metrics.committed, metrics.rolled_back
+    );
+    println!(
+        "tick duration µs: p50 {} p99 {} max {}",
+        d.value_at_quantile(0.5),
+        d.value_at_quantile(0.99),
+        d.max()
+    );
+}
