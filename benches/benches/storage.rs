@@ -178,7 +178,7 @@ fn pk_lookup(c: &mut Criterion) {
     };
     g.bench_function("tickdb", |b| {
         b.iter(|| {
-            let row = table.find_unique(pk, &pk_key(&db, t, next())).unwrap();
+            let row = table.find_unique_encoded(pk, &next().to_le_bytes()).unwrap().unwrap();
             black_box(table.get(row).unwrap().stored(X));
         })
     });

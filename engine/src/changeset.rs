@@ -45,28 +45,23 @@ struct SlotChange {
 pub struct Changeset {
     images: Vec<u8>,
     slots: Vec<SlotChange>,
-    positions: HashMap<(TableId, RowId), usize>,
+    /// Where each slot is in `slots`; built on the first merge that needs it.
+    positions: Option<HashMap<(TableId, RowId), usize>>,
 }
 
 impl Changeset {
-    /// Builds a changeset from slot histories. `touched` yields, in first-touch order,
-    /// each slot with the span in `images` of the row it held before the transaction.
-    /// Repeated slots keep their first entry. `after` encodes the current row of a slot.
-    pub(crate) fn from_touched(
+    /// Builds a changeset from a transaction's first touch of each slot, in order: the
+    /// slot and the span in `images` of the row it held before (`None` if none).
+    /// `after` appends the slot's current row to the buffer it is given, if it has one.
+    pub(crate) fn from_first_touches(
         images: Vec<u8>,
-        touched: impl ExactSizeIterator<Item = (TableId, RowId, Option<Span>)>,
+        first_touches: impl Iterator<Item = (TableId, RowId, Option<Span>)>,
         mut after: impl FnMut(TableId, RowId, &mut Vec<u8>) -> bool,
     ) -> Changeset {
         let mut cs = Changeset { images, ..Changeset::default() };
-        cs.positions.reserve(touched.len());
-        cs.slots.reserve(touched.len());
-        for (table, row, before) in touched {
-            if cs.positions.contains_key(&(table, row)) {
-                continue;
-            }
+        for (table, row, before) in first_touches {
             let start = cs.images.len();
             let after = after(table, row, &mut cs.images).then(|| Span::of(&cs.images, start));
-            cs.positions.insert((table, row), cs.slots.len());
             cs.slots.push(SlotChange { table, row, before, after });
         }
         cs
@@ -89,17 +84,23 @@ impl Changeset {
             *self = later;
             return;
         }
+        let slots = &self.slots;
+        let mut positions = self
+            .positions
+            .take()
+            .unwrap_or_else(|| slots.iter().enumerate().map(|(i, s)| ((s.table, s.row), i)).collect());
         for change in &later.slots {
             let after = self.copy_image(&later, change.after);
-            match self.positions.get(&(change.table, change.row)) {
+            match positions.get(&(change.table, change.row)) {
                 Some(&i) => self.slots[i].after = after,
                 None => {
                     let before = self.copy_image(&later, change.before);
-                    self.positions.insert((change.table, change.row), self.slots.len());
+                    positions.insert((change.table, change.row), self.slots.len());
                     self.slots.push(SlotChange { before, after, ..*change });
                 }
             }
         }
+        self.positions = Some(positions);
     }
 
     fn copy_image(&mut self, from: &Changeset, span: Option<Span>) -> Option<Span> {

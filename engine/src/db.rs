@@ -17,7 +17,7 @@ use crate::changeset::{Changeset, Span};
 use crate::config::EngineConfig;
 use crate::error::Error;
 use crate::ids::{RowId, TableId};
-use crate::table::Table;
+use crate::table::{RowParts, Table};
 
 /// All tables of one database.
 #[derive(Debug, Default)]
@@ -25,11 +25,15 @@ pub struct Database {
     config: EngineConfig,
     tables: Vec<Table>,
     names: HashMap<String, TableId>,
+    /// Per table, a bit per row id: set while the running transaction has touched the
+    /// row. Kept here, not in the transaction, so its memory is reused; every bit a
+    /// transaction sets, it clears when it ends.
+    touched: Vec<Vec<u64>>,
 }
 
 impl Database {
     pub fn new(config: EngineConfig) -> Database {
-        Database { config, tables: Vec::new(), names: HashMap::new() }
+        Database { config, tables: Vec::new(), names: HashMap::new(), touched: Vec::new() }
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -44,6 +48,7 @@ impl Database {
         let id = TableId(self.tables.len() as u32);
         self.names.insert(schema.name.clone(), id);
         self.tables.push(Table::new(id, schema, &self.config));
+        self.touched.push(Vec::new());
         Ok(id)
     }
 
@@ -61,17 +66,36 @@ impl Database {
 
     /// Starts a transaction. Dropping it without [`Tx::commit`] rolls it back.
     pub fn begin(&mut self) -> Tx<'_> {
-        Tx { db: self, undo: Vec::new(), images: Vec::new(), scratch: Vec::new(), done: false }
+        Tx {
+            db: self,
+            undo: Vec::new(),
+            images: Vec::new(),
+            scratch: Vec::new(),
+            parts: RowParts::new(),
+            done: false,
+        }
     }
 }
 
-/// One step to take back on rollback.
+/// One step to take back on rollback. `first` marks the transaction's first change to
+/// that row slot: the one whose image is the row as it was before the transaction.
 #[derive(Debug, Clone, Copy)]
 enum Undo {
-    Inserted { table: TableId, row: RowId, fresh: bool },
-    Deleted { table: TableId, row: RowId, image: Span },
-    Updated { table: TableId, row: RowId, image: Span },
+    Inserted { table: TableId, row: RowId, fresh: bool, first: bool },
+    Deleted { table: TableId, row: RowId, image: Span, first: bool },
+    Updated { table: TableId, row: RowId, image: Span, first: bool },
     Sequence { table: TableId, seq: u16, prev: u128 },
+}
+
+impl Undo {
+    fn slot(&self) -> Option<(TableId, RowId)> {
+        match *self {
+            Undo::Inserted { table, row, .. }
+            | Undo::Deleted { table, row, .. }
+            | Undo::Updated { table, row, .. } => Some((table, row)),
+            Undo::Sequence { .. } => None,
+        }
+    }
 }
 
 /// A transaction; see the module docs.
@@ -84,6 +108,8 @@ pub struct Tx<'db> {
     images: Vec<u8>,
     /// A row being filled with sequence values.
     scratch: Vec<u8>,
+    /// Column positions of the row being written.
+    parts: RowParts,
     done: bool,
 }
 
@@ -105,21 +131,23 @@ impl Tx<'_> {
     /// Inserts an encoded row. Zero in an auto-inc column takes the sequence's next value.
     pub fn insert(&mut self, table: TableId, row: &[u8]) -> Result<RowId, Error> {
         let t = &mut self.db.tables[table.index()];
-        let parts = t.parse_row(row)?;
+        let parts = &mut self.parts;
+        t.parse_row_into(row, parts)?;
         let mut sequences = SmallVec::new();
         let row = if t.schema().auto_inc.is_empty() {
             row
         } else {
             self.scratch.clear();
             self.scratch.extend_from_slice(row);
-            sequences = t.fill_sequences(&mut self.scratch, &parts)?;
+            sequences = t.fill_sequences(&mut self.scratch, parts)?;
             &self.scratch
         };
-        match t.insert(row, &parts) {
+        match t.insert(row, parts) {
             Ok((id, fresh)) => {
                 let changed = sequences.iter().map(|&(seq, prev)| Undo::Sequence { table, seq, prev });
                 self.undo.extend(changed);
-                self.undo.push(Undo::Inserted { table, row: id, fresh });
+                let first = mark_touched(&mut self.db.touched[table.index()], id);
+                self.undo.push(Undo::Inserted { table, row: id, fresh, first });
                 Ok(id)
             }
             Err(e) => {
@@ -144,24 +172,26 @@ impl Tx<'_> {
         };
         current.encode_into(&mut self.images);
         t.delete(row).expect("the row is live");
-        self.undo.push(Undo::Deleted { table, row, image: Span::of(&self.images, start) });
+        let first = mark_touched(&mut self.db.touched[table.index()], row);
+        self.undo.push(Undo::Deleted { table, row, image: Span::of(&self.images, start), first });
         Ok(())
     }
 
     /// Replaces a live row's values in place (the row keeps its id).
     pub fn update(&mut self, table: TableId, row: RowId, new: &[u8]) -> Result<(), Error> {
         let t = &mut self.db.tables[table.index()];
-        let parts = t.parse_row(new)?;
+        t.parse_row_into(new, &mut self.parts)?;
         let start = self.images.len();
         let Some(current) = t.get(row) else {
             return Err(Error::NoSuchRow { table: t.name().into(), row: row.0 });
         };
         current.encode_into(&mut self.images);
-        if let Err(e) = t.update(row, new, &parts) {
+        if let Err(e) = t.update(row, new, &self.parts) {
             self.images.truncate(start);
             return Err(e);
         }
-        self.undo.push(Undo::Updated { table, row, image: Span::of(&self.images, start) });
+        let first = mark_touched(&mut self.db.touched[table.index()], row);
+        self.undo.push(Undo::Updated { table, row, image: Span::of(&self.images, start), first });
         Ok(())
     }
 
@@ -184,8 +214,12 @@ impl Tx<'_> {
         let Some(pk) = t.schema().primary_key else {
             return Err(Error::NoSuchIndex { table: t.name().into(), name: "primary key".into() });
         };
-        let key = t.key_from_values(&t.schema().unique[pk].columns, key)?;
-        Ok(t.find_unique(pk, &key))
+        let columns = &t.schema().unique[pk].columns;
+        let mut encoded = Vec::new();
+        let types = columns.iter().map(|c| &t.schema().columns[c.index()].ty);
+        encode_product(types, key, &mut encoded)
+            .map_err(|source| Error::TypeMismatch { table: t.name().into(), source })?;
+        t.find_unique_encoded(pk, &encoded)
     }
 
     /// Makes the writes permanent and returns what they changed.
@@ -193,25 +227,20 @@ impl Tx<'_> {
         self.done = true;
         let images = std::mem::take(&mut self.images);
         let undo = std::mem::take(&mut self.undo);
-        let touched: Vec<_> = undo
-            .iter()
-            .filter_map(|u| match *u {
-                Undo::Inserted { table, row, .. } => Some((table, row, None)),
-                Undo::Deleted { table, row, image } | Undo::Updated { table, row, image } => {
-                    Some((table, row, Some(image)))
-                }
-                Undo::Sequence { .. } => None,
-            })
-            .collect();
+        self.clear_touched(&undo);
+        let touched = undo.iter().filter_map(|u| match *u {
+            Undo::Inserted { table, row, first: true, .. } => Some((table, row, None)),
+            Undo::Deleted { table, row, image, first: true }
+            | Undo::Updated { table, row, image, first: true } => Some((table, row, Some(image))),
+            _ => None,
+        });
         let db = &*self.db;
-        Changeset::from_touched(images, touched.into_iter(), |table, row, out| {
-            match db.table(table).get(row) {
-                Some(current) => {
-                    current.encode_into(out);
-                    true
-                }
-                None => false,
+        Changeset::from_first_touches(images, touched, |table, row, out| match db.table(table).get(row) {
+            Some(current) => {
+                current.encode_into(out);
+                true
             }
+            None => false,
         })
     }
 
@@ -222,20 +251,44 @@ impl Tx<'_> {
 
     fn undo_all(&mut self) {
         self.done = true;
-        for undo in self.undo.drain(..).rev() {
+        let undo = std::mem::take(&mut self.undo);
+        self.clear_touched(&undo);
+        for undo in undo.into_iter().rev() {
+            let image = |span: Span| &self.images[span.start..span.end];
             match undo {
-                Undo::Inserted { table, row, fresh } => self.db.tables[table.index()].undo_insert(row, fresh),
-                Undo::Deleted { table, row, image } => {
-                    self.db.tables[table.index()].undo_delete(row, &self.images[image.start..image.end]);
+                Undo::Inserted { table, row, fresh, .. } => {
+                    self.db.tables[table.index()].undo_insert(row, fresh)
                 }
-                Undo::Updated { table, row, image } => {
-                    self.db.tables[table.index()].undo_update(row, &self.images[image.start..image.end]);
+                Undo::Deleted { table, row, image: span, .. } => {
+                    self.db.tables[table.index()].undo_delete(row, image(span));
+                }
+                Undo::Updated { table, row, image: span, .. } => {
+                    self.db.tables[table.index()].undo_update(row, image(span));
                 }
                 Undo::Sequence { table, seq, prev } => self.db.tables[table.index()].undo_sequence(seq, prev),
             }
         }
         self.images.clear();
     }
+
+    fn clear_touched(&mut self, undo: &[Undo]) {
+        for (table, row) in undo.iter().filter_map(Undo::slot) {
+            let (word, bit) = (row.0 as usize / 64, row.0 % 64);
+            self.db.touched[table.index()][word] &= !(1 << bit);
+        }
+        debug_assert!(self.db.touched.iter().all(|t| t.iter().all(|&w| w == 0)));
+    }
+}
+
+/// Marks `row` touched; returns whether this is its first touch in the transaction.
+fn mark_touched(bits: &mut Vec<u64>, row: RowId) -> bool {
+    let (word, bit) = (row.0 as usize / 64, row.0 % 64);
+    if word >= bits.len() {
+        bits.resize(word + 1, 0);
+    }
+    let first = bits[word] & (1 << bit) == 0;
+    bits[word] |= 1 << bit;
+    first
 }
 
 impl Drop for Tx<'_> {

@@ -18,7 +18,7 @@ use std::ops::Bound;
 use hashbrown::HashMap;
 
 use crate::ids::RowId;
-use crate::key::{KeyBytes, prefix_successor};
+use crate::key::{KeyBytes, key_word, prefix_successor};
 
 /// A primary key or unique constraint: at most one row per key.
 ///
@@ -31,15 +31,6 @@ pub enum UniqueIndex {
     Word { len: usize, map: HashMap<u64, RowId> },
     Wide { len: usize, map: HashMap<[u8; 32], RowId> },
     Bytes(HashMap<KeyBytes, RowId>),
-}
-
-fn word(key: &[u8]) -> u64 {
-    if let Ok(bytes) = <[u8; 8]>::try_from(key) {
-        return u64::from_le_bytes(bytes);
-    }
-    let mut bytes = [0u8; 8];
-    bytes[..key.len()].copy_from_slice(key);
-    u64::from_le_bytes(bytes)
 }
 
 fn wide(key: &[u8]) -> [u8; 32] {
@@ -61,10 +52,20 @@ impl UniqueIndex {
         }
     }
 
+    /// Looks up a key given as [`key_word`] of its bytes; only for `Word` indexes.
+    pub fn get_word(&self, word: u64) -> Option<RowId> {
+        match self {
+            UniqueIndex::Word { map, .. } => map.get(&word).copied(),
+            _ => None,
+        }
+    }
+
     pub fn get(&self, key: &[u8]) -> Option<RowId> {
         match self {
             // A key of another length (a prefix, say) cannot be in a fixed-length index.
-            UniqueIndex::Word { len, map } => (key.len() == *len).then(|| map.get(&word(key)).copied())?,
+            UniqueIndex::Word { len, map } => {
+                (key.len() == *len).then(|| map.get(&key_word(key)).copied())?
+            }
             UniqueIndex::Wide { len, map } => (key.len() == *len).then(|| map.get(&wide(key)).copied())?,
             UniqueIndex::Bytes(map) => map.get(key).copied(),
         }
@@ -75,7 +76,7 @@ impl UniqueIndex {
         let previous = match self {
             UniqueIndex::Word { len, map } => {
                 debug_assert_eq!(key.len(), *len);
-                map.insert(word(&key), row)
+                map.insert(key_word(&key), row)
             }
             UniqueIndex::Wide { len, map } => {
                 debug_assert_eq!(key.len(), *len);
@@ -88,7 +89,7 @@ impl UniqueIndex {
 
     pub fn remove(&mut self, key: &[u8], row: RowId) {
         let removed = match self {
-            UniqueIndex::Word { map, .. } => map.remove(&word(key)),
+            UniqueIndex::Word { map, .. } => map.remove(&key_word(key)),
             UniqueIndex::Wide { map, .. } => map.remove(&wide(key)),
             UniqueIndex::Bytes(map) => map.remove(key),
         };

@@ -53,6 +53,9 @@ pub struct Table {
     free: Vec<RowId>,
     len: usize,
     unique: Vec<UniqueIndex>,
+    /// Per unique constraint: the column type, when the key is one scalar column of at
+    /// most 8 bytes, so lookups can skip building key bytes (see [`key::scalar_word`]).
+    word_keys: Vec<Option<ValueType>>,
     btree: Vec<BTreeIndex>,
     sequences: Vec<Sequence>,
     row_bytes_max: usize,
@@ -67,6 +70,7 @@ impl Table {
         Table {
             id,
             unique: schema.unique.iter().map(|u| UniqueIndex::new(key_len(&schema, &u.columns))).collect(),
+            word_keys: schema.unique.iter().map(|u| word_key_type(&schema, &u.columns)).collect(),
             btree: schema.indexes.iter().map(|_| BTreeIndex::default()).collect(),
             sequences: sequences.collect(),
             schema: Arc::new(schema),
@@ -144,6 +148,16 @@ impl Table {
         self.unique[constraint].get(key)
     }
 
+    /// The row holding the key given as the concatenated value encodings of the
+    /// constraint's columns (how a module sends it).
+    pub fn find_unique_encoded(&self, constraint: usize, encoded: &[u8]) -> Result<Option<RowId>, Error> {
+        if let Some(word) = self.word_keys[constraint].as_ref().and_then(|ty| key::scalar_word(ty, encoded)) {
+            return Ok(self.unique[constraint].get_word(word));
+        }
+        let key = self.key_from_encoded(&self.schema.unique[constraint].columns, encoded)?;
+        Ok(self.unique[constraint].get(&key))
+    }
+
     /// Rows of btree index `index` between two key (prefix) bounds, in key order.
     pub fn index_range<'a>(
         &'a self,
@@ -198,11 +212,18 @@ impl Table {
 
     /// Checks an encoded row against the schema and finds its columns.
     pub(crate) fn parse_row(&self, row: &[u8]) -> Result<RowParts, Error> {
+        let mut parts = RowParts::new();
+        self.parse_row_into(row, &mut parts)?;
+        Ok(parts)
+    }
+
+    /// [`Table::parse_row`] into a reused buffer.
+    pub(crate) fn parse_row_into(&self, row: &[u8], parts: &mut RowParts) -> Result<(), Error> {
         if row.len() > self.row_bytes_max {
             let (table, len, max) = (self.schema.name.clone(), row.len(), self.row_bytes_max);
             return Err(Error::RowTooLarge { table, len, max });
         }
-        let mut parts = RowParts::with_capacity(self.layouts.len());
+        parts.clear();
         let mut r = Reader::new(row);
         for (col, layout) in self.layouts.iter().enumerate() {
             let start = r.position();
@@ -217,7 +238,7 @@ impl Table {
         if r.remaining() != 0 {
             return Err(Error::RowTrailingBytes { table: self.schema.name.clone(), extra: r.remaining() });
         }
-        Ok(parts)
+        Ok(())
     }
 
     fn invalid_row(&self, col: usize, source: DecodeError) -> Error {
@@ -524,6 +545,12 @@ fn key_len(schema: &TableSchema, columns: &[ColId]) -> Option<usize> {
             scalar => scalar.fixed_size(),
         })
         .sum()
+}
+
+fn word_key_type(schema: &TableSchema, columns: &[ColId]) -> Option<ValueType> {
+    let [col] = columns else { return None };
+    let ty = &schema.columns[col.index()].ty;
+    (key_len(schema, columns)? <= 8).then(|| ty.clone())
 }
 
 fn new_sequence(col: ColId, ty: &ValueType) -> Sequence {

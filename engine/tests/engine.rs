@@ -302,10 +302,11 @@ fn ticker(seed: u64) -> Ticker<Spawner> {
 fn ticks_are_deterministic_and_isolate_failures() {
     let run = |seed| {
         let mut ticker = ticker(seed);
-        let mut outputs = Vec::new();
-        outputs.push(ticker.run_tick([Work::Spawn(1), Work::Fail(2), Work::Spawn(3)], false));
-        outputs.push(ticker.run_tick([Work::Panic, Work::Spawn(4)], true));
-        outputs.push(ticker.run_tick([Work::Spawn(5)], true));
+        let outputs = vec![
+            ticker.run_tick([Work::Spawn(1), Work::Fail(2), Work::Spawn(3)], false),
+            ticker.run_tick([Work::Panic, Work::Spawn(4)], true),
+            ticker.run_tick([Work::Spawn(5)], true),
+        ];
         let t = ticker.db().table_id("player").unwrap();
         (outputs, all_rows(ticker.db(), t))
     };
@@ -379,5 +380,5 @@ fn fixed_rate_ticks_run_without_work() {
     assert_eq!(first.changes[0].table, t);
     assert_eq!(first.committed, 1);
     drop(outputs);
-    assert!(handle.shutdown().unwrap().table(t).len() >= 1);
+    assert!(!handle.shutdown().unwrap().table(t).is_empty());
 }

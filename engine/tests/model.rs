@@ -173,11 +173,11 @@ fn check_reads(tx: &Tx<'_>, t: TableId, model: &Model) -> Result<(), TestCaseErr
     Ok(())
 }
 
-/// The changes a changeset must report, from two model states.
-fn expected_changes(
-    before: &Model,
-    after: &Model,
-) -> (Vec<Vec<Value>>, Vec<Vec<Value>>, Vec<(Vec<Value>, Vec<Value>)>) {
+type Rows = Vec<Vec<Value>>;
+type Updates = Vec<(Vec<Value>, Vec<Value>)>;
+
+/// The changes a changeset must report, from two model states: inserts, deletes, updates.
+fn expected_changes(before: &Model, after: &Model) -> (Rows, Rows, Updates) {
     let mut inserts = Vec::new();
     let mut deletes = Vec::new();
     let mut updates = Vec::new();
