@@ -17,7 +17,7 @@ use hashbrown::HashMap;
 
 use crate::db::Database;
 use crate::ids::{RowId, TableId};
-use crate::key::KeyBytes;
+use crate::index::UniqueKey;
 
 /// A byte range in a changeset's image buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,8 +138,8 @@ impl Changeset {
             return out;
         };
         let key = |bytes: &[u8]| table.unique_key_of_row(pk, bytes);
-        let mut deletes: Vec<(KeyBytes, &[u8])> = Vec::new();
-        let mut inserts: Vec<(KeyBytes, &[u8])> = Vec::new();
+        let mut deletes: Vec<(UniqueKey, &[u8])> = Vec::new();
+        let mut inserts: Vec<(UniqueKey, &[u8])> = Vec::new();
         for slot in slots {
             let (before, after) = (self.image(slot.before), self.image(slot.after));
             let before = before.map(|b| (key(b), b));
@@ -152,11 +152,11 @@ impl Changeset {
                 }
             }
         }
-        let mut unmatched: HashMap<&[u8], usize> =
-            deletes.iter().enumerate().map(|(i, (k, _))| (k.as_slice(), i)).collect();
+        let mut unmatched: HashMap<&UniqueKey, usize> =
+            deletes.iter().enumerate().map(|(i, (k, _))| (k, i)).collect();
         let mut paired = vec![false; deletes.len()];
         for (k, a) in &inserts {
-            match unmatched.remove(k.as_slice()) {
+            match unmatched.remove(k) {
                 Some(i) => {
                     paired[i] = true;
                     // A row deleted and inserted back unchanged (in another slot) did not change.

@@ -33,6 +33,14 @@ pub enum UniqueIndex {
     Bytes(HashMap<KeyBytes, RowId>),
 }
 
+/// A key as a unique index stores it: an integer for a key over one scalar column of
+/// at most 8 bytes (see [`key_word`](crate::key::key_word)), bytes otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UniqueKey {
+    Word(u64),
+    Bytes(KeyBytes),
+}
+
 fn wide(key: &[u8]) -> [u8; 32] {
     if let Ok(bytes) = <[u8; 32]>::try_from(key) {
         return bytes;
@@ -68,6 +76,36 @@ impl UniqueIndex {
             }
             UniqueIndex::Wide { len, map } => (key.len() == *len).then(|| map.get(&wide(key)).copied())?,
             UniqueIndex::Bytes(map) => map.get(key).copied(),
+        }
+    }
+
+    pub fn get_key(&self, key: &UniqueKey) -> Option<RowId> {
+        match key {
+            UniqueKey::Word(word) => self.get_word(*word),
+            UniqueKey::Bytes(bytes) => self.get(bytes),
+        }
+    }
+
+    /// Adds `key`; the caller has checked that it is free.
+    pub fn insert_key(&mut self, key: UniqueKey, row: RowId) {
+        match (self, key) {
+            (UniqueIndex::Word { map, .. }, UniqueKey::Word(word)) => {
+                let previous = map.insert(word, row);
+                debug_assert!(previous.is_none(), "unique index insert over an existing key");
+            }
+            (index, UniqueKey::Bytes(bytes)) => index.insert(bytes, row),
+            (_, UniqueKey::Word(_)) => unreachable!("word keys only go to word indexes"),
+        }
+    }
+
+    pub fn remove_key(&mut self, key: &UniqueKey, row: RowId) {
+        match (self, key) {
+            (UniqueIndex::Word { map, .. }, UniqueKey::Word(word)) => {
+                let removed = map.remove(word);
+                debug_assert_eq!(removed, Some(row), "unique index entry missing or pointing elsewhere");
+            }
+            (index, UniqueKey::Bytes(bytes)) => index.remove(bytes, row),
+            (_, UniqueKey::Word(_)) => unreachable!("word keys only go to word indexes"),
         }
     }
 

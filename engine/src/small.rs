@@ -45,7 +45,7 @@ fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
 }
 
 /// `dst.copy_from_slice(src)`.
-#[inline]
+#[inline(always)]
 pub fn copy(dst: &mut [u8], src: &[u8]) {
     by_size!(src.len(), N => {
         let dst: &mut [u8; N] = dst.try_into().expect("equal lengths");
@@ -54,13 +54,13 @@ pub fn copy(dst: &mut [u8], src: &[u8]) {
 }
 
 /// `out.extend_from_slice(src)`.
-#[inline]
+#[inline(always)]
 pub fn extend(out: &mut Vec<u8>, src: &[u8]) {
     by_size!(src.len(), N => out.extend_from_slice(&array::<N>(src)), _ => out.extend_from_slice(src))
 }
 
 /// `a == b`.
-#[inline]
+#[inline(always)]
 pub fn eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && by_size!(a.len(), N => array::<N>(a) == array::<N>(b), _ => a == b)
 }

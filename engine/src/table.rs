@@ -22,7 +22,7 @@ use crate::chunk::{CHUNK_ROWS, CHUNK_ROWS_LOG2, Chunk, ColumnLayout};
 use crate::config::EngineConfig;
 use crate::error::Error;
 use crate::ids::{RowId, TableId};
-use crate::index::{BTreeIndex, UniqueIndex};
+use crate::index::{BTreeIndex, UniqueIndex, UniqueKey};
 use crate::key::{self, KeyBytes};
 
 /// Where each column's stored bytes lie in an encoded row.
@@ -253,7 +253,7 @@ impl Table {
             return Err(Error::TableFull { table: self.schema.name.clone(), max: self.rows_max });
         }
         let keys = self.unique_keys(row, parts);
-        if let Some(i) = keys.iter().enumerate().position(|(i, key)| self.unique[i].get(key).is_some()) {
+        if let Some(i) = keys.iter().enumerate().position(|(i, key)| self.unique[i].get_key(key).is_some()) {
             return Err(self.unique_violation(i, row, parts));
         }
         let (id, fresh) = self.alloc_slot();
@@ -261,8 +261,22 @@ impl Table {
         Ok((id, fresh))
     }
 
-    fn unique_keys(&self, row: &[u8], parts: &RowParts) -> SmallVec<[KeyBytes; 2]> {
-        self.schema.unique.iter().map(|c| self.key_of(&c.columns, row, parts)).collect()
+    fn unique_keys(&self, row: &[u8], parts: &RowParts) -> SmallVec<[UniqueKey; 2]> {
+        (0..self.unique.len()).map(|i| self.unique_key(i, |col| part(row, parts, col))).collect()
+    }
+
+    /// The key of unique constraint `i`, from the stored bytes of each column.
+    fn unique_key<'a>(&self, i: usize, value: impl Fn(usize) -> &'a [u8]) -> UniqueKey {
+        let columns = &self.schema.unique[i].columns;
+        if let Some(ty) = &self.word_keys[i] {
+            let word = key::scalar_word(ty, value(columns[0].index()));
+            return UniqueKey::Word(word.expect("checked rows hold valid values"));
+        }
+        let mut key = KeyBytes::new();
+        for col in columns {
+            key::push_stored(&self.schema.columns[col.index()].ty, value(col.index()), &mut key);
+        }
+        UniqueKey::Bytes(key)
     }
 
     fn last_chunk_full_at_max(&self) -> bool {
@@ -286,8 +300,8 @@ impl Table {
             if !touches(&changed, &constraint.columns) {
                 continue;
             }
-            let key = self.key_of(&constraint.columns, row, parts);
-            if self.unique[i].get(&key).is_some_and(|holder| holder != id) {
+            let key = self.unique_key(i, |col| part(row, parts, col));
+            if self.unique[i].get_key(&key).is_some_and(|holder| holder != id) {
                 return Err(self.unique_violation(i, row, parts));
             }
         }
@@ -359,7 +373,7 @@ impl Table {
 
     /// Writes a row into a vacant slot, marks it live and indexes it under its
     /// `unique_keys` (one per unique constraint) and its btree keys.
-    fn write_new(&mut self, id: RowId, row: &[u8], parts: &RowParts, unique_keys: SmallVec<[KeyBytes; 2]>) {
+    fn write_new(&mut self, id: RowId, row: &[u8], parts: &RowParts, unique_keys: SmallVec<[UniqueKey; 2]>) {
         let chunk = &mut self.chunks[id.chunk()];
         for (col, range) in parts.iter().enumerate() {
             chunk.set_value(
@@ -373,7 +387,7 @@ impl Table {
         chunk.occupy(id.slot());
         self.len += 1;
         for (index, key) in self.unique.iter_mut().zip(unique_keys) {
-            index.insert(key, id);
+            index.insert_key(key, id);
         }
         for (i, index) in self.schema.indexes.iter().enumerate() {
             let key = key_of(&self.schema, &index.columns, row, parts);
@@ -383,9 +397,9 @@ impl Table {
 
     /// Removes a live row from every index and vacates its slot.
     fn unlink(&mut self, id: RowId) {
-        for (i, constraint) in self.schema.unique.iter().enumerate() {
-            let key = self.stored_key(&constraint.columns, id);
-            self.unique[i].remove(&key, id);
+        for i in 0..self.unique.len() {
+            let key = self.unique_key(i, |col| self.stored(id, col));
+            self.unique[i].remove_key(&key, id);
         }
         for (i, index) in self.schema.indexes.iter().enumerate() {
             let key = self.stored_key(&index.columns, id);
@@ -408,9 +422,10 @@ impl Table {
     fn replace(&mut self, id: RowId, row: &[u8], parts: &RowParts, changed: &[bool]) {
         for (i, constraint) in self.schema.unique.iter().enumerate() {
             if touches(changed, &constraint.columns) {
-                let old = self.stored_key(&constraint.columns, id);
-                self.unique[i].remove(&old, id);
-                self.unique[i].insert(key_of(&self.schema, &constraint.columns, row, parts), id);
+                let old = self.unique_key(i, |col| self.stored(id, col));
+                let new = self.unique_key(i, |col| part(row, parts, col));
+                self.unique[i].remove_key(&old, id);
+                self.unique[i].insert_key(new, id);
             }
         }
         for (i, index) in self.schema.indexes.iter().enumerate() {
@@ -436,10 +451,6 @@ impl Table {
         self.chunks[id.chunk()].value(&self.layouts, col, id.slot())
     }
 
-    fn key_of(&self, columns: &[ColId], row: &[u8], parts: &RowParts) -> KeyBytes {
-        key_of(&self.schema, columns, row, parts)
-    }
-
     fn stored_key(&self, columns: &[ColId], id: RowId) -> KeyBytes {
         let mut key = KeyBytes::new();
         for col in columns {
@@ -448,10 +459,10 @@ impl Table {
         key
     }
 
-    /// The key of a live row in unique constraint `constraint`.
-    pub(crate) fn unique_key_of_row(&self, constraint: usize, row: &[u8]) -> KeyBytes {
+    /// The key in unique constraint `constraint` of an encoded row this table held.
+    pub(crate) fn unique_key_of_row(&self, constraint: usize, row: &[u8]) -> UniqueKey {
         let parts = self.parse_row(row).expect("changeset rows are rows this table held");
-        self.key_of(&self.schema.unique[constraint].columns, row, &parts)
+        self.unique_key(constraint, |col| part(row, &parts, col))
     }
 
     fn stored_value(&self, col: usize, stored: &[u8]) -> Value {
@@ -515,6 +526,11 @@ impl Table {
     pub fn reserve(&mut self, additional: usize) {
         self.unique.iter_mut().for_each(|u| u.reserve(additional));
     }
+}
+
+/// The stored bytes of column `col` of a parsed row.
+fn part<'a>(row: &'a [u8], parts: &RowParts, col: usize) -> &'a [u8] {
+    &row[parts[col].start as usize..parts[col].end as usize]
 }
 
 fn touches(changed: &[bool], columns: &[ColId]) -> bool {
