@@ -20,6 +20,8 @@
 //! half of it. Column arrays grow by doubling up to the full chunk and no further, so a
 //! full chunk wastes nothing and a tiny table does not pay for 4096 rows.
 
+use std::ops::Range;
+
 use tickdb_wasm_abi::ValueType;
 
 /// Rows per chunk, as a power of two: row ids split into chunk and slot by shifting.
@@ -192,6 +194,24 @@ impl Chunk {
         }
     }
 
+    /// Writes every value of a vacant slot from an encoded row: column `c` is
+    /// `row[parts[c]]` (see [`Table`](crate::Table) for what `parts` holds).
+    pub fn write_row(&mut self, layouts: &[ColumnLayout], slot: usize, row: &[u8], parts: &[Range<u32>]) {
+        debug_assert!(!self.is_occupied(slot));
+        let arena = &mut self.arena;
+        for ((column, layout), part) in self.columns.iter_mut().zip(layouts).zip(parts) {
+            let value = &row[part.start as usize..part.end as usize];
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(column);
+            match *layout {
+                ColumnLayout::Fixed { size } => crate::small::copy(&mut bytes[slot * size..][..size], value),
+                ColumnLayout::Var { .. } => {
+                    let var_ref = var_ref(arena, value);
+                    bytes[slot * VAR_REF_SIZE..][..VAR_REF_SIZE].copy_from_slice(&var_ref);
+                }
+            }
+        }
+    }
+
     /// Writes one value of a slot. A var value of a live slot that is overwritten turns
     /// its old arena bytes into garbage; pass `live` to say whether there is one.
     pub fn set_value(&mut self, layouts: &[ColumnLayout], col: usize, slot: usize, bytes: &[u8], live: bool) {
@@ -204,16 +224,7 @@ impl Chunk {
                 if live {
                     self.arena_garbage += self.var_heap_len(col, slot);
                 }
-                let mut r = [0u8; VAR_REF_SIZE];
-                if bytes.len() <= VAR_INLINE_MAX {
-                    crate::small::copy(&mut r[..bytes.len()], bytes);
-                    r[15] = bytes.len() as u8;
-                } else {
-                    r[..8].copy_from_slice(&(self.arena.len() as u64).to_le_bytes());
-                    r[8..12].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
-                    r[15] = VAR_HEAP_TAG;
-                    self.arena.extend_from_slice(bytes);
-                }
+                let r = var_ref(&mut self.arena, bytes);
                 self.column_bytes_mut(col)[slot * VAR_REF_SIZE..][..VAR_REF_SIZE].copy_from_slice(&r);
             }
         }
@@ -270,6 +281,22 @@ impl Chunk {
         let columns: usize = self.columns.iter().map(|c| c.capacity() * 8).sum();
         columns + self.columns.capacity() * size_of::<Vec<u64>>() + self.arena.capacity() + CHUNK_ROWS / 8
     }
+}
+
+/// The var ref of a value: inline if it fits, else appended to the arena.
+#[inline]
+fn var_ref(arena: &mut Vec<u8>, value: &[u8]) -> [u8; VAR_REF_SIZE] {
+    let mut r = [0u8; VAR_REF_SIZE];
+    if value.len() <= VAR_INLINE_MAX {
+        r[..value.len()].copy_from_slice(value);
+        r[15] = value.len() as u8;
+    } else {
+        r[..8].copy_from_slice(&(arena.len() as u64).to_le_bytes());
+        r[8..12].copy_from_slice(&(value.len() as u32).to_le_bytes());
+        r[15] = VAR_HEAP_TAG;
+        arena.extend_from_slice(value);
+    }
+    r
 }
 
 fn decode_heap_ref(r: &[u8]) -> (usize, usize) {

@@ -260,10 +260,10 @@ impl Tx<'_> {
                     self.db.tables[table.index()].undo_insert(row, fresh)
                 }
                 Undo::Deleted { table, row, image: span, .. } => {
-                    self.db.tables[table.index()].undo_delete(row, image(span));
+                    self.db.tables[table.index()].undo_delete(row, image(span), &mut self.parts);
                 }
                 Undo::Updated { table, row, image: span, .. } => {
-                    self.db.tables[table.index()].undo_update(row, image(span));
+                    self.db.tables[table.index()].undo_update(row, image(span), &mut self.parts);
                 }
                 Undo::Sequence { table, seq, prev } => self.db.tables[table.index()].undo_sequence(seq, prev),
             }

@@ -86,6 +86,27 @@ impl UniqueIndex {
         }
     }
 
+    /// Adds `key` for `row` if no row holds it yet; returns whether it did.
+    pub fn try_insert(&mut self, key: UniqueKey, row: RowId) -> bool {
+        use hashbrown::hash_map::Entry;
+        fn claim<K: std::hash::Hash + Eq>(map: &mut HashMap<K, RowId>, key: K, row: RowId) -> bool {
+            match map.entry(key) {
+                Entry::Occupied(_) => false,
+                Entry::Vacant(slot) => {
+                    slot.insert(row);
+                    true
+                }
+            }
+        }
+        match (self, key) {
+            (UniqueIndex::Word { map, .. }, UniqueKey::Word(word)) => claim(map, word, row),
+            (UniqueIndex::Word { map, .. }, UniqueKey::Bytes(bytes)) => claim(map, key_word(&bytes), row),
+            (UniqueIndex::Wide { map, .. }, UniqueKey::Bytes(bytes)) => claim(map, wide(&bytes), row),
+            (UniqueIndex::Bytes(map), UniqueKey::Bytes(bytes)) => claim(map, bytes, row),
+            (_, UniqueKey::Word(_)) => unreachable!("word keys only go to word indexes"),
+        }
+    }
+
     /// Adds `key`; the caller has checked that it is free.
     pub fn insert_key(&mut self, key: UniqueKey, row: RowId) {
         match (self, key) {

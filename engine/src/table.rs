@@ -26,7 +26,31 @@ use crate::index::{BTreeIndex, UniqueIndex, UniqueKey};
 use crate::key::{self, KeyBytes};
 
 /// Where each column's stored bytes lie in an encoded row.
-pub(crate) type RowParts = SmallVec<[Range<u32>; 16]>;
+pub(crate) type RowParts = Vec<Range<u32>>;
+
+/// What reading a column from an incoming row must check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// A fixed-size value that any bytes encode validly: just take them.
+    Fixed(usize),
+    /// A string: length, then UTF-8.
+    Utf8,
+    /// Bytes: length, then anything.
+    Bytes,
+    /// Anything else: walk the value with [`skip`].
+    Walk,
+}
+
+impl Check {
+    fn of(ty: &ValueType) -> Check {
+        match (ty, ty.fixed_size()) {
+            (ValueType::String, _) => Check::Utf8,
+            (ValueType::Bytes, _) => Check::Bytes,
+            (_, Some(size)) if !needs_validation(ty) => Check::Fixed(size),
+            _ => Check::Walk,
+        }
+    }
+}
 
 /// The most chunks a table can address with 32-bit row ids.
 const TABLE_CHUNKS_MAX: usize = 1 << (32 - CHUNK_ROWS_LOG2);
@@ -46,8 +70,8 @@ pub struct Table {
     id: TableId,
     schema: Arc<TableSchema>,
     layouts: Box<[ColumnLayout]>,
-    /// Columns whose bytes need checking on the way in (bools, tags, UTF-8).
-    validate: Box<[bool]>,
+    /// How to read and check each column of an incoming row.
+    checks: Box<[Check]>,
     chunks: Vec<Chunk>,
     /// Vacant slots below the chunks' high-water marks, reused last-freed first.
     free: Vec<RowId>,
@@ -65,7 +89,7 @@ pub struct Table {
 impl Table {
     pub(crate) fn new(id: TableId, schema: TableSchema, config: &EngineConfig) -> Table {
         let layouts = schema.columns.iter().map(|c| ColumnLayout::of(&c.ty)).collect();
-        let validate = schema.columns.iter().map(|c| needs_validation(&c.ty)).collect();
+        let checks = schema.columns.iter().map(|c| Check::of(&c.ty)).collect();
         let sequences = schema.auto_inc.iter().map(|&col| new_sequence(col, &schema.columns[col.index()].ty));
         Table {
             id,
@@ -75,7 +99,7 @@ impl Table {
             sequences: sequences.collect(),
             schema: Arc::new(schema),
             layouts,
-            validate,
+            checks,
             chunks: Vec::new(),
             free: Vec::new(),
             len: 0,
@@ -211,13 +235,6 @@ impl Table {
     }
 
     /// Checks an encoded row against the schema and finds its columns.
-    pub(crate) fn parse_row(&self, row: &[u8]) -> Result<RowParts, Error> {
-        let mut parts = RowParts::new();
-        self.parse_row_into(row, &mut parts)?;
-        Ok(parts)
-    }
-
-    /// [`Table::parse_row`] into a reused buffer.
     pub(crate) fn parse_row_into(&self, row: &[u8], parts: &mut RowParts) -> Result<(), Error> {
         if row.len() > self.row_bytes_max {
             let (table, len, max) = (self.schema.name.clone(), row.len(), self.row_bytes_max);
@@ -225,20 +242,44 @@ impl Table {
         }
         parts.clear();
         let mut r = Reader::new(row);
-        for (col, layout) in self.layouts.iter().enumerate() {
-            let start = r.position();
-            let result = match layout {
-                ColumnLayout::Fixed { size } if !self.validate[col] => r.take(*size, "value").map(drop),
-                _ => skip(&self.schema.columns[col].ty, &mut r),
+        for (col, check) in self.checks.iter().enumerate() {
+            let start = r.position() as u32;
+            let part = match *check {
+                Check::Fixed(size) => r.take(size, "value").map(|_| start..start + size as u32),
+                Check::Utf8 => r.str().map(|_| start + 4..r.position() as u32),
+                Check::Bytes => r.bytes().map(|_| start + 4..r.position() as u32),
+                Check::Walk => {
+                    skip(&self.schema.columns[col].ty, &mut r).map(|()| start..r.position() as u32)
+                }
             };
-            result.map_err(|source| self.invalid_row(col, source))?;
-            let prefix = if let ColumnLayout::Var { len_prefixed: true } = layout { 4 } else { 0 };
-            parts.push((start + prefix) as u32..r.position() as u32);
+            parts.push(part.map_err(|source| self.invalid_row(col, source))?);
         }
         if r.remaining() != 0 {
             return Err(Error::RowTrailingBytes { table: self.schema.name.clone(), extra: r.remaining() });
         }
         Ok(())
+    }
+
+    /// Finds the columns of a row this table held (an undo or changeset image),
+    /// without checking what was checked on the way in.
+    fn split_trusted(&self, row: &[u8], parts: &mut RowParts) {
+        parts.clear();
+        let mut pos = 0usize;
+        let len_at = |pos: usize| u32::from_le_bytes(row[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        for (col, check) in self.checks.iter().enumerate() {
+            let part = match *check {
+                Check::Fixed(size) => pos..pos + size,
+                Check::Utf8 | Check::Bytes => pos + 4..pos + 4 + len_at(pos),
+                Check::Walk => {
+                    let mut r = Reader::new(&row[pos..]);
+                    skip(&self.schema.columns[col].ty, &mut r).expect("images are valid rows");
+                    pos..pos + r.position()
+                }
+            };
+            pos = part.end;
+            parts.push(part.start as u32..part.end as u32);
+        }
+        debug_assert_eq!(pos, row.len());
     }
 
     fn invalid_row(&self, col: usize, source: DecodeError) -> Error {
@@ -252,17 +293,24 @@ impl Table {
         if self.len >= self.rows_max || (self.free.is_empty() && self.last_chunk_full_at_max()) {
             return Err(Error::TableFull { table: self.schema.name.clone(), max: self.rows_max });
         }
-        let keys = self.unique_keys(row, parts);
-        if let Some(i) = keys.iter().enumerate().position(|(i, key)| self.unique[i].get_key(key).is_some()) {
-            return Err(self.unique_violation(i, row, parts));
+        // Claim each unique key for the slot the row will get, one probe per index;
+        // on a clash give back the keys claimed so far.
+        let id = self.next_slot();
+        for i in 0..self.unique.len() {
+            let key = self.unique_key(i, |col| part(row, parts, col));
+            if !self.unique[i].try_insert(key, id) {
+                for j in 0..i {
+                    let key = self.unique_key(j, |col| part(row, parts, col));
+                    self.unique[j].remove_key(&key, id);
+                }
+                return Err(self.unique_violation(i, row, parts));
+            }
         }
-        let (id, fresh) = self.alloc_slot();
-        self.write_new(id, row, parts, keys);
+        let (allocated, fresh) = self.alloc_slot();
+        debug_assert_eq!(allocated, id);
+        self.write_columns(id, row, parts);
+        self.index_btree(id, row, parts);
         Ok((id, fresh))
-    }
-
-    fn unique_keys(&self, row: &[u8], parts: &RowParts) -> SmallVec<[UniqueKey; 2]> {
-        (0..self.unique.len()).map(|i| self.unique_key(i, |col| part(row, parts, col))).collect()
     }
 
     /// The key of unique constraint `i`, from the stored bytes of each column.
@@ -322,19 +370,25 @@ impl Table {
     }
 
     /// Undoes the [`Table::delete`] of `id`, restoring the row from its encoding.
-    pub(crate) fn undo_delete(&mut self, id: RowId, image: &[u8]) {
+    /// `parts` is scratch space.
+    pub(crate) fn undo_delete(&mut self, id: RowId, image: &[u8], parts: &mut RowParts) {
         let popped = self.free.pop();
         assert_eq!(popped, Some(id), "undo_delete must undo the latest free-list push");
-        let parts = self.parse_row(image).expect("undo images are rows this table held");
-        let keys = self.unique_keys(image, &parts);
-        self.write_new(id, image, &parts, keys);
+        self.split_trusted(image, parts);
+        for i in 0..self.unique.len() {
+            let key = self.unique_key(i, |col| part(image, parts, col));
+            let added = self.unique[i].try_insert(key, id);
+            assert!(added, "a rolled-back delete's keys are free again");
+        }
+        self.write_columns(id, image, parts);
+        self.index_btree(id, image, parts);
     }
 
-    /// Undoes an update of `id`, restoring its previous values.
-    pub(crate) fn undo_update(&mut self, id: RowId, image: &[u8]) {
-        let parts = self.parse_row(image).expect("undo images are rows this table held");
-        let changed = self.changed_columns(id, image, &parts);
-        self.replace(id, image, &parts, &changed);
+    /// Undoes an update of `id`, restoring its previous values. `parts` is scratch space.
+    pub(crate) fn undo_update(&mut self, id: RowId, image: &[u8], parts: &mut RowParts) {
+        self.split_trusted(image, parts);
+        let changed = self.changed_columns(id, image, parts);
+        self.replace(id, image, parts, &changed);
     }
 
     fn check_live(&self, id: RowId) -> Result<(), Error> {
@@ -358,6 +412,17 @@ impl Table {
         Error::UniqueViolation { constraint: c.name.clone(), columns, key: values.join(", ") }
     }
 
+    /// The slot the next [`Table::alloc_slot`] will return.
+    fn next_slot(&self) -> RowId {
+        if let Some(&id) = self.free.last() {
+            return id;
+        }
+        match self.chunks.last() {
+            Some(chunk) if !chunk.is_full() => RowId::new(self.chunks.len() - 1, chunk.high_water()),
+            _ => RowId::new(self.chunks.len(), 0),
+        }
+    }
+
     fn alloc_slot(&mut self) -> (RowId, bool) {
         if let Some(id) = self.free.pop() {
             return (id, false);
@@ -371,24 +436,15 @@ impl Table {
         (RowId::new(c, slot), true)
     }
 
-    /// Writes a row into a vacant slot, marks it live and indexes it under its
-    /// `unique_keys` (one per unique constraint) and its btree keys.
-    fn write_new(&mut self, id: RowId, row: &[u8], parts: &RowParts, unique_keys: SmallVec<[UniqueKey; 2]>) {
+    /// Writes a row's values into a vacant slot and marks it live.
+    fn write_columns(&mut self, id: RowId, row: &[u8], parts: &RowParts) {
         let chunk = &mut self.chunks[id.chunk()];
-        for (col, range) in parts.iter().enumerate() {
-            chunk.set_value(
-                &self.layouts,
-                col,
-                id.slot(),
-                &row[range.start as usize..range.end as usize],
-                false,
-            );
-        }
+        chunk.write_row(&self.layouts, id.slot(), row, parts);
         chunk.occupy(id.slot());
         self.len += 1;
-        for (index, key) in self.unique.iter_mut().zip(unique_keys) {
-            index.insert_key(key, id);
-        }
+    }
+
+    fn index_btree(&mut self, id: RowId, row: &[u8], parts: &RowParts) {
         for (i, index) in self.schema.indexes.iter().enumerate() {
             let key = key_of(&self.schema, &index.columns, row, parts);
             self.btree[i].insert(key, id);
@@ -461,7 +517,8 @@ impl Table {
 
     /// The key in unique constraint `constraint` of an encoded row this table held.
     pub(crate) fn unique_key_of_row(&self, constraint: usize, row: &[u8]) -> UniqueKey {
-        let parts = self.parse_row(row).expect("changeset rows are rows this table held");
+        let mut parts = RowParts::new();
+        self.split_trusted(row, &mut parts);
         self.unique_key(constraint, |col| part(row, &parts, col))
     }
 

@@ -219,11 +219,18 @@ impl<'a> Reader<'a> {
         Ok(tag)
     }
 
-    fn str(&mut self) -> Result<&'a str, DecodeError> {
+    /// Reads a `String`: a `u32` length, then that many bytes of UTF-8.
+    pub fn str(&mut self) -> Result<&'a str, DecodeError> {
         let len = self.len(1, "string")?;
         let offset = self.pos;
         let bytes = self.take(len, "string")?;
         std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 { offset })
+    }
+
+    /// Reads `Bytes`: a `u32` length, then that many bytes.
+    pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = self.len(1, "bytes")?;
+        self.take(len, "bytes")
     }
 }
 
@@ -245,10 +252,7 @@ pub fn decode(ty: &ValueType, r: &mut Reader<'_>) -> Result<Value, DecodeError> 
         T::F32 => Value::F32(f32::from_le_bytes(r.array("f32")?)),
         T::F64 => Value::F64(f64::from_le_bytes(r.array("f64")?)),
         T::String => Value::String(r.str()?.into()),
-        T::Bytes => {
-            let len = r.len(1, "bytes")?;
-            Value::Bytes(r.take(len, "bytes")?.into())
-        }
+        T::Bytes => Value::Bytes(r.bytes()?.into()),
         T::Identity => Value::Identity(Identity(r.array("identity")?)),
         T::ConnectionId => Value::ConnectionId(ConnectionId(r.array("connection id")?)),
         T::Timestamp => Value::Timestamp(Timestamp::from_micros(i64::from_le_bytes(r.array("timestamp")?))),
@@ -301,8 +305,7 @@ pub fn skip(ty: &ValueType, r: &mut Reader<'_>) -> Result<(), DecodeError> {
             r.str()?;
         }
         T::Bytes => {
-            let len = r.len(1, "bytes")?;
-            r.take(len, "bytes")?;
+            r.bytes()?;
         }
         T::Array(element) => {
             let len = r.len(element.min_size(), "array")?;
