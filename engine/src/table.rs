@@ -345,7 +345,7 @@ impl Table {
         self.check_live(id)?;
         let changed = self.changed_columns(id, row, parts);
         for (i, constraint) in self.schema.unique.iter().enumerate() {
-            if !touches(&changed, &constraint.columns) {
+            if !changed.touches(&constraint.columns) {
                 continue;
             }
             let key = self.unique_key(i, |col| part(row, parts, col));
@@ -353,7 +353,7 @@ impl Table {
                 return Err(self.unique_violation(i, row, parts));
             }
         }
-        self.replace(id, row, parts, &changed);
+        self.replace(id, row, parts, changed);
         self.chunks[id.chunk()].maybe_compact(&self.layouts);
         Ok(())
     }
@@ -388,7 +388,7 @@ impl Table {
     pub(crate) fn undo_update(&mut self, id: RowId, image: &[u8], parts: &mut RowParts) {
         self.split_trusted(image, parts);
         let changed = self.changed_columns(id, image, parts);
-        self.replace(id, image, parts, &changed);
+        self.replace(id, image, parts, changed);
     }
 
     fn check_live(&self, id: RowId) -> Result<(), Error> {
@@ -466,18 +466,22 @@ impl Table {
     }
 
     /// Which columns of live row `id` the parsed row changes.
-    fn changed_columns(&self, id: RowId, row: &[u8], parts: &RowParts) -> SmallVec<[bool; 16]> {
+    fn changed_columns(&self, id: RowId, row: &[u8], parts: &RowParts) -> ColumnSet {
         let chunk = &self.chunks[id.chunk()];
-        let new = |col: usize| &row[parts[col].start as usize..parts[col].end as usize];
-        (0..self.layouts.len())
-            .map(|col| !crate::small::eq(chunk.value(&self.layouts, col, id.slot()), new(col)))
-            .collect()
+        let mut changed = ColumnSet::default();
+        for (col, range) in parts.iter().enumerate() {
+            let new = &row[range.start as usize..range.end as usize];
+            if !crate::small::eq(chunk.value(&self.layouts, col, id.slot()), new) {
+                changed.insert(col);
+            }
+        }
+        changed
     }
 
     /// Overwrites the `changed` columns of a live row, and the index keys over them.
-    fn replace(&mut self, id: RowId, row: &[u8], parts: &RowParts, changed: &[bool]) {
+    fn replace(&mut self, id: RowId, row: &[u8], parts: &RowParts, changed: ColumnSet) {
         for (i, constraint) in self.schema.unique.iter().enumerate() {
-            if touches(changed, &constraint.columns) {
+            if changed.touches(&constraint.columns) {
                 let old = self.unique_key(i, |col| self.stored(id, col));
                 let new = self.unique_key(i, |col| part(row, parts, col));
                 self.unique[i].remove_key(&old, id);
@@ -485,14 +489,14 @@ impl Table {
             }
         }
         for (i, index) in self.schema.indexes.iter().enumerate() {
-            if touches(changed, &index.columns) {
+            if changed.touches(&index.columns) {
                 let old = self.stored_key(&index.columns, id);
                 self.btree[i].remove(old, id);
                 self.btree[i].insert(key_of(&self.schema, &index.columns, row, parts), id);
             }
         }
         let chunk = &mut self.chunks[id.chunk()];
-        for (col, range) in parts.iter().enumerate().filter(|(col, _)| changed[*col]) {
+        for (col, range) in parts.iter().enumerate().filter(|(col, _)| changed.contains(*col)) {
             chunk.set_value(
                 &self.layouts,
                 col,
@@ -590,8 +594,23 @@ fn part<'a>(row: &'a [u8], parts: &RowParts, col: usize) -> &'a [u8] {
     &row[parts[col].start as usize..parts[col].end as usize]
 }
 
-fn touches(changed: &[bool], columns: &[ColId]) -> bool {
-    columns.iter().any(|c| changed[c.index()])
+/// A set of column positions, as a bitmap wide enough for every table.
+#[derive(Debug, Clone, Copy, Default)]
+struct ColumnSet([u64; tickdb_wasm_abi::schema::TABLE_COLUMNS_MAX.div_ceil(64)]);
+
+impl ColumnSet {
+    fn insert(&mut self, col: usize) {
+        self.0[col / 64] |= 1 << (col % 64);
+    }
+
+    fn contains(&self, col: usize) -> bool {
+        self.0[col / 64] & (1 << (col % 64)) != 0
+    }
+
+    /// Whether any of `columns` is in the set.
+    fn touches(&self, columns: &[ColId]) -> bool {
+        columns.iter().any(|c| self.contains(c.index()))
+    }
 }
 
 fn key_of(schema: &TableSchema, columns: &[ColId], row: &[u8], parts: &RowParts) -> KeyBytes {
