@@ -288,7 +288,7 @@ impl Chunk {
 fn var_ref(arena: &mut Vec<u8>, value: &[u8]) -> [u8; VAR_REF_SIZE] {
     let mut r = [0u8; VAR_REF_SIZE];
     if value.len() <= VAR_INLINE_MAX {
-        r[..value.len()].copy_from_slice(value);
+        crate::small::copy_short(&mut r, value);
         r[15] = value.len() as u8;
     } else {
         r[..8].copy_from_slice(&(arena.len() as u64).to_le_bytes());

@@ -182,14 +182,7 @@ impl Tx<'_> {
         let t = &mut self.db.tables[table.index()];
         t.parse_row_into(new, &mut self.parts)?;
         let start = self.images.len();
-        let Some(current) = t.get(row) else {
-            return Err(Error::NoSuchRow { table: t.name().into(), row: row.0 });
-        };
-        current.encode_into(&mut self.images);
-        if let Err(e) = t.update(row, new, &self.parts) {
-            self.images.truncate(start);
-            return Err(e);
-        }
+        t.update(row, new, &self.parts, &mut self.images)?;
         let first = mark_touched(&mut self.db.touched[table.index()], row);
         self.undo.push(Undo::Updated { table, row, image: Span::of(&self.images, start), first });
         Ok(())

@@ -64,3 +64,22 @@ pub fn extend(out: &mut Vec<u8>, src: &[u8]) {
 pub fn eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && by_size!(a.len(), N => array::<N>(a) == array::<N>(b), _ => a == b)
 }
+
+/// Copies up to 16 bytes to the front of `dst`, with at most two fixed-size moves that
+/// may overlap in the middle (for var refs, whose inline values have any length).
+#[inline(always)]
+pub fn copy_short(dst: &mut [u8; 16], src: &[u8]) {
+    let n = src.len();
+    debug_assert!(n <= 16);
+    if n >= 8 {
+        dst[..8].copy_from_slice(&array::<8>(&src[..8]));
+        dst[n - 8..n].copy_from_slice(&array::<8>(&src[n - 8..]));
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&array::<4>(&src[..4]));
+        dst[n - 4..n].copy_from_slice(&array::<4>(&src[n - 4..]));
+    } else {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    }
+}

@@ -241,21 +241,31 @@ impl Table {
             return Err(Error::RowTooLarge { table, len, max });
         }
         parts.clear();
-        let mut r = Reader::new(row);
+        let mut pos = 0;
         for (col, check) in self.checks.iter().enumerate() {
-            let start = r.position() as u32;
+            // A fixed-size column only needs its bytes to be there; the reader (and its
+            // error messages) is for everything else, and for a row that ends too soon.
+            if let Check::Fixed(size) = *check
+                && pos + size <= row.len()
+            {
+                parts.push(pos as u32..(pos + size) as u32);
+                pos += size;
+                continue;
+            }
+            let mut r = Reader::new(row);
+            r.take(pos, "row").expect("pos is within the row");
             let part = match *check {
-                Check::Fixed(size) => r.take(size, "value").map(|_| start..start + size as u32),
-                Check::Utf8 => r.str().map(|_| start + 4..r.position() as u32),
-                Check::Bytes => r.bytes().map(|_| start + 4..r.position() as u32),
-                Check::Walk => {
-                    skip(&self.schema.columns[col].ty, &mut r).map(|()| start..r.position() as u32)
-                }
+                Check::Fixed(size) => r.take(size, "value").map(|_| pos..pos + size),
+                Check::Utf8 => r.skip_str().map(|()| pos + 4..r.position()),
+                Check::Bytes => r.bytes().map(|_| pos + 4..r.position()),
+                Check::Walk => skip(&self.schema.columns[col].ty, &mut r).map(|()| pos..r.position()),
             };
-            parts.push(part.map_err(|source| self.invalid_row(col, source))?);
+            let part = part.map_err(|source| self.invalid_row(col, source))?;
+            pos = part.end;
+            parts.push(part.start as u32..part.end as u32);
         }
-        if r.remaining() != 0 {
-            return Err(Error::RowTrailingBytes { table: self.schema.name.clone(), extra: r.remaining() });
+        if pos != row.len() {
+            return Err(Error::RowTrailingBytes { table: self.schema.name.clone(), extra: row.len() - pos });
         }
         Ok(())
     }
@@ -341,21 +351,49 @@ impl Table {
     }
 
     /// Replaces a live row's values with a parsed row, in place: the row keeps its id.
-    pub(crate) fn update(&mut self, id: RowId, row: &[u8], parts: &RowParts) -> Result<(), Error> {
+    /// Appends the row as it was to `image` (for the undo log), in the same pass that
+    /// finds the changed columns. On error nothing changed, `image` included.
+    pub(crate) fn update(
+        &mut self,
+        id: RowId,
+        row: &[u8],
+        parts: &RowParts,
+        image: &mut Vec<u8>,
+    ) -> Result<(), Error> {
         self.check_live(id)?;
-        let changed = self.changed_columns(id, row, parts);
+        let start = image.len();
+        let changed = self.image_and_changes(id, row, parts, image);
         for (i, constraint) in self.schema.unique.iter().enumerate() {
             if !changed.touches(&constraint.columns) {
                 continue;
             }
             let key = self.unique_key(i, |col| part(row, parts, col));
             if self.unique[i].get_key(&key).is_some_and(|holder| holder != id) {
+                image.truncate(start);
                 return Err(self.unique_violation(i, row, parts));
             }
         }
         self.replace(id, row, parts, changed);
         self.chunks[id.chunk()].maybe_compact(&self.layouts);
         Ok(())
+    }
+
+    /// Appends live row `id`'s encoding to `image` and returns the columns that the
+    /// parsed row changes.
+    fn image_and_changes(&self, id: RowId, row: &[u8], parts: &RowParts, image: &mut Vec<u8>) -> ColumnSet {
+        let chunk = &self.chunks[id.chunk()];
+        let mut changed = ColumnSet::default();
+        for ((col, layout), range) in self.layouts.iter().enumerate().zip(parts) {
+            let stored = chunk.value(&self.layouts, col, id.slot());
+            if let ColumnLayout::Var { len_prefixed: true } = layout {
+                image.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+            }
+            crate::small::extend(image, stored);
+            if !crate::small::eq(stored, &row[range.start as usize..range.end as usize]) {
+                changed.insert(col);
+            }
+        }
+        changed
     }
 
     /// Undoes the [`Table::insert`] that returned `id` and `fresh`, which must be the

@@ -248,6 +248,8 @@ struct Spawner;
 
 enum Work {
     Spawn(u8),
+    /// Spawns two players in one transaction.
+    SpawnPair(u8, u8),
     Fail(u8),
     Panic,
     Block(mpsc::Receiver<()>),
@@ -263,6 +265,10 @@ impl TickSystem for Spawner {
                 let mut row = player(0, owner, "p");
                 row[3] = Value::F32((ctx.rng().next_u64() % 1000) as f32);
                 tx.insert_values(t, &row).map(drop).map_err(|e| e.to_string())
+            }
+            Work::SpawnPair(a, b) => {
+                tx.insert_values(t, &player(0, a, "first")).map_err(|e| e.to_string())?;
+                tx.insert_values(t, &player(0, b, "second")).map(drop).map_err(|e| e.to_string())
             }
             Work::Fail(owner) => {
                 tx.insert_values(t, &player(0, owner, "doomed")).map_err(|e| e.to_string())?;
@@ -381,4 +387,42 @@ fn fixed_rate_ticks_run_without_work() {
     assert_eq!(first.committed, 1);
     drop(outputs);
     assert!(!handle.shutdown().unwrap().table(t).is_empty());
+}
+
+/// A work item whose second insert violates a unique constraint rolls back whole: its
+/// first insert is gone too, and the items around it in the tick commit.
+#[test]
+fn unique_violation_rolls_back_the_work_item() {
+    let mut ticker = ticker(3);
+    let output = ticker.run_tick([Work::Spawn(1), Work::SpawnPair(2, 1), Work::SpawnPair(3, 4)], false);
+    assert_eq!((output.committed, output.rolled_back), (2, 1));
+    let t = ticker.db().table_id("player").unwrap();
+    let owners: Vec<Value> = all_rows(ticker.db(), t).into_iter().map(|r| r[1].clone()).collect();
+    let owner = |o: u8| player(0, o, "").swap_remove(1);
+    assert_eq!(owners.len(), 3);
+    assert!(!owners.contains(&owner(2)), "the failed item's first insert was rolled back");
+    assert!(owners.contains(&owner(3)) && owners.contains(&owner(4)));
+}
+
+/// A tick takes at most `tick_work_max` items; the rest wait for the next tick.
+#[test]
+fn ticks_take_at_most_tick_work_max_items() {
+    let config = EngineConfig { tick_work_max: 2, ..EngineConfig::default() };
+    let (db, t) = db_with(config.clone());
+    let ticker = Ticker::new(db, Spawner, Box::new(SimClock(0)), Box::new(SplitMix64::new(1)));
+    let (sink, outputs) = mpsc::channel::<TickOutput>();
+    let handle = TickLoop::spawn(ticker, sink, &config).unwrap();
+    let (release, blocked) = mpsc::channel();
+    handle.submit(Work::Block(blocked)).unwrap();
+    for owner in 0..7 {
+        handle.submit(Work::Spawn(owner)).unwrap();
+    }
+    release.send(()).unwrap();
+    let mut done = 0;
+    while done < 8 {
+        let output = outputs.recv().unwrap();
+        assert!(output.committed + output.rolled_back <= 2, "a tick ran {} items", output.committed);
+        done += output.committed + output.rolled_back;
+    }
+    assert_eq!(handle.shutdown().unwrap().table(t).len(), 7);
 }

@@ -227,6 +227,19 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 { offset })
     }
 
+    /// Steps over a `String`, checking that it is UTF-8. Short ASCII strings (most
+    /// names) are checked a word at a time, without the general decoder's setup.
+    pub fn skip_str(&mut self) -> Result<(), DecodeError> {
+        let len = self.len(1, "string")?;
+        let offset = self.pos;
+        let bytes = self.take(len, "string")?;
+        if bytes.is_ascii() || std::str::from_utf8(bytes).is_ok() {
+            Ok(())
+        } else {
+            Err(DecodeError::InvalidUtf8 { offset })
+        }
+    }
+
     /// Reads `Bytes`: a `u32` length, then that many bytes.
     pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let len = self.len(1, "bytes")?;
@@ -301,9 +314,7 @@ pub fn skip(ty: &ValueType, r: &mut Reader<'_>) -> Result<(), DecodeError> {
         T::Bool => {
             r.bool()?;
         }
-        T::String => {
-            r.str()?;
-        }
+        T::String => r.skip_str()?,
         T::Bytes => {
             r.bytes()?;
         }
