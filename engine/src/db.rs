@@ -17,7 +17,7 @@ use crate::changeset::{Changeset, Span};
 use crate::config::EngineConfig;
 use crate::error::Error;
 use crate::ids::{RowId, TableId};
-use crate::table::{RowParts, Table};
+use crate::table::{ColumnSet, RowParts, Table};
 
 /// All tables of one database.
 #[derive(Debug, Default)]
@@ -81,10 +81,32 @@ impl Database {
 /// that row slot: the one whose image is the row as it was before the transaction.
 #[derive(Debug, Clone, Copy)]
 enum Undo {
-    Inserted { table: TableId, row: RowId, fresh: bool, first: bool },
-    Deleted { table: TableId, row: RowId, image: Span, first: bool },
-    Updated { table: TableId, row: RowId, image: Span, first: bool },
-    Sequence { table: TableId, seq: u16, prev: u128 },
+    Inserted {
+        table: TableId,
+        row: RowId,
+        fresh: bool,
+        first: bool,
+    },
+    Deleted {
+        table: TableId,
+        row: RowId,
+        image: Span,
+        first: bool,
+    },
+    Updated {
+        table: TableId,
+        row: RowId,
+        image: Span,
+        changed: u64,
+        first: bool,
+    },
+    /// `prev` is the sequence's previous `next` value, as little-endian halves (kept
+    /// as two `u64`s so that undo entries stay 8-byte aligned and small).
+    Sequence {
+        table: TableId,
+        seq: u16,
+        prev: [u64; 2],
+    },
 }
 
 impl Undo {
@@ -144,7 +166,11 @@ impl Tx<'_> {
         };
         match t.insert(row, parts) {
             Ok((id, fresh)) => {
-                let changed = sequences.iter().map(|&(seq, prev)| Undo::Sequence { table, seq, prev });
+                let changed = sequences.iter().map(|&(seq, prev)| Undo::Sequence {
+                    table,
+                    seq,
+                    prev: [prev as u64, (prev >> 64) as u64],
+                });
                 self.undo.extend(changed);
                 let first = mark_touched(&mut self.db.touched[table.index()], id);
                 self.undo.push(Undo::Inserted { table, row: id, fresh, first });
@@ -182,9 +208,10 @@ impl Tx<'_> {
         let t = &mut self.db.tables[table.index()];
         t.parse_row_into(new, &mut self.parts)?;
         let start = self.images.len();
-        t.update(row, new, &self.parts, &mut self.images)?;
+        let changed = t.update(row, new, &self.parts, &mut self.images)?;
         let first = mark_touched(&mut self.db.touched[table.index()], row);
-        self.undo.push(Undo::Updated { table, row, image: Span::of(&self.images, start), first });
+        let changed = changed.to_mask();
+        self.undo.push(Undo::Updated { table, row, image: Span::of(&self.images, start), changed, first });
         Ok(())
     }
 
@@ -224,7 +251,7 @@ impl Tx<'_> {
         let touched = undo.iter().filter_map(|u| match *u {
             Undo::Inserted { table, row, first: true, .. } => Some((table, row, None)),
             Undo::Deleted { table, row, image, first: true }
-            | Undo::Updated { table, row, image, first: true } => Some((table, row, Some(image))),
+            | Undo::Updated { table, row, image, first: true, .. } => Some((table, row, Some(image))),
             _ => None,
         });
         let db = &*self.db;
@@ -255,10 +282,14 @@ impl Tx<'_> {
                 Undo::Deleted { table, row, image: span, .. } => {
                     self.db.tables[table.index()].undo_delete(row, image(span), &mut self.parts);
                 }
-                Undo::Updated { table, row, image: span, .. } => {
-                    self.db.tables[table.index()].undo_update(row, image(span), &mut self.parts);
+                Undo::Updated { table, row, image: span, changed, .. } => {
+                    let changed = ColumnSet::from_mask(changed);
+                    self.db.tables[table.index()].undo_update(row, image(span), changed, &mut self.parts);
                 }
-                Undo::Sequence { table, seq, prev } => self.db.tables[table.index()].undo_sequence(seq, prev),
+                Undo::Sequence { table, seq, prev } => {
+                    let prev = u128::from(prev[0]) | (u128::from(prev[1]) << 64);
+                    self.db.tables[table.index()].undo_sequence(seq, prev);
+                }
             }
         }
         self.images.clear();

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 use tickdb_wasm_abi::encoding::needs_validation;
+use tickdb_wasm_abi::schema::TABLE_COLUMNS_MAX;
 use tickdb_wasm_abi::{
     ColId, DecodeError, Reader, TableSchema, Value, ValueType, decode_exact, encode, skip,
 };
@@ -72,6 +73,11 @@ pub struct Table {
     layouts: Box<[ColumnLayout]>,
     /// How to read and check each column of an incoming row.
     checks: Box<[Check]>,
+    /// Per column, its byte offset in every encoded row of this table, when all the
+    /// columns before it are fixed-size.
+    fixed_offsets: Box<[Option<usize>]>,
+    /// Columns that some unique constraint or btree index covers.
+    indexed: ColumnSet,
     chunks: Vec<Chunk>,
     /// Vacant slots below the chunks' high-water marks, reused last-freed first.
     free: Vec<RowId>,
@@ -90,6 +96,11 @@ impl Table {
     pub(crate) fn new(id: TableId, schema: TableSchema, config: &EngineConfig) -> Table {
         let layouts = schema.columns.iter().map(|c| ColumnLayout::of(&c.ty)).collect();
         let checks = schema.columns.iter().map(|c| Check::of(&c.ty)).collect();
+        let fixed_offsets = fixed_offsets(&schema);
+        let mut indexed = ColumnSet::default();
+        let index_columns =
+            schema.unique.iter().map(|u| &u.columns).chain(schema.indexes.iter().map(|i| &i.columns));
+        index_columns.flatten().for_each(|c| indexed.insert(c.index()));
         let sequences = schema.auto_inc.iter().map(|&col| new_sequence(col, &schema.columns[col.index()].ty));
         Table {
             id,
@@ -100,6 +111,8 @@ impl Table {
             schema: Arc::new(schema),
             layouts,
             checks,
+            fixed_offsets,
+            indexed,
             chunks: Vec::new(),
             free: Vec::new(),
             len: 0,
@@ -359,7 +372,7 @@ impl Table {
         row: &[u8],
         parts: &RowParts,
         image: &mut Vec<u8>,
-    ) -> Result<(), Error> {
+    ) -> Result<ColumnSet, Error> {
         self.check_live(id)?;
         let start = image.len();
         let changed = self.image_and_changes(id, row, parts, image);
@@ -375,7 +388,7 @@ impl Table {
         }
         self.replace(id, row, parts, changed);
         self.chunks[id.chunk()].maybe_compact(&self.layouts);
-        Ok(())
+        Ok(changed)
     }
 
     /// Appends live row `id`'s encoding to `image` and returns the columns that the
@@ -423,7 +436,25 @@ impl Table {
     }
 
     /// Undoes an update of `id`, restoring its previous values. `parts` is scratch space.
-    pub(crate) fn undo_update(&mut self, id: RowId, image: &[u8], parts: &mut RowParts) {
+    /// `changed` is what [`Table::update`] returned. `parts` is scratch space.
+    pub(crate) fn undo_update(&mut self, id: RowId, image: &[u8], changed: ColumnSet, parts: &mut RowParts) {
+        // The common case, such as a position update: only unindexed fixed-size columns
+        // at known offsets changed, so put back just those bytes.
+        let fixed_at = |col: usize| match (self.fixed_offsets[col], self.layouts[col]) {
+            (Some(offset), ColumnLayout::Fixed { size }) => Some(offset..offset + size),
+            _ => None,
+        };
+        let columns = self.layouts.len();
+        let fast = !changed.intersects(&self.indexed)
+            && changed.iter().all(|col| col < columns && fixed_at(col).is_some());
+        if fast {
+            let chunk = &mut self.chunks[id.chunk()];
+            for col in changed.iter() {
+                let range = fixed_at(col).expect("checked above");
+                chunk.set_value(&self.layouts, col, id.slot(), &image[range], true);
+            }
+            return;
+        }
         self.split_trusted(image, parts);
         let changed = self.changed_columns(id, image, parts);
         self.replace(id, image, parts, changed);
@@ -632,11 +663,53 @@ fn part<'a>(row: &'a [u8], parts: &RowParts, col: usize) -> &'a [u8] {
     &row[parts[col].start as usize..parts[col].end as usize]
 }
 
+fn fixed_offsets(schema: &TableSchema) -> Box<[Option<usize>]> {
+    let mut offset = Some(0);
+    let mut out = Vec::with_capacity(schema.columns.len());
+    for column in &schema.columns {
+        out.push(offset);
+        offset = offset.zip(column.ty.fixed_size()).map(|(o, size)| o + size);
+    }
+    out.into()
+}
+
 /// A set of column positions, as a bitmap wide enough for every table.
-#[derive(Debug, Clone, Copy, Default)]
-struct ColumnSet([u64; tickdb_wasm_abi::schema::TABLE_COLUMNS_MAX.div_ceil(64)]);
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ColumnSet([u64; TABLE_COLUMNS_MAX.div_ceil(64)]);
 
 impl ColumnSet {
+    /// Bit `c` for column `c < 63`; bit 63 for "some column from 63 on", which
+    /// [`ColumnSet::from_mask`] turns back into every column from 63 on.
+    pub(crate) fn to_mask(self) -> u64 {
+        let high = self.0[0] >> 63 != 0 || self.0[1..].iter().any(|&w| w != 0);
+        (self.0[0] & !(1 << 63)) | (u64::from(high) << 63)
+    }
+
+    pub(crate) fn from_mask(mask: u64) -> ColumnSet {
+        let high = if mask >> 63 != 0 { u64::MAX } else { 0 };
+        let mut set = ColumnSet([high; TABLE_COLUMNS_MAX.div_ceil(64)]);
+        set.0[0] = mask | (high & (1 << 63));
+        set
+    }
+
+    fn intersects(&self, other: &ColumnSet) -> bool {
+        self.0.iter().zip(&other.0).any(|(a, b)| a & b != 0)
+    }
+
+    /// The columns in the set, in ascending order.
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(w, &word)| {
+            let mut bits = word;
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let bit = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    w * 64 + bit
+                })
+            })
+        })
+    }
+
     fn insert(&mut self, col: usize) {
         self.0[col / 64] |= 1 << (col % 64);
     }
@@ -782,5 +855,25 @@ impl<'a> ChunkView<'a> {
 
     pub fn row_id(&self, slot: usize) -> RowId {
         RowId::new(self.index, slot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The compact mask keeps columns below 63 exactly and turns any higher column into
+    /// "every column from 63 on", never losing a changed column.
+    #[test]
+    fn column_set_mask_round_trip() {
+        let mut low = ColumnSet::default();
+        [0, 5, 62].into_iter().for_each(|c| low.insert(c));
+        assert_eq!(ColumnSet::from_mask(low.to_mask()), low);
+        assert_eq!(low.iter().collect::<Vec<_>>(), vec![0, 5, 62]);
+        let mut high = low;
+        high.insert(200);
+        let back = ColumnSet::from_mask(high.to_mask());
+        assert!([0, 5, 62, 63, 200, 254].into_iter().all(|c| back.contains(c)));
+        assert!(!back.contains(1));
     }
 }
