@@ -57,28 +57,41 @@ impl TickSystem for World {
         }
     }
 
+    /// Moves every player with a velocity. Finding them is a column scan over `vx`
+    /// and `vy`; each move rewrites the row's encoding at the fixed offsets of `x`, `y`.
     fn run_fixed(&mut self, tx: &mut Tx<'_>, ctx: &mut TickContext<'_>) -> Result<(), String> {
         let dt = ctx.delta.micros as f32 / 1e6;
-        let moving: Vec<_> = tx
-            .table(self.player)
-            .iter()
-            .filter(|r| r.value(ColId(4)) != Value::F32(0.0) || r.value(ColId(5)) != Value::F32(0.0))
-            .map(|r| (r.id(), r.to_values()))
-            .collect();
-        for (row, mut values) in moving {
-            let (Value::F32(x), Value::F32(y), Value::F32(vx), Value::F32(vy)) =
-                (&values[2], &values[3], &values[4], &values[5])
-            else {
-                unreachable!("the schema fixes these types")
-            };
-            let (x, y) = (x + vx * dt, y + vy * dt);
-            values[2] = Value::F32(x);
-            values[3] = Value::F32(y);
-            tx.update_values(self.player, row, &values).map_err(|e| e.to_string())?;
+        let mut moving = Vec::new();
+        for chunk in tx.table(self.player).chunks() {
+            let (vx, vy) = (chunk.column::<f32>(VX).expect("f32"), chunk.column::<f32>(VY).expect("f32"));
+            moving.extend(
+                chunk.occupied_slots().filter(|&s| vx[s] != 0.0 || vy[s] != 0.0).map(|s| chunk.row_id(s)),
+            );
+        }
+        let mut row = Vec::new();
+        for id in moving {
+            row.clear();
+            tx.table(self.player).get(id).expect("a live row").encode_into(&mut row);
+            let f32_at =
+                |row: &[u8], at: usize| f32::from_le_bytes(row[at..at + 4].try_into().expect("4 bytes"));
+            let x = f32_at(&row, X_AT) + f32_at(&row, VX_AT) * dt;
+            let y = f32_at(&row, Y_AT) + f32_at(&row, VY_AT) * dt;
+            row[X_AT..X_AT + 4].copy_from_slice(&x.to_le_bytes());
+            row[Y_AT..Y_AT + 4].copy_from_slice(&y.to_le_bytes());
+            tx.update(self.player, id, &row).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
 }
+
+/// Columns of `vx` and `vy`, and byte offsets in an encoded row of the fixed-size
+/// columns after `id` (8 bytes) and `owner` (32 bytes).
+const VX: ColId = ColId(4);
+const VY: ColId = ColId(5);
+const X_AT: usize = 40;
+const Y_AT: usize = 44;
+const VX_AT: usize = 48;
+const VY_AT: usize = 52;
 
 fn owner(client: u32, i: u32) -> Identity {
     let mut id = [0u8; 32];
