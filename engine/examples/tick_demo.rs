@@ -1,16 +1,17 @@
 //! A small world running on the engine's tick loop, on its default settings plus a
-//! 20 Hz fixed-rate system: client threads join players and send moves as work items,
+//! 20 Hz fixed-rate system: simulated clients join players and send moves as work items,
 //! each its own transaction; every fixed tick moves all players by their velocity. At
 //! the end it prints what the ticks did and how long they took.
 //!
 //! Run with `cargo run --release -p tickdb-engine --example tick_demo`.
 
-use std::sync::mpsc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tickdb_engine::{
     Database, EngineConfig, InboxError, SplitMix64, SystemClock, TableId, TickContext, TickLoop, TickOutput,
-    TickSystem, Ticker, Tx,
+    TickSink, TickSystem, Ticker, Tx,
 };
 use tickdb_wasm_abi::{ColId, Identity, TableSchema, Value, ValueType};
 
@@ -93,6 +94,16 @@ const Y_AT: usize = 44;
 const VX_AT: usize = 48;
 const VY_AT: usize = 52;
 
+/// Counts the rows each tick changed (where the commit log and subscriptions will go).
+struct RowsChanged(Arc<AtomicUsize>);
+
+impl TickSink for RowsChanged {
+    fn tick_committed(&mut self, _: &Database, output: TickOutput) {
+        let rows: usize = output.changes.iter().map(|c| c.rows_changed()).sum();
+        self.0.fetch_add(rows, Ordering::Relaxed);
+    }
+}
+
 fn owner(client: u32, i: u32) -> Identity {
     let mut id = [0u8; 32];
     id[..4].copy_from_slice(&client.to_le_bytes());
@@ -120,7 +131,8 @@ fn main() {
         .expect("valid schema");
     let player = db.create_table(schema).expect("new table");
     let ticker = Ticker::new(db, World { player }, Box::new(SystemClock), Box::new(SplitMix64::from_os()));
-    let (sink, outputs) = mpsc::channel::<TickOutput>();
+    let rows_changed = Arc::new(AtomicUsize::new(0));
+    let sink = RowsChanged(Arc::clone(&rows_changed));
     let handle = TickLoop::spawn(ticker, sink, &config).expect("tick thread");
 
     let started = Instant::now();
@@ -153,7 +165,7 @@ fn main() {
     let players = handle.read(move |db| db.table(player).len()).expect("tick thread");
     let metrics = handle.metrics();
     drop(handle.shutdown());
-    let rows_changed: usize = outputs.try_iter().flat_map(|o| o.changes).map(|c| c.rows_changed()).sum();
+    let rows_changed = rows_changed.load(Ordering::Relaxed);
 
     let d = &metrics.tick_duration_us;
     println!("tickdb tick loop demo: {:.1} s, {players} players", started.elapsed().as_secs_f64());

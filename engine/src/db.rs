@@ -72,6 +72,7 @@ impl Database {
             images: Vec::new(),
             scratch: Vec::new(),
             parts: RowParts::new(),
+            writing: false,
             done: false,
         }
     }
@@ -132,6 +133,9 @@ pub struct Tx<'db> {
     scratch: Vec<u8>,
     /// Column positions of the row being written.
     parts: RowParts,
+    /// Set while a table write runs: still set after a panic means the write may be
+    /// half done, and the undo log cannot restore the state.
+    writing: bool,
     done: bool,
 }
 
@@ -152,6 +156,24 @@ impl Tx<'_> {
 
     /// Inserts an encoded row. Zero in an auto-inc column takes the sequence's next value.
     pub fn insert(&mut self, table: TableId, row: &[u8]) -> Result<RowId, Error> {
+        self.guarded(|tx| tx.insert_row(table, row))
+    }
+
+    /// Runs one table write, marking the transaction torn until it returns.
+    fn guarded<T>(&mut self, write: impl FnOnce(&mut Self) -> Result<T, Error>) -> Result<T, Error> {
+        self.writing = true;
+        let result = write(self);
+        self.writing = false;
+        result
+    }
+
+    /// Whether a table write was interrupted by a panic: then the state may be torn and
+    /// rollback cannot be trusted.
+    pub(crate) fn is_torn(&self) -> bool {
+        self.writing
+    }
+
+    fn insert_row(&mut self, table: TableId, row: &[u8]) -> Result<RowId, Error> {
         let t = &mut self.db.tables[table.index()];
         let parts = &mut self.parts;
         t.parse_row_into(row, parts)?;
@@ -191,6 +213,10 @@ impl Tx<'_> {
 
     /// Deletes a live row.
     pub fn delete(&mut self, table: TableId, row: RowId) -> Result<(), Error> {
+        self.guarded(|tx| tx.delete_row(table, row))
+    }
+
+    fn delete_row(&mut self, table: TableId, row: RowId) -> Result<(), Error> {
         let start = self.images.len();
         let t = &mut self.db.tables[table.index()];
         let Some(current) = t.get(row) else {
@@ -205,6 +231,10 @@ impl Tx<'_> {
 
     /// Replaces a live row's values in place (the row keeps its id).
     pub fn update(&mut self, table: TableId, row: RowId, new: &[u8]) -> Result<(), Error> {
+        self.guarded(|tx| tx.update_row(table, row, new))
+    }
+
+    fn update_row(&mut self, table: TableId, row: RowId, new: &[u8]) -> Result<(), Error> {
         let t = &mut self.db.tables[table.index()];
         t.parse_row_into(new, &mut self.parts)?;
         let start = self.images.len();

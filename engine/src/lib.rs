@@ -28,6 +28,6 @@ pub use ids::{RowId, TableId, TickId};
 pub use key::KeyBytes;
 pub use table::{ChunkView, RowRef, Table};
 pub use tick::{
-    Clock, Entropy, InboxError, SplitMix64, SystemClock, TickContext, TickHandle, TickLoop, TickMetrics,
-    TickOutput, TickSink, TickSystem, Ticker,
+    Clock, Entropy, InboxError, ReadError, SplitMix64, SystemClock, TickContext, TickHandle, TickLoop,
+    TickMetrics, TickOutput, TickSink, TickSystem, Ticker,
 };

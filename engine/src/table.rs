@@ -612,7 +612,8 @@ impl Table {
         parts: &RowParts,
     ) -> Result<SmallVec<[(u16, u128); 2]>, Error> {
         let mut changed = SmallVec::new();
-        for (i, seq) in self.sequences.iter_mut().enumerate() {
+        for i in 0..self.sequences.len() {
+            let seq = &mut self.sequences[i];
             let range = parts[seq.col.index()].start as usize..parts[seq.col.index()].end as usize;
             let value = &mut row[range];
             let mut le = [0u8; 16];
@@ -622,6 +623,10 @@ impl Table {
             if current == 0 {
                 if seq.next > seq.max {
                     let column = self.schema.columns[seq.col.index()].name.clone();
+                    // Leave no trace: put back the sequences this row already moved.
+                    for &(j, prev) in changed.iter().rev() {
+                        self.sequences[usize::from(j)].next = prev;
+                    }
                     return Err(Error::SequenceExhausted { table: self.schema.name.clone(), column });
                 }
                 value.copy_from_slice(&seq.next.to_le_bytes()[..seq.size]);
@@ -761,7 +766,9 @@ fn new_sequence(col: ColId, ty: &ValueType) -> Sequence {
     let signed =
         matches!(ty, ValueType::I8 | ValueType::I16 | ValueType::I32 | ValueType::I64 | ValueType::I128);
     let bits = size as u32 * 8 - u32::from(signed);
-    let max = if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 };
+    // A u128 sequence stops one short of u128::MAX, so that `next` (one past the last
+    // value handed out) always fits.
+    let max = if bits == 128 { u128::MAX - 1 } else { (1u128 << bits) - 1 };
     Sequence { col, next: 1, max, size }
 }
 

@@ -129,8 +129,10 @@ impl TickSink for () {
     fn tick_committed(&mut self, _: &Database, _: TickOutput) {}
 }
 
-/// A sink that forwards outputs over a channel.
-impl TickSink for mpsc::Sender<TickOutput> {
+/// A sink that forwards outputs over a bounded channel. A consumer that falls behind
+/// by the channel's capacity holds the tick thread back (backpressure) rather than
+/// letting outputs pile up in memory.
+impl TickSink for mpsc::SyncSender<TickOutput> {
     fn tick_committed(&mut self, _: &Database, output: TickOutput) {
         // A receiver that hung up wants no more ticks; the loop goes on without it.
         let _ = self.send(output);
@@ -195,6 +197,9 @@ pub struct Ticker<S> {
     tick: TickId,
     last_fixed: Option<Timestamp>,
     metrics: Arc<Mutex<TickMetrics>>,
+    /// Set when a panic interrupted the engine in the middle of a write: the state may
+    /// be torn, so no more work runs.
+    poisoned: bool,
 }
 
 impl std::fmt::Debug for dyn Clock {
@@ -212,7 +217,7 @@ impl std::fmt::Debug for dyn Entropy {
 impl<S: TickSystem> Ticker<S> {
     pub fn new(db: Database, system: S, clock: Box<dyn Clock>, entropy: Box<dyn Entropy>) -> Self {
         let metrics = Arc::default();
-        Ticker { db, system, clock, entropy, tick: TickId(0), last_fixed: None, metrics }
+        Ticker { db, system, clock, entropy, tick: TickId(0), last_fixed: None, metrics, poisoned: false }
     }
 
     pub fn db(&self) -> &Database {
@@ -231,6 +236,12 @@ impl<S: TickSystem> Ticker<S> {
         self.metrics.lock().expect("metrics lock").clone()
     }
 
+    /// Whether a panic inside a table write left the database in a state that cannot be
+    /// trusted; a poisoned ticker runs no more work.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
     /// Runs one tick: each work item as its own transaction, then the fixed-rate
     /// systems if `fixed` is set.
     pub fn run_tick(&mut self, work: impl IntoIterator<Item = S::Work>, fixed: bool) -> TickOutput {
@@ -241,11 +252,14 @@ impl<S: TickSystem> Ticker<S> {
             TickOutput { tick: self.tick, timestamp, changes: Vec::new(), committed: 0, rolled_back: 0 };
         let mut changeset = Changeset::default();
         for item in work {
+            if self.poisoned {
+                break;
+            }
             let run =
                 |system: &mut S, tx: &mut Tx<'_>, ctx: &mut TickContext<'_>| system.run_work(tx, ctx, item);
             self.run_transaction(&mut changeset, &mut output, TimeDuration::default(), run);
         }
-        if fixed {
+        if fixed && !self.poisoned {
             let delta = self.last_fixed.map(|last| timestamp.duration_since(last)).unwrap_or_default();
             self.last_fixed = Some(timestamp);
             self.run_transaction(&mut changeset, &mut output, delta, S::run_fixed);
@@ -267,12 +281,20 @@ impl<S: TickSystem> Ticker<S> {
             TickContext { tick: self.tick, timestamp: output.timestamp, delta, entropy: &mut *self.entropy };
         let system = &mut self.system;
         // A panic in the system is that transaction's failure, not the database's: the
-        // undo log still describes every write, so rolling back restores the state.
+        // undo log describes every write, so rolling back restores the state. A panic
+        // inside a table write (an engine bug) may have left that write half done,
+        // which no undo log describes: then the database stops instead of guessing.
         let result = catch_unwind(AssertUnwindSafe(|| run(system, &mut tx, &mut ctx)));
         match result {
             Ok(Ok(())) => {
                 changeset.merge(tx.commit());
                 output.committed += 1;
+            }
+            Err(_) if tx.is_torn() => {
+                eprintln!("tickdb: a panic interrupted a table write; the database stops taking work");
+                std::mem::forget(tx);
+                self.poisoned = true;
+                output.rolled_back += 1;
             }
             Ok(Err(_)) | Err(_) => {
                 tx.rollback();
@@ -289,6 +311,15 @@ pub enum InboxError {
     Full { capacity: usize },
     #[error("the database has stopped")]
     Closed,
+}
+
+/// Why a read through [`TickHandle::read`] gave no result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Inbox(#[from] InboxError),
+    #[error("the read panicked: {0}")]
+    Panicked(String),
 }
 
 type ReadFn = Box<dyn FnOnce(&Database) + Send>;
@@ -326,7 +357,7 @@ fn run_loop<S: TickSystem>(
     rx: Receiver<Message<S::Work>>,
     interval: Option<Duration>,
     work_max: usize,
-) -> Database {
+) -> Option<Database> {
     let mut next_fixed = interval.map(|i| Instant::now() + i);
     let mut stop = false;
     while !stop {
@@ -351,7 +382,8 @@ fn run_loop<S: TickSystem>(
                 Message::Stop => stop = true,
             }
             // An empty or hung-up inbox ends the batch; a hang-up ends the loop next round.
-            next = if work.len() < work_max && !stop { rx.try_recv().ok() } else { None };
+            let room = work.len() + reads.len() < work_max;
+            next = if room && !stop { rx.try_recv().ok() } else { None };
         }
         let now = Instant::now();
         let fixed = next_fixed.is_some_and(|due| now >= due);
@@ -363,9 +395,21 @@ fn run_loop<S: TickSystem>(
             let output = ticker.run_tick(work, fixed);
             sink.tick_committed(ticker.db(), output);
         }
+        if ticker.is_poisoned() {
+            return None;
+        }
         reads.into_iter().for_each(|read| read(ticker.db()));
     }
-    ticker.into_db()
+    Some(ticker.into_db())
+}
+
+/// The text of a panic's payload, for error messages.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic without a message".to_string(),
+    }
 }
 
 /// The other threads' side of a running tick loop.
@@ -374,7 +418,7 @@ pub struct TickHandle<W> {
     inbox: SyncSender<Message<W>>,
     capacity: usize,
     metrics: Arc<Mutex<TickMetrics>>,
-    thread: Option<JoinHandle<Database>>,
+    thread: Option<JoinHandle<Option<Database>>>,
 }
 
 impl<W> std::fmt::Debug for Message<W> {
@@ -404,13 +448,15 @@ impl<W: Send + 'static> TickHandle<W> {
     pub fn read<R: Send + 'static>(
         &self,
         read: impl FnOnce(&Database) -> R + Send + 'static,
-    ) -> Result<R, InboxError> {
+    ) -> Result<R, ReadError> {
         let (reply, result) = mpsc::sync_channel(1);
         self.try_send(Message::Read(Box::new(move |db| {
+            // A panicking read fails that read only; reads cannot change the database.
+            let outcome = catch_unwind(AssertUnwindSafe(|| read(db))).map_err(|p| panic_message(&*p));
             // The reader may have given up waiting; then nobody needs the result.
-            let _ = reply.send(read(db));
+            let _ = reply.send(outcome);
         })))?;
-        result.recv().map_err(|_| InboxError::Closed)
+        result.recv().map_err(|_| InboxError::Closed)?.map_err(ReadError::Panicked)
     }
 
     /// A copy of the tick metrics so far.
@@ -419,11 +465,12 @@ impl<W: Send + 'static> TickHandle<W> {
     }
 
     /// Finishes the work already queued, stops the thread and returns the database.
-    /// `None` if the tick thread died (a bug: its panic is reported on stderr).
+    /// `None` if the tick thread died or stopped on a poisoned database (both bugs,
+    /// reported on stderr).
     pub fn shutdown(mut self) -> Option<Database> {
         // A send fails only if the thread is gone, which `join` reports.
         let _ = self.inbox.send(Message::Stop);
-        self.thread.take()?.join().ok()
+        self.thread.take()?.join().ok().flatten()
     }
 }
 

@@ -4,8 +4,8 @@
 use std::sync::mpsc;
 
 use tickdb_engine::{
-    Clock, Database, EngineConfig, Error, InboxError, SplitMix64, TableId, TickContext, TickLoop, TickOutput,
-    TickSystem, Ticker, Tx,
+    Clock, Database, EngineConfig, Error, InboxError, ReadError, SplitMix64, TableId, TickContext, TickLoop,
+    TickOutput, TickSystem, Ticker, Tx,
 };
 use tickdb_wasm_abi::{ColId, Identity, TableSchema, Timestamp, Value, ValueType};
 
@@ -336,7 +336,7 @@ fn tick_loop_runs_work_and_reports_full_inbox() {
     let (db, t) = db_with(config.clone());
     let ticker =
         Ticker::new(db, Spawner, Box::new(tickdb_engine::SystemClock), Box::new(SplitMix64::from_os()));
-    let (sink, outputs) = mpsc::channel::<TickOutput>();
+    let (sink, outputs) = mpsc::sync_channel::<TickOutput>(64);
     let handle = TickLoop::spawn(ticker, sink, &config).unwrap();
 
     let (release, blocked) = mpsc::channel();
@@ -380,7 +380,7 @@ fn fixed_rate_ticks_run_without_work() {
     };
     let (db, t) = db_with(config.clone());
     let ticker = Ticker::new(db, Spawner, Box::new(SimClock(0)), Box::new(SplitMix64::new(1)));
-    let (sink, outputs) = mpsc::channel::<TickOutput>();
+    let (sink, outputs) = mpsc::sync_channel::<TickOutput>(64);
     let handle = TickLoop::spawn(ticker, sink, &config).unwrap();
     let first = outputs.recv().unwrap();
     assert_eq!(first.changes[0].table, t);
@@ -410,7 +410,7 @@ fn ticks_take_at_most_tick_work_max_items() {
     let config = EngineConfig { tick_work_max: 2, ..EngineConfig::default() };
     let (db, t) = db_with(config.clone());
     let ticker = Ticker::new(db, Spawner, Box::new(SimClock(0)), Box::new(SplitMix64::new(1)));
-    let (sink, outputs) = mpsc::channel::<TickOutput>();
+    let (sink, outputs) = mpsc::sync_channel::<TickOutput>(64);
     let handle = TickLoop::spawn(ticker, sink, &config).unwrap();
     let (release, blocked) = mpsc::channel();
     handle.submit(Work::Block(blocked)).unwrap();
@@ -425,4 +425,50 @@ fn ticks_take_at_most_tick_work_max_items() {
         done += output.committed + output.rolled_back;
     }
     assert_eq!(handle.shutdown().unwrap().table(t).len(), 7);
+}
+
+/// A u128 sequence ends with a clean error, not an overflow; and a row refused because
+/// one sequence is exhausted leaves every other sequence where it was.
+#[test]
+fn exhausted_sequences_fail_cleanly_and_leave_no_trace() {
+    let mut db = Database::new(EngineConfig::default());
+    let schema = TableSchema::builder("big").column("id", ValueType::U128).auto_inc("id").build().unwrap();
+    let big = db.create_table(schema).unwrap();
+    let mut tx = db.begin();
+    tx.insert_values(big, &[Value::U128(u128::MAX - 1)]).unwrap();
+    tx.insert_values(big, &[Value::U128(u128::MAX)]).unwrap();
+    let err = tx.insert_values(big, &[Value::U128(0)]).unwrap_err();
+    assert!(matches!(err, Error::SequenceExhausted { .. }), "{err}");
+    tx.commit();
+
+    let schema = TableSchema::builder("two")
+        .column("id", ValueType::U64)
+        .column("n", ValueType::U8)
+        .auto_inc("id")
+        .auto_inc("n")
+        .build()
+        .unwrap();
+    let two = db.create_table(schema).unwrap();
+    let mut tx = db.begin();
+    for _ in 0..255 {
+        tx.insert_values(two, &[Value::U64(0), Value::U8(0)]).unwrap();
+    }
+    let err = tx.insert_values(two, &[Value::U64(0), Value::U8(0)]).unwrap_err();
+    assert!(matches!(&err, Error::SequenceExhausted { column, .. } if column == "n"), "{err}");
+    let row = tx.insert_values(two, &[Value::U64(0), Value::U8(9)]).unwrap();
+    assert_eq!(tx.table(two).get(row).unwrap().value(ColId(0)), Value::U64(256), "id did not skip a value");
+}
+
+/// A read that panics fails with the panic's message; the database goes on serving.
+#[test]
+fn a_panicking_read_fails_alone() {
+    let config = EngineConfig::default();
+    let (db, t) = db_with(config.clone());
+    let ticker = Ticker::new(db, Spawner, Box::new(SimClock(0)), Box::new(SplitMix64::new(1)));
+    let handle = TickLoop::spawn(ticker, (), &config).unwrap();
+    let err = handle.read(|_| -> usize { panic!("bad query") }).unwrap_err();
+    assert_eq!(err, ReadError::Panicked("bad query".into()));
+    handle.submit(Work::Spawn(1)).unwrap();
+    assert_eq!(handle.read(move |db| db.table(t).len()).unwrap(), 1);
+    assert!(handle.shutdown().is_some());
 }
