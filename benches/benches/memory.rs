@@ -68,7 +68,7 @@ fn load_tickdb(rows: &EncodedRows, with_pk: bool) -> Database {
     let (mut db, t) = if with_pk {
         empty_db()
     } else {
-        let mut db = Database::new(EngineConfig::default());
+        let mut db = Database::new(EngineConfig::default()).expect("default config is valid");
         let mut schema = tickdb_benches::player_schema();
         schema.unique.clear();
         schema.primary_key = None;

@@ -98,7 +98,7 @@ impl EncodedRows {
 
 /// An empty database with the player table.
 pub fn empty_db() -> (Database, TableId) {
-    let mut db = Database::new(EngineConfig::default());
+    let mut db = Database::new(EngineConfig::default()).expect("default config is valid");
     let t = db.create_table(player_schema()).expect("new table");
     (db, t)
 }

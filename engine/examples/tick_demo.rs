@@ -114,7 +114,7 @@ fn owner(client: u32, i: u32) -> Identity {
 fn main() {
     let config =
         EngineConfig { fixed_tick_interval: Some(Duration::from_millis(50)), ..EngineConfig::default() };
-    let mut db = Database::new(config.clone());
+    let mut db = Database::new(config.clone()).expect("valid config");
     let schema = TableSchema::builder("player")
         .column("id", ValueType::U64)
         .column("owner", ValueType::Identity)

@@ -31,3 +31,29 @@ impl Default for EngineConfig {
         }
     }
 }
+
+/// Why an [`EngineConfig`] cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid engine config: {0}")]
+pub struct ConfigError(pub &'static str);
+
+impl EngineConfig {
+    /// Checks that every limit is usable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let checks = [
+            (self.row_bytes_max == 0, "row_bytes_max must be at least 1"),
+            (
+                self.row_bytes_max > u32::MAX as usize,
+                "row_bytes_max must fit in 32 bits (row offsets are u32)",
+            ),
+            (self.table_rows_max == 0, "table_rows_max must be at least 1"),
+            (self.inbox_capacity == 0, "inbox_capacity must be at least 1"),
+            (self.tick_work_max == 0, "tick_work_max must be at least 1"),
+            (self.fixed_tick_interval.is_some_and(|i| i.is_zero()), "fixed_tick_interval must not be zero"),
+        ];
+        match checks.into_iter().find(|(bad, _)| *bad) {
+            Some((_, why)) => Err(ConfigError(why)),
+            None => Ok(()),
+        }
+    }
+}

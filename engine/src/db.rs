@@ -32,8 +32,9 @@ pub struct Database {
 }
 
 impl Database {
-    pub fn new(config: EngineConfig) -> Database {
-        Database { config, tables: Vec::new(), names: HashMap::new(), touched: Vec::new() }
+    pub fn new(config: EngineConfig) -> Result<Database, Error> {
+        config.validate()?;
+        Ok(Database { config, tables: Vec::new(), names: HashMap::new(), touched: Vec::new() })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -42,6 +43,7 @@ impl Database {
 
     /// Adds an empty table.
     pub fn create_table(&mut self, schema: TableSchema) -> Result<TableId, Error> {
+        schema.validate()?;
         if self.names.contains_key(&schema.name) {
             return Err(Error::TableExists(schema.name));
         }

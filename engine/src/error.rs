@@ -7,6 +7,8 @@ use tickdb_wasm_abi::{DecodeError, EncodeError, SchemaError};
 pub enum Error {
     #[error(transparent)]
     Schema(#[from] SchemaError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("table `{0}` already exists")]
     TableExists(String),
     #[error("no table `{0}`")]

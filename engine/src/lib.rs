@@ -21,7 +21,7 @@ pub mod table;
 pub mod tick;
 
 pub use changeset::{Changeset, RowList, TableChanges};
-pub use config::EngineConfig;
+pub use config::{ConfigError, EngineConfig};
 pub use db::{Database, Tx};
 pub use error::Error;
 pub use ids::{RowId, TableId, TickId};

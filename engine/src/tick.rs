@@ -341,9 +341,10 @@ impl TickLoop {
         sink: impl TickSink,
         config: &EngineConfig,
     ) -> std::io::Result<TickHandle<S::Work>> {
+        config.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let (inbox, rx) = mpsc::sync_channel(config.inbox_capacity);
         let metrics = Arc::clone(&ticker.metrics);
-        let (interval, work_max) = (config.fixed_tick_interval, config.tick_work_max.max(1));
+        let (interval, work_max) = (config.fixed_tick_interval, config.tick_work_max);
         let thread = std::thread::Builder::new()
             .name("tickdb-tick".into())
             .spawn(move || run_loop(ticker, sink, rx, interval, work_max))?;

@@ -38,7 +38,7 @@ fn player(id: u64, owner: u8, name: &str) -> Vec<Value> {
 }
 
 fn db_with(config: EngineConfig) -> (Database, TableId) {
-    let mut db = Database::new(config);
+    let mut db = Database::new(config).unwrap();
     let t = db.create_table(player_schema()).unwrap();
     (db, t)
 }
@@ -431,7 +431,7 @@ fn ticks_take_at_most_tick_work_max_items() {
 /// one sequence is exhausted leaves every other sequence where it was.
 #[test]
 fn exhausted_sequences_fail_cleanly_and_leave_no_trace() {
-    let mut db = Database::new(EngineConfig::default());
+    let mut db = Database::new(EngineConfig::default()).unwrap();
     let schema = TableSchema::builder("big").column("id", ValueType::U128).auto_inc("id").build().unwrap();
     let big = db.create_table(schema).unwrap();
     let mut tx = db.begin();
@@ -471,4 +471,18 @@ fn a_panicking_read_fails_alone() {
     handle.submit(Work::Spawn(1)).unwrap();
     assert_eq!(handle.read(move |db| db.table(t).len()).unwrap(), 1);
     assert!(handle.shutdown().is_some());
+}
+
+/// Limits that cannot work are refused up front, naming the field.
+#[test]
+fn unusable_configs_are_refused() {
+    let zero_inbox = EngineConfig { inbox_capacity: 0, ..EngineConfig::default() };
+    let err = Database::new(zero_inbox.clone()).unwrap_err();
+    assert!(err.to_string().contains("inbox_capacity"), "{err}");
+    let huge_rows = EngineConfig { row_bytes_max: 1 << 33, ..EngineConfig::default() };
+    assert!(matches!(Database::new(huge_rows), Err(Error::Config(_))));
+    let db = Database::new(EngineConfig::default()).unwrap();
+    let ticker = Ticker::new(db, Spawner, Box::new(SimClock(0)), Box::new(SplitMix64::new(1)));
+    let Err(err) = TickLoop::spawn(ticker, (), &zero_inbox) else { panic!("an empty inbox was accepted") };
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }

@@ -245,7 +245,7 @@ proptest! {
     /// ticks of committed and rolled-back transactions.
     #[test]
     fn table_matches_model(ticks in ticks()) {
-        let mut db = Database::new(EngineConfig::default());
+        let mut db = Database::new(EngineConfig::default()).unwrap();
         let t = db.create_table(schema()).unwrap();
         let mut committed = Model::new();
         for tick in ticks {

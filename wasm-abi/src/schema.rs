@@ -92,6 +92,51 @@ impl TableSchema {
         self.columns.iter().map(|c| &c.ty)
     }
 
+    /// Checks every rule a schema must follow. [`TableSchemaBuilder::build`] returns
+    /// only schemas that pass; the engine checks again when a table is created, since
+    /// the fields are public.
+    pub fn validate(&self) -> Result<(), SchemaError> {
+        let table = &self.name;
+        check_name(table).map_err(|why| SchemaError::InvalidTableName { table: table.clone(), why })?;
+        check_columns(table, &self.columns)?;
+        if self.primary_key.is_some_and(|pk| pk >= self.unique.len()) {
+            return Err(SchemaError::DuplicatePrimaryKey { table: table.clone() });
+        }
+        for u in &self.unique {
+            self.check_column_list(&format!("unique constraint `{}`", u.name), &u.columns)?;
+        }
+        for i in &self.indexes {
+            self.check_column_list(&format!("index `{}`", i.name), &i.columns)?;
+        }
+        let names = self.unique.iter().map(|u| &u.name).chain(self.indexes.iter().map(|i| &i.name));
+        check_unique_names(table, names)?;
+        self.check_column_list("auto_inc", &self.auto_inc)?;
+        for col in &self.auto_inc {
+            let column = &self.columns[col.index()];
+            if !column.ty.is_integer() {
+                let (table, name, ty) = (table.clone(), column.name.clone(), column.ty.clone());
+                return Err(SchemaError::AutoIncNotInteger { table, column: name, ty });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_column_list(&self, what: &str, columns: &[ColId]) -> Result<(), SchemaError> {
+        let (table, what) = (self.name.clone(), what.to_string());
+        if columns.is_empty() && what != "auto_inc" {
+            return Err(SchemaError::EmptyColumnList { table, what });
+        }
+        for (i, col) in columns.iter().enumerate() {
+            let Some(column) = self.columns.get(col.index()) else {
+                return Err(SchemaError::ColumnOutOfRange { table, what, col: col.0 });
+            };
+            if columns[..i].contains(col) {
+                return Err(SchemaError::RepeatedColumn { table, what, column: column.name.clone() });
+            }
+        }
+        Ok(())
+    }
+
     /// Column names joined for messages, e.g. `player(zone, x)`.
     pub fn describe_columns(&self, columns: &[ColId]) -> String {
         let names: Vec<&str> = columns.iter().map(|c| self.columns[c.index()].name.as_str()).collect();
@@ -125,8 +170,15 @@ pub enum SchemaError {
     DuplicatePrimaryKey { table: String },
     #[error("table `{table}`: auto_inc column `{column}` has type {ty:?}; it must be an integer")]
     AutoIncNotInteger { table: String, column: String, ty: ValueType },
-    #[error("table `{table}`: two constraints or indexes are named `{name}`")]
+    #[error(
+        "table `{table}`: two constraints or indexes are named `{name}` (names not given are made \
+         from the column names; name the index explicitly)"
+    )]
     DuplicateIndexName { table: String, name: String },
+    #[error("table `{table}`: {what} refers to column number {col}, which the table does not have")]
+    ColumnOutOfRange { table: String, what: String, col: u16 },
+    #[error("table `{table}`: index name `{name}` is invalid: {why}")]
+    InvalidIndexName { table: String, name: String, why: &'static str },
 }
 
 /// Builds a [`TableSchema`] by column name; see [`TableSchema::builder`].
@@ -191,7 +243,7 @@ impl TableSchemaBuilder {
     pub fn build(self) -> Result<TableSchema, SchemaError> {
         let table = self.name.clone();
         check_name(&table).map_err(|why| SchemaError::InvalidTableName { table: table.clone(), why })?;
-        self.check_columns()?;
+        check_columns(&table, &self.columns)?;
         if self.primary_keys.len() > 1 {
             return Err(SchemaError::DuplicatePrimaryKey { table });
         }
@@ -206,43 +258,23 @@ impl TableSchemaBuilder {
         }
         let mut indexes = Vec::new();
         for (name, cols) in &self.indexes {
+            if let Some(name) = name {
+                check_name(name).map_err(|why| SchemaError::InvalidIndexName {
+                    table: table.clone(),
+                    name: name.clone(),
+                    why,
+                })?;
+            }
             let columns = self.resolve(cols, "btree index")?;
             let name = name.clone().unwrap_or_else(|| format!("{table}_{}_idx", cols.join("_")));
             indexes.push(IndexSchema { name, columns, kind: IndexKind::BTree });
         }
-        let names = unique.iter().map(|u| &u.name).chain(indexes.iter().map(|i| &i.name));
-        check_unique_names(&table, names)?;
         let auto_inc = self.resolve_auto_inc()?;
         let primary_key = (!self.primary_keys.is_empty()).then_some(0);
         let TableSchemaBuilder { name, columns, access, .. } = self;
-        Ok(TableSchema { name, columns, primary_key, unique, indexes, auto_inc, access })
-    }
-
-    fn check_columns(&self) -> Result<(), SchemaError> {
-        let table = &self.name;
-        if self.columns.is_empty() {
-            return Err(SchemaError::NoColumns { table: table.clone() });
-        }
-        if self.columns.len() > TABLE_COLUMNS_MAX {
-            return Err(SchemaError::TooManyColumns { table: table.clone(), count: self.columns.len() });
-        }
-        for (i, col) in self.columns.iter().enumerate() {
-            let column = || col.name.clone();
-            check_name(&col.name).map_err(|why| SchemaError::InvalidColumnName {
-                table: table.clone(),
-                column: column(),
-                why,
-            })?;
-            if self.columns[..i].iter().any(|c| c.name == col.name) {
-                return Err(SchemaError::DuplicateColumn { table: table.clone(), column: column() });
-            }
-            col.ty.validate().map_err(|source| SchemaError::InvalidType {
-                table: table.clone(),
-                column: column(),
-                source,
-            })?;
-        }
-        Ok(())
+        let schema = TableSchema { name, columns, primary_key, unique, indexes, auto_inc, access };
+        schema.validate()?;
+        Ok(schema)
     }
 
     fn resolve(&self, names: &[String], what: &str) -> Result<Vec<ColId>, SchemaError> {
@@ -264,23 +296,38 @@ impl TableSchemaBuilder {
         Ok(columns)
     }
 
+    /// Resolves auto-inc column names; [`TableSchema::validate`] checks the rest.
     fn resolve_auto_inc(&self) -> Result<Vec<ColId>, SchemaError> {
-        let mut out = Vec::new();
-        for name in &self.auto_inc {
-            let col = self.resolve(std::slice::from_ref(name), "auto_inc")?[0];
-            if out.contains(&col) {
-                let (table, what, column) = (self.name.clone(), "auto_inc".into(), name.clone());
-                return Err(SchemaError::RepeatedColumn { table, what, column });
-            }
-            let ty = &self.columns[col.index()].ty;
-            if !ty.is_integer() {
-                let (table, column, ty) = (self.name.clone(), name.clone(), ty.clone());
-                return Err(SchemaError::AutoIncNotInteger { table, column, ty });
-            }
-            out.push(col);
-        }
-        Ok(out)
+        let names = self.auto_inc.iter().map(|name| self.resolve(std::slice::from_ref(name), "auto_inc"));
+        names.map(|cols| cols.map(|c| c[0])).collect()
     }
+}
+
+fn check_columns(table: &str, columns: &[ColumnSchema]) -> Result<(), SchemaError> {
+    let table = table.to_string();
+    if columns.is_empty() {
+        return Err(SchemaError::NoColumns { table });
+    }
+    if columns.len() > TABLE_COLUMNS_MAX {
+        return Err(SchemaError::TooManyColumns { table, count: columns.len() });
+    }
+    for (i, col) in columns.iter().enumerate() {
+        let column = || col.name.clone();
+        check_name(&col.name).map_err(|why| SchemaError::InvalidColumnName {
+            table: table.clone(),
+            column: column(),
+            why,
+        })?;
+        if columns[..i].iter().any(|c| c.name == col.name) {
+            return Err(SchemaError::DuplicateColumn { table: table.clone(), column: column() });
+        }
+        col.ty.validate().map_err(|source| SchemaError::InvalidType {
+            table: table.clone(),
+            column: column(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 fn check_unique_names<'a>(table: &str, names: impl Iterator<Item = &'a String>) -> Result<(), SchemaError> {

@@ -158,7 +158,23 @@ impl ValueType {
 
     /// Checks the rules every type must follow; see [`TypeError`].
     pub fn validate(&self) -> Result<(), TypeError> {
+        // Depth first, with recursion bounded by the limit: the other checks (and
+        // `min_size`) recurse without one.
+        if self.deeper_than(TYPE_DEPTH_MAX) {
+            return Err(TypeError::TooDeep);
+        }
         self.validate_at(1)
+    }
+
+    fn deeper_than(&self, levels: usize) -> bool {
+        let Some(below) = levels.checked_sub(1) else { return true };
+        match self {
+            ValueType::Array(inner) | ValueType::Option(inner) => inner.deeper_than(below),
+            ValueType::Product(ProductType { fields }) | ValueType::Sum(SumType { variants: fields }) => {
+                fields.iter().any(|f| f.ty.deeper_than(below))
+            }
+            _ => false,
+        }
     }
 
     fn validate_at(&self, depth: usize) -> Result<(), TypeError> {

@@ -95,3 +95,27 @@ fn too_many_columns() {
     let (e, _) = err(b);
     assert!(matches!(e, SchemaError::TooManyColumns { count: 256, .. }));
 }
+
+/// A schema changed by hand after building (its fields are public) is checked again by
+/// `validate`: out-of-range columns and non-integer auto-inc columns are refused.
+#[test]
+fn validate_catches_hand_edited_schemas() {
+    let good = player().primary_key(["id"]).btree_index(["name"]).build().unwrap();
+    assert_eq!(good.validate(), Ok(()));
+
+    let mut bad = good.clone();
+    bad.indexes[0].columns.push(ColId(7));
+    assert!(matches!(bad.validate(), Err(SchemaError::ColumnOutOfRange { col: 7, .. })));
+
+    let mut bad = good.clone();
+    bad.auto_inc.push(ColId(1));
+    let e = bad.validate().unwrap_err();
+    assert!(matches!(e, SchemaError::AutoIncNotInteger { .. }) && e.to_string().contains("`name`"), "{e}");
+
+    let mut bad = good;
+    bad.primary_key = Some(3);
+    assert!(bad.validate().is_err());
+
+    let (e, m) = err(player().named_btree_index("bad name", ["id"]));
+    assert!(matches!(e, SchemaError::InvalidIndexName { .. }) && m.contains("`bad name`"), "{m}");
+}
