@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use smallvec::SmallVec;
-use tickdb_wasm_abi::{TableSchema, Value, encode_product};
+use tickdb_wasm_abi::{ColId, TableSchema, Value, encode};
 
 use crate::changeset::{Changeset, Span};
 use crate::config::EngineConfig;
@@ -254,23 +254,17 @@ impl Tx<'_> {
 
     fn encode_values(&self, table: TableId, values: &[Value]) -> Result<Vec<u8>, Error> {
         let t = self.db.table(table);
-        let mut row = Vec::new();
-        encode_product(t.schema().column_types(), values, &mut row)
-            .map_err(|source| Error::TypeMismatch { table: t.name().into(), source })?;
-        Ok(row)
+        let all: Vec<ColId> = (0..t.schema().columns.len()).map(|c| ColId(c as u16)).collect();
+        encode_columns(t, &all, values)
     }
 
     /// The row whose primary key is `key` (one value per key column).
     pub fn find_by_primary_key(&self, table: TableId, key: &[Value]) -> Result<Option<RowId>, Error> {
         let t = self.db.table(table);
         let Some(pk) = t.schema().primary_key else {
-            return Err(Error::NoSuchIndex { table: t.name().into(), name: "primary key".into() });
+            return Err(Error::NoPrimaryKey { table: t.name().into() });
         };
-        let columns = &t.schema().unique[pk].columns;
-        let mut encoded = Vec::new();
-        let types = columns.iter().map(|c| &t.schema().columns[c.index()].ty);
-        encode_product(types, key, &mut encoded)
-            .map_err(|source| Error::TypeMismatch { table: t.name().into(), source })?;
+        let encoded = encode_columns(t, &t.schema().unique[pk].columns, key)?;
         t.find_unique_encoded(pk, &encoded)
     }
 
@@ -334,6 +328,24 @@ impl Tx<'_> {
         }
         debug_assert!(self.db.touched.iter().all(|t| t.iter().all(|&w| w == 0)));
     }
+}
+
+/// Encodes one value per column of `columns`, naming the column whose value is wrong.
+fn encode_columns(t: &Table, columns: &[ColId], values: &[Value]) -> Result<Vec<u8>, Error> {
+    if columns.len() != values.len() {
+        let (table, expected, found) = (t.name().into(), columns.len(), values.len());
+        return Err(Error::ValueCount { table, expected, found });
+    }
+    let mut out = Vec::new();
+    for (col, value) in columns.iter().zip(values) {
+        let column = &t.schema().columns[col.index()];
+        encode(&column.ty, value, &mut out).map_err(|source| Error::TypeMismatch {
+            table: t.name().into(),
+            column: column.name.clone(),
+            source,
+        })?;
+    }
+    Ok(out)
 }
 
 /// Marks `row` touched; returns whether this is its first touch in the transaction.

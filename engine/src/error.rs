@@ -21,8 +21,12 @@ pub enum Error {
     RowTrailingBytes { table: String, extra: usize },
     #[error("table `{table}`: row of {len} bytes is larger than the limit of {max} bytes")]
     RowTooLarge { table: String, len: usize, max: usize },
-    #[error("table `{table}`: {source}")]
-    TypeMismatch { table: String, source: EncodeError },
+    #[error("table `{table}`, column `{column}`: {source}")]
+    TypeMismatch { table: String, column: String, source: EncodeError },
+    #[error("table `{table}`: {found} values given for {expected} columns")]
+    ValueCount { table: String, expected: usize, found: usize },
+    #[error("table `{table}` has no primary key")]
+    NoPrimaryKey { table: String },
     #[error("index key for {columns}: {why}")]
     InvalidKey { columns: String, why: String },
     #[error("duplicate key {columns}=({key}) violates unique constraint `{constraint}`")]

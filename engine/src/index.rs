@@ -112,7 +112,7 @@ impl UniqueIndex {
         match (self, key) {
             (UniqueIndex::Word { map, .. }, UniqueKey::Word(word)) => {
                 let previous = map.insert(word, row);
-                debug_assert!(previous.is_none(), "unique index insert over an existing key");
+                assert!(previous.is_none(), "unique index insert over an existing key");
             }
             (index, UniqueKey::Bytes(bytes)) => index.insert(bytes, row),
             (_, UniqueKey::Word(_)) => unreachable!("word keys only go to word indexes"),
@@ -123,7 +123,7 @@ impl UniqueIndex {
         match (self, key) {
             (UniqueIndex::Word { map, .. }, UniqueKey::Word(word)) => {
                 let removed = map.remove(word);
-                debug_assert_eq!(removed, Some(row), "unique index entry missing or pointing elsewhere");
+                assert_eq!(removed, Some(row), "unique index entry missing or pointing elsewhere");
             }
             (index, UniqueKey::Bytes(bytes)) => index.remove(bytes, row),
             (_, UniqueKey::Word(_)) => unreachable!("word keys only go to word indexes"),
@@ -134,16 +134,16 @@ impl UniqueIndex {
     pub fn insert(&mut self, key: KeyBytes, row: RowId) {
         let previous = match self {
             UniqueIndex::Word { len, map } => {
-                debug_assert_eq!(key.len(), *len);
+                assert_eq!(key.len(), *len, "key of the wrong length for its index");
                 map.insert(key_word(&key), row)
             }
             UniqueIndex::Wide { len, map } => {
-                debug_assert_eq!(key.len(), *len);
+                assert_eq!(key.len(), *len, "key of the wrong length for its index");
                 map.insert(wide(&key), row)
             }
             UniqueIndex::Bytes(map) => map.insert(key, row),
         };
-        debug_assert!(previous.is_none(), "unique index insert over an existing key");
+        assert!(previous.is_none(), "unique index insert over an existing key");
     }
 
     pub fn remove(&mut self, key: &[u8], row: RowId) {
@@ -152,7 +152,7 @@ impl UniqueIndex {
             UniqueIndex::Wide { map, .. } => map.remove(&wide(key)),
             UniqueIndex::Bytes(map) => map.remove(key),
         };
-        debug_assert_eq!(removed, Some(row), "unique index entry missing or pointing elsewhere");
+        assert_eq!(removed, Some(row), "unique index entry missing or pointing elsewhere");
     }
 
     pub fn len(&self) -> usize {
@@ -195,12 +195,12 @@ pub struct BTreeIndex {
 impl BTreeIndex {
     pub fn insert(&mut self, key: KeyBytes, row: RowId) {
         let added = self.set.insert((key, row));
-        debug_assert!(added, "btree index entry added twice");
+        assert!(added, "btree index entry added twice");
     }
 
     pub fn remove(&mut self, key: KeyBytes, row: RowId) {
         let removed = self.set.remove(&(key, row));
-        debug_assert!(removed, "btree index entry missing");
+        assert!(removed, "btree index entry missing");
     }
 
     pub fn len(&self) -> usize {

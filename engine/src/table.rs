@@ -474,7 +474,7 @@ impl Table {
             .iter()
             .map(|col| {
                 let stored = &row[parts[col.index()].start as usize..parts[col.index()].end as usize];
-                format!("{:?}", self.stored_value(col.index(), stored))
+                self.stored_value(col.index(), stored).to_string()
             })
             .collect();
         let columns = self.schema.describe_columns(&c.columns);

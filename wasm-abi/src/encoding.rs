@@ -49,6 +49,8 @@ pub enum EncodeError {
     TypeMismatch { expected: String, found: String },
     #[error("{what} of {len} elements is longer than the encoding allows (u32::MAX)")]
     TooLong { what: &'static str, len: usize },
+    #[error("{found} values given for {expected} fields")]
+    WrongCount { expected: usize, found: usize },
 }
 
 /// Encodes `value` as a value of type `ty` at the end of `out`, checking that the value
@@ -96,10 +98,7 @@ pub fn encode(ty: &ValueType, value: &Value, out: &mut Vec<u8>) -> Result<(), En
             encode(&s.variants[usize::from(*tag)].ty, value, out)?;
         }
         _ => {
-            return Err(EncodeError::TypeMismatch {
-                expected: format!("{ty:?}"),
-                found: format!("{value:?}"),
-            });
+            return Err(EncodeError::TypeMismatch { expected: ty.to_string(), found: value.to_string() });
         }
     }
     Ok(())
@@ -117,24 +116,14 @@ fn encode_len_prefixed(bytes: &[u8], what: &'static str, out: &mut Vec<u8>) -> R
 
 /// Encodes values of the given types one after another: a row from its columns.
 pub fn encode_product<'a>(
-    types: impl IntoIterator<Item = &'a ValueType>,
+    types: impl ExactSizeIterator<Item = &'a ValueType>,
     values: &[Value],
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    let mut types = types.into_iter();
-    for value in values {
-        let Some(ty) = types.next() else {
-            return Err(EncodeError::TypeMismatch {
-                expected: "no more values".into(),
-                found: format!("{value:?}"),
-            });
-        };
-        encode(ty, value, out)?;
+    if types.len() != values.len() {
+        return Err(EncodeError::WrongCount { expected: types.len(), found: values.len() });
     }
-    match types.next() {
-        Some(ty) => Err(EncodeError::TypeMismatch { expected: format!("{ty:?}"), found: "nothing".into() }),
-        None => Ok(()),
-    }
+    types.zip(values).try_for_each(|(ty, value)| encode(ty, value, out))
 }
 
 /// A bounds-checked reader over encoded bytes that remembers its position for errors.

@@ -213,3 +213,49 @@ fn validate_fields(fields: &[Field], depth: usize) -> Result<(), TypeError> {
     }
     Ok(())
 }
+
+/// Types print as a module author writes them: `u32`, `String`, `Vec<u8>`,
+/// `Option<f32>`, `{ x: f32, y: f32 }`, `enum { Idle, Moving({ dx: f32 }) }`.
+impl std::fmt::Display for ValueType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use ValueType::*;
+        let name = match self {
+            Bool => "bool",
+            U8 => "u8",
+            U16 => "u16",
+            U32 => "u32",
+            U64 => "u64",
+            U128 => "u128",
+            I8 => "i8",
+            I16 => "i16",
+            I32 => "i32",
+            I64 => "i64",
+            I128 => "i128",
+            F32 => "f32",
+            F64 => "f64",
+            String => "String",
+            Bytes => "Bytes",
+            Identity => "Identity",
+            ConnectionId => "ConnectionId",
+            Timestamp => "Timestamp",
+            TimeDuration => "TimeDuration",
+            Array(inner) => return write!(f, "Vec<{inner}>"),
+            Option(inner) => return write!(f, "Option<{inner}>"),
+            Product(p) => {
+                let fields: Vec<std::string::String> =
+                    p.fields.iter().map(|x| format!("{}: {}", x.name, x.ty)).collect();
+                return write!(f, "{{ {} }}", fields.join(", "));
+            }
+            Sum(s) => {
+                let unit = ValueType::unit();
+                let variants: Vec<std::string::String> = s
+                    .variants
+                    .iter()
+                    .map(|v| if v.ty == unit { v.name.clone() } else { format!("{}({})", v.name, v.ty) })
+                    .collect();
+                return write!(f, "enum {{ {} }}", variants.join(", "));
+            }
+        };
+        f.write_str(name)
+    }
+}

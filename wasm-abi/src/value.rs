@@ -203,3 +203,52 @@ impl Hash for Value {
         }
     }
 }
+
+fn hex(f: &mut std::fmt::Formatter<'_>, bytes: &[u8]) -> std::fmt::Result {
+    f.write_str("0x")?;
+    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+}
+
+fn list(f: &mut std::fmt::Formatter<'_>, open: &str, items: &[Value], close: &str) -> std::fmt::Result {
+    f.write_str(open)?;
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        write!(f, "{item}")?;
+    }
+    f.write_str(close)
+}
+
+/// Values print compactly for messages: `5`, `-1.5`, `"ann"`, `0x00ff`, `[1, 2]`,
+/// `None`, `Some(3)`, `(1, "a")` for structs, `#1(2.5)` for enum variant 1.
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Bool(v) => write!(f, "{v}"),
+            Value::U8(v) => write!(f, "{v}"),
+            Value::U16(v) => write!(f, "{v}"),
+            Value::U32(v) => write!(f, "{v}"),
+            Value::U64(v) => write!(f, "{v}"),
+            Value::U128(v) => write!(f, "{v}"),
+            Value::I8(v) => write!(f, "{v}"),
+            Value::I16(v) => write!(f, "{v}"),
+            Value::I32(v) => write!(f, "{v}"),
+            Value::I64(v) => write!(f, "{v}"),
+            Value::I128(v) => write!(f, "{v}"),
+            Value::F32(v) => write!(f, "{v}"),
+            Value::F64(v) => write!(f, "{v}"),
+            Value::String(v) => write!(f, "{v:?}"),
+            Value::Bytes(v) => hex(f, v),
+            Value::Identity(v) => hex(f, &v.0),
+            Value::ConnectionId(v) => hex(f, &v.0),
+            Value::Timestamp(v) => write!(f, "{}µs", v.micros_since_epoch),
+            Value::TimeDuration(v) => write!(f, "{}µs", v.micros),
+            Value::Array(items) => list(f, "[", items, "]"),
+            Value::Option(None) => f.write_str("None"),
+            Value::Option(Some(v)) => write!(f, "Some({v})"),
+            Value::Product(fields) => list(f, "(", fields, ")"),
+            Value::Sum { tag, value } => write!(f, "#{tag}({value})"),
+        }
+    }
+}

@@ -183,7 +183,13 @@ fn invalid_bytes_name_the_problem() {
 #[test]
 fn encode_checks_types() {
     let err = encode(&ValueType::U32, &Value::string("x"), &mut Vec::new()).unwrap_err();
-    assert!(err.to_string().contains("U32"), "{err}");
+    assert_eq!(err.to_string(), "expected a value of type u32, found \"x\"");
+    let pos = ValueType::Product(ProductType::new([
+        ("x", ValueType::F32),
+        ("tags", ValueType::array(ValueType::String)),
+    ]));
+    let err = encode(&pos, &Value::unit(), &mut Vec::new()).unwrap_err();
+    assert_eq!(err.to_string(), "expected a value of type { x: f32, tags: Vec<String> }, found ()");
 }
 
 /// Floats are equal and ordered by totalOrder, so NaN equals itself and -0 < +0.
