@@ -153,8 +153,13 @@ impl Chunk {
     fn grow_to(&mut self, layouts: &[ColumnLayout], capacity: usize) {
         for (column, layout) in self.columns.iter_mut().zip(layouts) {
             let words = (capacity * layout.stride()).div_ceil(8);
-            column.reserve_exact(words - column.len());
-            column.resize(words, 0);
+            if column.is_empty() {
+                // Zeroed allocation: large ones come zeroed from the OS, with no memset.
+                *column = vec![0; words];
+            } else {
+                column.reserve_exact(words - column.len());
+                column.resize(words, 0);
+            }
         }
         self.capacity = capacity;
     }
@@ -202,12 +207,14 @@ impl Chunk {
         for ((column, layout), part) in self.columns.iter_mut().zip(layouts).zip(parts) {
             let value = &row[part.start as usize..part.end as usize];
             let bytes: &mut [u8] = bytemuck::cast_slice_mut(column);
+            // Each arm copies a length known at compile time, so no `memcpy` call.
             match *layout {
-                ColumnLayout::Fixed { size } => crate::small::copy(&mut bytes[slot * size..][..size], value),
-                ColumnLayout::Var { .. } => {
-                    let var_ref = var_ref(arena, value);
-                    bytes[slot * VAR_REF_SIZE..][..VAR_REF_SIZE].copy_from_slice(&var_ref);
-                }
+                ColumnLayout::Fixed { size: 4 } => write_fixed::<4>(bytes, slot, value),
+                ColumnLayout::Fixed { size: 8 } => write_fixed::<8>(bytes, slot, value),
+                ColumnLayout::Fixed { size: 16 } => write_fixed::<16>(bytes, slot, value),
+                ColumnLayout::Fixed { size: 32 } => write_fixed::<32>(bytes, slot, value),
+                ColumnLayout::Fixed { size } => bytes[slot * size..][..size].copy_from_slice(value),
+                ColumnLayout::Var { .. } => write_fixed::<VAR_REF_SIZE>(bytes, slot, &var_ref(arena, value)),
             }
         }
     }
@@ -281,6 +288,14 @@ impl Chunk {
         let columns: usize = self.columns.iter().map(|c| c.capacity() * 8).sum();
         columns + self.columns.capacity() * size_of::<Vec<u64>>() + self.arena.capacity() + CHUNK_ROWS / 8
     }
+}
+
+/// Writes an `N`-byte value into slot `slot` of a column of `N`-byte values.
+#[inline(always)]
+fn write_fixed<const N: usize>(column: &mut [u8], slot: usize, value: &[u8]) {
+    let value: &[u8; N] = value.try_into().expect("a value of the column's size");
+    let dst: &mut [u8; N] = (&mut column[slot * N..slot * N + N]).try_into().expect("N bytes");
+    *dst = *value;
 }
 
 /// The var ref of a value: inline if it fits, else appended to the arena.
