@@ -34,7 +34,7 @@ pub enum UniqueIndex {
 }
 
 /// A key as a unique index stores it: an integer for a key over one scalar column of
-/// at most 8 bytes (see [`key_word`](crate::key::key_word)), bytes otherwise.
+/// at most 8 bytes (see [`crate::key::key_word`]), bytes otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum UniqueKey {
     Word(u64),

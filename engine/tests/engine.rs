@@ -504,12 +504,19 @@ fn unusable_configs_are_refused() {
 /// taken again, updates move keys, and rollback puts every key back.
 #[test]
 fn multi_column_unique_constraints() {
-    let pairs: [(ValueType, ValueType, fn(u8) -> Value, fn(u8) -> Value); 3] = [
-        (ValueType::U32, ValueType::U32, |v| Value::U32(u32::from(v)), |v| Value::U32(u32::from(v) << 20)),
-        (ValueType::U64, ValueType::U64, |v| Value::U64(u64::from(v)), |v| Value::U64(u64::from(v) << 40)),
-        (ValueType::String, ValueType::U8, |v| Value::string(format!("n{v}")), Value::U8),
+    type Column = (ValueType, fn(u8) -> Value);
+    let pairs: [(Column, Column); 3] = [
+        (
+            (ValueType::U32, |v| Value::U32(u32::from(v))),
+            (ValueType::U32, |v| Value::U32(u32::from(v) << 20)),
+        ),
+        (
+            (ValueType::U64, |v| Value::U64(u64::from(v))),
+            (ValueType::U64, |v| Value::U64(u64::from(v) << 40)),
+        ),
+        ((ValueType::String, |v| Value::string(format!("n{v}"))), (ValueType::U8, Value::U8)),
     ];
-    for (ta, tb, a, b) in pairs {
+    for ((ta, a), (tb, b)) in pairs {
         let schema =
             TableSchema::builder("pair").column("a", ta).column("b", tb).unique(["a", "b"]).build().unwrap();
         let mut db = Database::new(EngineConfig::default()).unwrap();
