@@ -4,7 +4,8 @@
 //! borrows the database mutably, applies every write in place at once, and keeps an
 //! undo log: enough to put back each slot, index entry and sequence exactly as it
 //! was. Reads through the transaction therefore see its own writes for free, commit is
-//! just building the [`Changeset`], and rollback replays the undo log backwards.
+//! just building the [`Changeset`] from the rows' first images and current state, and
+//! rollback replays the undo log backwards.
 //! Because exactly one transaction runs at a time, nothing else can observe its
 //! uncommitted state: that is what makes in-place writes safe.
 

@@ -435,8 +435,8 @@ impl Table {
         self.index_btree(id, image, parts);
     }
 
-    /// Undoes an update of `id`, restoring its previous values. `parts` is scratch space.
-    /// `changed` is what [`Table::update`] returned. `parts` is scratch space.
+    /// Undoes an update of `id`, restoring its previous values from `image`. `changed`
+    /// is what [`Table::update`] returned (or a superset); `parts` is scratch space.
     pub(crate) fn undo_update(&mut self, id: RowId, image: &[u8], changed: ColumnSet, parts: &mut RowParts) {
         // The common case, such as a position update: only unindexed fixed-size columns
         // at known offsets changed, so put back just those bytes.
