@@ -59,9 +59,16 @@ impl Changeset {
         mut after: impl FnMut(TableId, RowId, &mut Vec<u8>) -> bool,
     ) -> Changeset {
         let mut cs = Changeset { images, ..Changeset::default() };
+        let most = first_touches.size_hint().1.unwrap_or(0);
+        cs.slots.reserve(most);
         for (table, row, before) in first_touches {
             let start = cs.images.len();
             let after = after(table, row, &mut cs.images).then(|| Span::of(&cs.images, start));
+            if cs.slots.is_empty() {
+                // Guess the room for all after-images from the first, rather than let a
+                // large commit grow (and copy) the buffer a dozen times.
+                cs.images.reserve((cs.images.len() - start) * most);
+            }
             cs.slots.push(SlotChange { table, row, before, after });
         }
         cs

@@ -219,6 +219,39 @@ impl Chunk {
         }
     }
 
+    /// Appends the value encoding of the row in `slot`: each column's stored bytes,
+    /// with the `u32` length put back in front of `String` and `Bytes` payloads.
+    pub fn encode_row(&self, layouts: &[ColumnLayout], slot: usize, out: &mut Vec<u8>) {
+        for (column, layout) in self.columns.iter().zip(layouts) {
+            let bytes: &[u8] = bytemuck::cast_slice(column);
+            // Each arm copies a length known at compile time, so no `memcpy` call.
+            match *layout {
+                ColumnLayout::Fixed { size: 4 } => out.extend_from_slice(read_fixed::<4>(bytes, slot)),
+                ColumnLayout::Fixed { size: 8 } => out.extend_from_slice(read_fixed::<8>(bytes, slot)),
+                ColumnLayout::Fixed { size: 16 } => out.extend_from_slice(read_fixed::<16>(bytes, slot)),
+                ColumnLayout::Fixed { size: 32 } => out.extend_from_slice(read_fixed::<32>(bytes, slot)),
+                ColumnLayout::Fixed { size } => out.extend_from_slice(&bytes[slot * size..][..size]),
+                ColumnLayout::Var { len_prefixed } => {
+                    let value = self.var_value(read_fixed::<VAR_REF_SIZE>(bytes, slot));
+                    if len_prefixed {
+                        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                    }
+                    crate::small::extend(out, value);
+                }
+            }
+        }
+    }
+
+    /// The value a var ref points to: inside the ref, or in the arena.
+    fn var_value<'a>(&'a self, r: &'a [u8; VAR_REF_SIZE]) -> &'a [u8] {
+        if r[15] == VAR_HEAP_TAG {
+            let (offset, len) = decode_heap_ref(r);
+            &self.arena[offset..offset + len]
+        } else {
+            &r[..usize::from(r[15])]
+        }
+    }
+
     /// Writes one value of a slot. A var value of a live slot that is overwritten turns
     /// its old arena bytes into garbage; pass `live` to say whether there is one.
     pub fn set_value(&mut self, layouts: &[ColumnLayout], col: usize, slot: usize, bytes: &[u8], live: bool) {
@@ -296,6 +329,12 @@ fn write_fixed<const N: usize>(column: &mut [u8], slot: usize, value: &[u8]) {
     let value: &[u8; N] = value.try_into().expect("a value of the column's size");
     let dst: &mut [u8; N] = (&mut column[slot * N..slot * N + N]).try_into().expect("N bytes");
     *dst = *value;
+}
+
+/// The `N` bytes of slot `slot` in a column of `N`-byte values.
+#[inline(always)]
+fn read_fixed<const N: usize>(column: &[u8], slot: usize) -> &[u8; N] {
+    (&column[slot * N..slot * N + N]).try_into().expect("N bytes")
 }
 
 /// The var ref of a value: inline if it fits, else appended to the arena.

@@ -794,13 +794,7 @@ impl<'a> RowRef<'a> {
 
     /// Appends the row's value encoding.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        for (col, layout) in self.table.layouts.iter().enumerate() {
-            let stored = self.chunk.value(&self.table.layouts, col, self.slot);
-            if let ColumnLayout::Var { len_prefixed: true } = layout {
-                out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
-            }
-            crate::small::extend(out, stored);
-        }
+        self.chunk.encode_row(&self.table.layouts, self.slot, out);
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
