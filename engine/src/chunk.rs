@@ -222,23 +222,37 @@ impl Chunk {
     /// Appends the value encoding of the row in `slot`: each column's stored bytes,
     /// with the `u32` length put back in front of `String` and `Bytes` payloads.
     pub fn encode_row(&self, layouts: &[ColumnLayout], slot: usize, out: &mut Vec<u8>) {
-        for (column, layout) in self.columns.iter().zip(layouts) {
+        self.encode_row_visiting(layouts, slot, out, |_, _| {});
+    }
+
+    /// [`Chunk::encode_row`], also showing each column's stored bytes to `visit`.
+    #[inline(always)]
+    pub fn encode_row_visiting(
+        &self,
+        layouts: &[ColumnLayout],
+        slot: usize,
+        out: &mut Vec<u8>,
+        mut visit: impl FnMut(usize, &[u8]),
+    ) {
+        for (col, (column, layout)) in self.columns.iter().zip(layouts).enumerate() {
             let bytes: &[u8] = bytemuck::cast_slice(column);
             // Each arm copies a length known at compile time, so no `memcpy` call.
-            match *layout {
-                ColumnLayout::Fixed { size: 4 } => out.extend_from_slice(read_fixed::<4>(bytes, slot)),
-                ColumnLayout::Fixed { size: 8 } => out.extend_from_slice(read_fixed::<8>(bytes, slot)),
-                ColumnLayout::Fixed { size: 16 } => out.extend_from_slice(read_fixed::<16>(bytes, slot)),
-                ColumnLayout::Fixed { size: 32 } => out.extend_from_slice(read_fixed::<32>(bytes, slot)),
-                ColumnLayout::Fixed { size } => out.extend_from_slice(&bytes[slot * size..][..size]),
+            let value: &[u8] = match *layout {
+                ColumnLayout::Fixed { size: 4 } => read_fixed::<4>(bytes, slot),
+                ColumnLayout::Fixed { size: 8 } => read_fixed::<8>(bytes, slot),
+                ColumnLayout::Fixed { size: 16 } => read_fixed::<16>(bytes, slot),
+                ColumnLayout::Fixed { size: 32 } => read_fixed::<32>(bytes, slot),
+                ColumnLayout::Fixed { size } => &bytes[slot * size..][..size],
                 ColumnLayout::Var { len_prefixed } => {
                     let value = self.var_value(read_fixed::<VAR_REF_SIZE>(bytes, slot));
                     if len_prefixed {
                         out.extend_from_slice(&(value.len() as u32).to_le_bytes());
                     }
-                    crate::small::extend(out, value);
+                    value
                 }
-            }
+            };
+            crate::small::extend(out, value);
+            visit(col, value);
         }
     }
 

@@ -394,18 +394,12 @@ impl Table {
     /// Appends live row `id`'s encoding to `image` and returns the columns that the
     /// parsed row changes.
     fn image_and_changes(&self, id: RowId, row: &[u8], parts: &RowParts, image: &mut Vec<u8>) -> ColumnSet {
-        let chunk = &self.chunks[id.chunk()];
         let mut changed = ColumnSet::default();
-        for ((col, layout), range) in self.layouts.iter().enumerate().zip(parts) {
-            let stored = chunk.value(&self.layouts, col, id.slot());
-            if let ColumnLayout::Var { len_prefixed: true } = layout {
-                image.extend_from_slice(&(stored.len() as u32).to_le_bytes());
-            }
-            crate::small::extend(image, stored);
-            if !crate::small::eq(stored, &row[range.start as usize..range.end as usize]) {
+        self.chunks[id.chunk()].encode_row_visiting(&self.layouts, id.slot(), image, |col, stored| {
+            if !crate::small::eq(stored, part(row, parts, col)) {
                 changed.insert(col);
             }
-        }
+        });
         changed
     }
 
