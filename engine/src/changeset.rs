@@ -50,28 +50,52 @@ pub struct Changeset {
 }
 
 impl Changeset {
-    /// Builds a changeset from a transaction's first touch of each slot, in order: the
-    /// slot and the span in `images` of the row it held before (`None` if none).
-    /// `after` appends the slot's current row to the buffer it is given, if it has one.
-    pub(crate) fn from_first_touches(
-        images: Vec<u8>,
+    /// Folds in a transaction committed after the changes already here: its first
+    /// touch of each slot, in order, with the span in `images` of the row the slot held
+    /// before (`None` if none). `after` appends the slot's current row to the buffer it
+    /// is given, if it has one.
+    pub(crate) fn absorb(
+        &mut self,
+        images: &[u8],
         first_touches: impl Iterator<Item = (TableId, RowId, Option<Span>)>,
         mut after: impl FnMut(TableId, RowId, &mut Vec<u8>) -> bool,
-    ) -> Changeset {
-        let mut cs = Changeset { images, ..Changeset::default() };
+    ) {
+        // A transaction touches each slot first only once, so into an empty changeset
+        // its slots go without lookups; the position map is built when first needed.
+        let mut positions = (!self.slots.is_empty()).then(|| self.take_positions());
         let most = first_touches.size_hint().1.unwrap_or(0);
-        cs.slots.reserve(most);
+        self.slots.reserve(most);
         for (table, row, before) in first_touches {
-            let start = cs.images.len();
-            let after = after(table, row, &mut cs.images).then(|| Span::of(&cs.images, start));
-            if cs.slots.is_empty() {
+            let start = self.images.len();
+            let after = after(table, row, &mut self.images).then(|| Span::of(&self.images, start));
+            if self.slots.is_empty() {
                 // Guess the room for all after-images from the first, rather than let a
                 // large commit grow (and copy) the buffer a dozen times.
-                cs.images.reserve((cs.images.len() - start) * most);
+                self.images.reserve((self.images.len() - start) * most);
             }
-            cs.slots.push(SlotChange { table, row, before, after });
+            match positions.as_ref().and_then(|p| p.get(&(table, row))) {
+                Some(&i) => self.slots[i].after = after,
+                None => {
+                    let before = before.map(|span| {
+                        let start = self.images.len();
+                        self.images.extend_from_slice(&images[span.start..span.end]);
+                        Span::of(&self.images, start)
+                    });
+                    if let Some(p) = positions.as_mut() {
+                        p.insert((table, row), self.slots.len());
+                    }
+                    self.slots.push(SlotChange { table, row, before, after });
+                }
+            }
         }
-        cs
+        self.positions = positions;
+    }
+
+    fn take_positions(&mut self) -> HashMap<(TableId, RowId), usize> {
+        let slots = &self.slots;
+        self.positions
+            .take()
+            .unwrap_or_else(|| slots.iter().enumerate().map(|(i, s)| ((s.table, s.row), i)).collect())
     }
 
     /// Whether no slot holds a different row than before. A changeset that is not empty
@@ -91,11 +115,7 @@ impl Changeset {
             *self = later;
             return;
         }
-        let slots = &self.slots;
-        let mut positions = self
-            .positions
-            .take()
-            .unwrap_or_else(|| slots.iter().enumerate().map(|(i, s)| ((s.table, s.row), i)).collect());
+        let mut positions = self.take_positions();
         for change in &later.slots {
             let after = self.copy_image(&later, change.after);
             match positions.get(&(change.table, change.row)) {

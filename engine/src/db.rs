@@ -30,12 +30,29 @@ pub struct Database {
     /// row. Kept here, not in the transaction, so its memory is reused; every bit a
     /// transaction sets, it clears when it ends.
     touched: Vec<Vec<u64>>,
+    /// The last transaction's buffers, emptied, for the next one to reuse.
+    spare: TxBuffers,
 }
+
+/// A transaction's working buffers. Reused from one transaction to the next, so that a
+/// tick of many small transactions does not allocate for each.
+#[derive(Debug, Default)]
+struct TxBuffers {
+    undo: Vec<Undo>,
+    images: Vec<u8>,
+    scratch: Vec<u8>,
+    parts: RowParts,
+}
+
+/// Buffers that grew past these are freed rather than kept for the next transaction.
+const SPARE_IMAGES_BYTES_MAX: usize = 1 << 20;
+const SPARE_UNDO_MAX: usize = 1 << 14;
 
 impl Database {
     pub fn new(config: EngineConfig) -> Result<Database, Error> {
         config.validate()?;
-        Ok(Database { config, tables: Vec::new(), names: HashMap::new(), touched: Vec::new() })
+        let (tables, names, touched, spare) = Default::default();
+        Ok(Database { config, tables, names, touched, spare })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -69,15 +86,9 @@ impl Database {
 
     /// Starts a transaction. Dropping it without [`Tx::commit`] rolls it back.
     pub fn begin(&mut self) -> Tx<'_> {
-        Tx {
-            db: self,
-            undo: Vec::new(),
-            images: Vec::new(),
-            scratch: Vec::new(),
-            parts: RowParts::new(),
-            writing: false,
-            done: false,
-        }
+        let TxBuffers { undo, images, scratch, parts } = std::mem::take(&mut self.spare);
+        debug_assert!(undo.is_empty() && images.is_empty());
+        Tx { db: self, undo, images, scratch, parts, writing: false, done: false }
     }
 }
 
@@ -270,9 +281,17 @@ impl Tx<'_> {
     }
 
     /// Makes the writes permanent and returns what they changed.
-    pub fn commit(mut self) -> Changeset {
+    pub fn commit(self) -> Changeset {
+        let mut changeset = Changeset::default();
+        self.commit_into(&mut changeset);
+        changeset
+    }
+
+    /// Makes the writes permanent and folds what they changed into `changeset`, which
+    /// holds the changes of transactions committed before this one (see
+    /// [`Changeset::merge`]), without building a changeset of its own.
+    pub fn commit_into(mut self, changeset: &mut Changeset) {
         self.done = true;
-        let images = std::mem::take(&mut self.images);
         let undo = std::mem::take(&mut self.undo);
         self.clear_touched(&undo);
         let touched = undo.iter().filter_map(|u| match *u {
@@ -282,13 +301,29 @@ impl Tx<'_> {
             _ => None,
         });
         let db = &*self.db;
-        Changeset::from_first_touches(images, touched, |table, row, out| match db.table(table).get(row) {
+        changeset.absorb(&self.images, touched, |table, row, out| match db.table(table).get(row) {
             Some(current) => {
                 current.encode_into(out);
                 true
             }
             None => false,
-        })
+        });
+        self.undo = undo;
+        self.recycle();
+    }
+
+    /// Empties the buffers and hands them to the next transaction, unless they grew
+    /// large.
+    fn recycle(&mut self) {
+        self.undo.clear();
+        self.images.clear();
+        if self.images.capacity() > SPARE_IMAGES_BYTES_MAX || self.undo.capacity() > SPARE_UNDO_MAX {
+            return;
+        }
+        use std::mem::take;
+        let (undo, images) = (take(&mut self.undo), take(&mut self.images));
+        let (scratch, parts) = (take(&mut self.scratch), take(&mut self.parts));
+        self.db.spare = TxBuffers { undo, images, scratch, parts };
     }
 
     /// Undoes every write, restoring the exact previous state, indexes included.
@@ -298,9 +333,9 @@ impl Tx<'_> {
 
     fn undo_all(&mut self) {
         self.done = true;
-        let undo = std::mem::take(&mut self.undo);
+        let mut undo = std::mem::take(&mut self.undo);
         self.clear_touched(&undo);
-        for undo in undo.into_iter().rev() {
+        for undo in undo.drain(..).rev() {
             let image = |span: Span| &self.images[span.start..span.end];
             match undo {
                 Undo::Inserted { table, row, fresh, .. } => {
@@ -319,7 +354,8 @@ impl Tx<'_> {
                 }
             }
         }
-        self.images.clear();
+        self.undo = undo;
+        self.recycle();
     }
 
     fn clear_touched(&mut self, undo: &[Undo]) {

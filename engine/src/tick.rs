@@ -287,7 +287,7 @@ impl<S: TickSystem> Ticker<S> {
         let result = catch_unwind(AssertUnwindSafe(|| run(system, &mut tx, &mut ctx)));
         match result {
             Ok(Ok(())) => {
-                changeset.merge(tx.commit());
+                tx.commit_into(changeset);
                 output.committed += 1;
             }
             Err(_) if tx.is_torn() => {

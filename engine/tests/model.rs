@@ -5,7 +5,9 @@
 //! table and against a `BTreeMap` of rows. After every operation the table's rows, its
 //! primary-key and unique lookups, and its btree point, prefix and range scans must
 //! equal what the model says; after every commit and tick, the changeset must equal the
-//! difference of the model before and after; after a rollback, the state before.
+//! difference of the model before and after (tick changesets are built both by merging
+//! transactions' changesets and by committing straight into them); after a rollback,
+//! the state before.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -251,7 +253,7 @@ proptest! {
         for tick in ticks {
             let tick_start = committed.clone();
             let mut tick_changes = Changeset::default();
-            for (ops, commit) in tick {
+            for (n, (ops, commit)) in tick.into_iter().enumerate() {
                 let mut working = committed.clone();
                 let mut tx = db.begin();
                 for op in &ops {
@@ -263,10 +265,15 @@ proptest! {
                     }
                     check_reads(&tx, t, &working)?;
                 }
-                if commit {
+                if commit && n % 2 == 0 {
+                    // Every other transaction commits on its own, checked, then merges...
                     let changeset = tx.commit();
                     check_changes(&db, &changeset, &committed, &working)?;
                     tick_changes.merge(changeset);
+                    committed = working;
+                } else if commit {
+                    // ...and the others fold straight into the tick, as the tick loop does.
+                    tx.commit_into(&mut tick_changes);
                     committed = working;
                 } else {
                     tx.rollback();
