@@ -27,7 +27,7 @@ fn schema() -> TableSchema {
 fn valid_row(id: u64) -> Vec<u8> {
     let values = vec![
         Value::U64(id),
-        Value::Bool(id % 2 == 0),
+        Value::Bool(id.is_multiple_of(2)),
         Value::string(format!("thing number {id}")),
         Value::Sum { tag: 1, value: Box::new(Value::F32(1.5)) },
         Value::Array(vec![Value::Option(Some(Box::new(Value::string("a")))), Value::Option(None)]),
