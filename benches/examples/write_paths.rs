@@ -2,7 +2,7 @@
 //! `valgrind --tool=callgrind` to count instructions per row (repeatable on a noisy
 //! machine). Criterion's harness runs setup for every group, which clutters a profile.
 //!
-//! `cargo run --release -p tickdb-benches --example write_paths -- [rows] [insert|update]`
+//! `cargo run --release -p tickdb-benches --example write_paths -- [rows] [insert|update|rollback]`
 
 use std::time::Instant;
 
@@ -15,7 +15,8 @@ fn main() {
     match mode.as_str() {
         "insert" => insert(&rows),
         "update" => update(&rows, rows_n),
-        other => eprintln!("unknown mode {other}: use insert or update"),
+        "rollback" => rollback(&rows, rows_n),
+        other => eprintln!("unknown mode {other}: use insert, update or rollback"),
     }
 }
 
@@ -51,4 +52,37 @@ fn update(rows: &EncodedRows, rows_n: usize) {
     let start = Instant::now();
     tx.rollback();
     println!("rollback: {:?}", start.elapsed());
+}
+
+/// Rolls back 100 transactions of 1,000 writes each: 400 updates, 300 deletes and 300
+/// inserts, the mix of the rollback benchmark.
+fn rollback(rows: &EncodedRows, rows_n: usize) {
+    let (mut db, t) = loaded_db(rows);
+    let pk = db.table(t).schema().primary_key.expect("player has a primary key");
+    let new_rows = EncodedRows::of(&players(rows_n + 1000)[rows_n..]);
+    let mut total = std::time::Duration::ZERO;
+    for round in 0..100u64 {
+        let mut tx = db.begin();
+        let mut row = Vec::new();
+        for (i, new_row) in new_rows.iter().enumerate() {
+            let id = mix(round * 1000 + i as u64) % rows_n as u64 + 1;
+            let Some(rid) = tx.table(t).find_unique_encoded(pk, &id.to_le_bytes()).expect("a u64 key") else {
+                continue;
+            };
+            match i % 10 {
+                0..=3 => {
+                    row.clear();
+                    tx.table(t).get(rid).expect("live").encode_into(&mut row);
+                    row[X_OFFSET] ^= 1;
+                    tx.update(t, rid, &row).expect("valid row");
+                }
+                4..=6 => tx.delete(t, rid).expect("live"),
+                _ => drop(tx.insert(t, new_row).expect("a new id")),
+            }
+        }
+        let start = Instant::now();
+        tx.rollback();
+        total += start.elapsed();
+    }
+    println!("rollback of 1,000 writes: {:?} on average", total / 100);
 }

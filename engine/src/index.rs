@@ -167,14 +167,6 @@ impl UniqueIndex {
         self.len() == 0
     }
 
-    pub fn reserve(&mut self, additional: usize) {
-        match self {
-            UniqueIndex::Word { map, .. } => map.reserve(additional),
-            UniqueIndex::Wide { map, .. } => map.reserve(additional),
-            UniqueIndex::Bytes(map) => map.reserve(additional),
-        }
-    }
-
     /// Heap bytes, by capacity (entries plus hashbrown's control bytes), not counting
     /// keys longer than the inline size of [`KeyBytes`].
     pub fn heap_bytes(&self) -> usize {

@@ -650,11 +650,6 @@ impl Table {
         self.unique.iter().map(UniqueIndex::heap_bytes).sum::<usize>()
             + self.btree.iter().map(BTreeIndex::heap_bytes).sum::<usize>()
     }
-
-    /// Makes room for `additional` more rows in the unique indexes.
-    pub fn reserve(&mut self, additional: usize) {
-        self.unique.iter_mut().for_each(|u| u.reserve(additional));
-    }
 }
 
 /// The stored bytes of column `col` of a parsed row.
