@@ -7,16 +7,20 @@
 //! - [`value`]: dynamically typed values, for tools and tests.
 //! - [`encoding`]: the compact binary encoding every layer moves rows in.
 //! - [`schema`]: table schemas and their validation.
+//! - [`module_def`]: what a module declares (tables, reducers, schedules, tick systems)
+//!   and its binary encoding.
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("tickdb stores the little-endian value encoding in place and needs a little-endian target");
 
 pub mod encoding;
+pub mod module_def;
 pub mod schema;
 pub mod types;
 pub mod value;
 
 pub use encoding::{DecodeError, EncodeError, Reader, decode, decode_exact, encode, encode_product, skip};
+pub use module_def::{Lifecycle, ModuleDef, ModuleDefError, ReducerDef, ScheduleDef, TickSystemDef};
 pub use schema::{
     ColId, ColumnSchema, IndexKind, IndexSchema, SchemaError, TableAccess, TableSchema, TableSchemaBuilder,
     UniqueConstraint,
