@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
-use tickdb_benches::{EncodedRows, X_OFFSET, loaded_db, mix, players};
+use tickdb_benches::{EncodedRows, X_OFFSET, loaded_db, mix, mixed_writes, players};
 use tickdb_engine::{SplitMix64, SystemClock, TableId, TickContext, TickSystem, Ticker, Tx};
 
 const ROWS: usize = 1_000_000;
@@ -87,28 +87,12 @@ fn main() {
     let mut rollbacks = histogram();
     for round in 0..300u64 {
         let mut tx = db.begin();
-        let mut row = Vec::new();
-        for (i, new_row) in new_rows.iter().enumerate() {
-            let id = mix(round * 1000 + i as u64) % ROWS as u64 + 1;
-            let Some(rid) = tx.table(t).find_unique_encoded(pk, &id.to_le_bytes()).expect("u64 key") else {
-                continue;
-            };
-            match i % 10 {
-                0..=3 => {
-                    row.clear();
-                    tx.table(t).get(rid).expect("live").encode_into(&mut row);
-                    row[X_OFFSET] ^= 1;
-                    tx.update(t, rid, &row).expect("valid row");
-                }
-                4..=6 => tx.delete(t, rid).expect("live"),
-                _ => drop(tx.insert(t, new_row).expect("new id")),
-            }
-        }
+        mixed_writes(&mut tx, t, &new_rows, ROWS, round + 1);
         let start = Instant::now();
         tx.rollback();
         rollbacks.saturating_record(start.elapsed().as_micros() as u64);
     }
-    report("rollback of 1,000 writes", "µs", &rollbacks);
+    report("rollback of 1,000 writes to rows not in cache", "µs", &rollbacks);
 
     let mut ticker = Ticker::new(
         db,

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use tickdb_benches::{EncodedRows, X_OFFSET, empty_db, loaded_db, mix, players};
+use tickdb_benches::{EncodedRows, X_OFFSET, empty_db, loaded_db, mix, mixed_writes, players};
 
 fn main() {
     let rows_n: usize = std::env::args().nth(1).map(|s| s.parse().expect("a row count")).unwrap_or(1_000_000);
@@ -58,28 +58,11 @@ fn update(rows: &EncodedRows, rows_n: usize) {
 /// inserts, the mix of the rollback benchmark.
 fn rollback(rows: &EncodedRows, rows_n: usize) {
     let (mut db, t) = loaded_db(rows);
-    let pk = db.table(t).schema().primary_key.expect("player has a primary key");
     let new_rows = EncodedRows::of(&players(rows_n + 1000)[rows_n..]);
     let mut total = std::time::Duration::ZERO;
     for round in 0..100u64 {
         let mut tx = db.begin();
-        let mut row = Vec::new();
-        for (i, new_row) in new_rows.iter().enumerate() {
-            let id = mix(round * 1000 + i as u64) % rows_n as u64 + 1;
-            let Some(rid) = tx.table(t).find_unique_encoded(pk, &id.to_le_bytes()).expect("a u64 key") else {
-                continue;
-            };
-            match i % 10 {
-                0..=3 => {
-                    row.clear();
-                    tx.table(t).get(rid).expect("live").encode_into(&mut row);
-                    row[X_OFFSET] ^= 1;
-                    tx.update(t, rid, &row).expect("valid row");
-                }
-                4..=6 => tx.delete(t, rid).expect("live"),
-                _ => drop(tx.insert(t, new_row).expect("a new id")),
-            }
-        }
+        mixed_writes(&mut tx, t, &new_rows, rows_n, round);
         let start = Instant::now();
         tx.rollback();
         total += start.elapsed();

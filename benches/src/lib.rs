@@ -2,7 +2,7 @@
 //! `{id u64 pk, owner Identity, x f32, y f32, hp u32, name String(8..16)}`, generated
 //! deterministically, and helpers to load it into tickdb and into the baselines.
 
-use tickdb_engine::{Database, EngineConfig, TableId};
+use tickdb_engine::{Database, EngineConfig, TableId, Tx};
 use tickdb_wasm_abi::{TableSchema, ValueType};
 
 /// One player, as a plain Rust struct (the `Vec`-of-structs baseline stores these).
@@ -119,6 +119,31 @@ pub fn pk_key(db: &Database, t: TableId, id: u64) -> tickdb_engine::KeyBytes {
     let table = db.table(t);
     let pk = &table.schema().primary_key().expect("player has a primary key").columns;
     table.key_from_encoded(pk, &id.to_le_bytes()).expect("a u64 key")
+}
+
+/// The rollback benchmarks' transaction: one write per row of `new_rows` (1,000 of
+/// them in the benchmarks) on random players of a loaded table with `rows` players:
+/// four in ten update `x`, three delete, three insert a row of `new_rows`. `round`
+/// picks which players, so that each round can touch rows not in cache.
+pub fn mixed_writes(tx: &mut Tx<'_>, t: TableId, new_rows: &EncodedRows, rows: usize, round: u64) {
+    let pk = tx.table(t).schema().primary_key.expect("player has a primary key");
+    let mut row = Vec::new();
+    for (i, new_row) in new_rows.iter().enumerate() {
+        let id = mix(round * 1_000_003 + i as u64) % rows as u64 + 1;
+        let Some(rid) = tx.table(t).find_unique_encoded(pk, &id.to_le_bytes()).expect("a u64 key") else {
+            continue;
+        };
+        match i % 10 {
+            0..=3 => {
+                row.clear();
+                tx.table(t).get(rid).expect("live").encode_into(&mut row);
+                row[X_OFFSET] ^= 1;
+                tx.update(t, rid, &row).expect("valid row");
+            }
+            4..=6 => tx.delete(t, rid).expect("live"),
+            _ => drop(tx.insert(t, new_row).expect("a new id")),
+        }
+    }
 }
 
 #[cfg(test)]
