@@ -3,6 +3,8 @@
 //! Both sides build against this crate, so it stays small and runtime-free: it compiles
 //! for `wasm32-unknown-unknown` and depends on nothing heavier than `thiserror`.
 //!
+//! - [`abi`]: the names and status codes of the host calls and exports (version 1;
+//!   `wasm-abi/README.md` documents each call).
 //! - [`types`]: the value types a column or argument can have.
 //! - [`value`]: dynamically typed values, for tools and tests.
 //! - [`encoding`]: the compact binary encoding every layer moves rows in.
@@ -13,6 +15,7 @@
 #[cfg(not(target_endian = "little"))]
 compile_error!("tickdb stores the little-endian value encoding in place and needs a little-endian target");
 
+pub mod abi;
 pub mod encoding;
 pub mod module_def;
 pub mod schema;
