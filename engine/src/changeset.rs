@@ -52,8 +52,8 @@ pub struct Changeset {
 impl Changeset {
     /// Folds in a transaction committed after the changes already here: its first
     /// touch of each slot, in order, with the span in `images` of the row the slot held
-    /// before (`None` if none). `after` appends the slot's current row to the buffer it
-    /// is given, if it has one.
+    /// before (`None` if none). `after` is called once per slot, in the same order, and
+    /// appends the slot's current row to the buffer it is given, if it has one.
     pub(crate) fn absorb(
         &mut self,
         images: &[u8],
@@ -115,26 +115,18 @@ impl Changeset {
             *self = later;
             return;
         }
-        let mut positions = self.take_positions();
-        for change in &later.slots {
-            let after = self.copy_image(&later, change.after);
-            match positions.get(&(change.table, change.row)) {
-                Some(&i) => self.slots[i].after = after,
-                None => {
-                    let before = self.copy_image(&later, change.before);
-                    positions.insert((change.table, change.row), self.slots.len());
-                    self.slots.push(SlotChange { before, after, ..*change });
-                }
+        // A changeset holds each slot once, as a transaction's first touches do, so
+        // `absorb` takes its slots as they are: before images, and after images copied
+        // over (`absorb` asks for each slot's after image once, in order).
+        let touches = later.slots.iter().map(|c| (c.table, c.row, c.before));
+        let mut afters = later.slots.iter().map(|c| c.after);
+        self.absorb(&later.images, touches, |_, _, out| match afters.next().flatten() {
+            Some(span) => {
+                out.extend_from_slice(&later.images[span.start..span.end]);
+                true
             }
-        }
-        self.positions = Some(positions);
-    }
-
-    fn copy_image(&mut self, from: &Changeset, span: Option<Span>) -> Option<Span> {
-        let bytes = from.image(span)?;
-        let start = self.images.len();
-        self.images.extend_from_slice(bytes);
-        Some(Span::of(&self.images, start))
+            None => false,
+        });
     }
 
     /// Resolves slots into per-table inserts, deletes and updates, tables in id order

@@ -188,13 +188,7 @@ impl Chunk {
         match layouts[col] {
             ColumnLayout::Fixed { size } => &self.column_bytes(col)[slot * size..][..size],
             ColumnLayout::Var { .. } => {
-                let r = self.var_ref(col, slot);
-                if r[15] == VAR_HEAP_TAG {
-                    let (offset, len) = decode_heap_ref(r);
-                    &self.arena[offset..offset + len]
-                } else {
-                    &r[..usize::from(r[15])]
-                }
+                self.var_value(read_fixed::<VAR_REF_SIZE>(self.column_bytes(col), slot))
             }
         }
     }
@@ -207,13 +201,8 @@ impl Chunk {
         for ((column, layout), part) in self.columns.iter_mut().zip(layouts).zip(parts) {
             let value = &row[part.start as usize..part.end as usize];
             let bytes: &mut [u8] = bytemuck::cast_slice_mut(column);
-            // Each arm copies a length known at compile time, so no `memcpy` call.
             match *layout {
-                ColumnLayout::Fixed { size: 4 } => write_fixed::<4>(bytes, slot, value),
-                ColumnLayout::Fixed { size: 8 } => write_fixed::<8>(bytes, slot, value),
-                ColumnLayout::Fixed { size: 16 } => write_fixed::<16>(bytes, slot, value),
-                ColumnLayout::Fixed { size: 32 } => write_fixed::<32>(bytes, slot, value),
-                ColumnLayout::Fixed { size } => bytes[slot * size..][..size].copy_from_slice(value),
+                ColumnLayout::Fixed { size } => crate::small::copy(&mut bytes[slot * size..][..size], value),
                 ColumnLayout::Var { .. } => write_fixed::<VAR_REF_SIZE>(bytes, slot, &var_ref(arena, value)),
             }
         }
@@ -236,12 +225,7 @@ impl Chunk {
     ) {
         for (col, (column, layout)) in self.columns.iter().zip(layouts).enumerate() {
             let bytes: &[u8] = bytemuck::cast_slice(column);
-            // Each arm copies a length known at compile time, so no `memcpy` call.
             let value: &[u8] = match *layout {
-                ColumnLayout::Fixed { size: 4 } => read_fixed::<4>(bytes, slot),
-                ColumnLayout::Fixed { size: 8 } => read_fixed::<8>(bytes, slot),
-                ColumnLayout::Fixed { size: 16 } => read_fixed::<16>(bytes, slot),
-                ColumnLayout::Fixed { size: 32 } => read_fixed::<32>(bytes, slot),
                 ColumnLayout::Fixed { size } => &bytes[slot * size..][..size],
                 ColumnLayout::Var { len_prefixed } => {
                     let value = self.var_value(read_fixed::<VAR_REF_SIZE>(bytes, slot));

@@ -343,11 +343,16 @@ impl Table {
             let word = key::scalar_word(ty, value(columns[0].index()));
             return UniqueKey::Word(word.expect("checked rows hold valid values"));
         }
+        UniqueKey::Bytes(self.key_over(columns, value))
+    }
+
+    /// The index key over `columns`, from each column's stored bytes.
+    fn key_over<'a>(&self, columns: &[ColId], value: impl Fn(usize) -> &'a [u8]) -> KeyBytes {
         let mut key = KeyBytes::new();
         for col in columns {
             key::push_stored(&self.schema.columns[col.index()].ty, value(col.index()), &mut key);
         }
-        UniqueKey::Bytes(key)
+        key
     }
 
     fn last_chunk_full_at_max(&self) -> bool {
@@ -509,7 +514,7 @@ impl Table {
 
     fn index_btree(&mut self, id: RowId, row: &[u8], parts: &RowParts) {
         for (i, index) in self.schema.indexes.iter().enumerate() {
-            let key = key_of(&self.schema, &index.columns, row, parts);
+            let key = self.key_over(&index.columns, |col| part(row, parts, col));
             self.btree[i].insert(key, id);
         }
     }
@@ -521,7 +526,7 @@ impl Table {
             self.unique[i].remove_key(&key, id);
         }
         for (i, index) in self.schema.indexes.iter().enumerate() {
-            let key = self.stored_key(&index.columns, id);
+            let key = self.key_over(&index.columns, |col| self.stored(id, col));
             self.btree[i].remove(key, id);
         }
         self.chunks[id.chunk()].vacate(&self.layouts, id.slot());
@@ -553,33 +558,20 @@ impl Table {
         }
         for (i, index) in self.schema.indexes.iter().enumerate() {
             if changed.touches(&index.columns) {
-                let old = self.stored_key(&index.columns, id);
+                let old = self.key_over(&index.columns, |col| self.stored(id, col));
+                let new = self.key_over(&index.columns, |col| part(row, parts, col));
                 self.btree[i].remove(old, id);
-                self.btree[i].insert(key_of(&self.schema, &index.columns, row, parts), id);
+                self.btree[i].insert(new, id);
             }
         }
         let chunk = &mut self.chunks[id.chunk()];
-        for (col, range) in parts.iter().enumerate().filter(|(col, _)| changed.contains(*col)) {
-            chunk.set_value(
-                &self.layouts,
-                col,
-                id.slot(),
-                &row[range.start as usize..range.end as usize],
-                true,
-            );
+        for col in changed.iter() {
+            chunk.set_value(&self.layouts, col, id.slot(), part(row, parts, col), true);
         }
     }
 
     fn stored(&self, id: RowId, col: usize) -> &[u8] {
         self.chunks[id.chunk()].value(&self.layouts, col, id.slot())
-    }
-
-    fn stored_key(&self, columns: &[ColId], id: RowId) -> KeyBytes {
-        let mut key = KeyBytes::new();
-        for col in columns {
-            key::push_stored(&self.schema.columns[col.index()].ty, self.stored(id, col.index()), &mut key);
-        }
-        key
     }
 
     /// The key in unique constraint `constraint` of an encoded row this table held.
@@ -716,19 +708,6 @@ impl ColumnSet {
     fn touches(&self, columns: &[ColId]) -> bool {
         columns.iter().any(|c| self.contains(c.index()))
     }
-}
-
-fn key_of(schema: &TableSchema, columns: &[ColId], row: &[u8], parts: &RowParts) -> KeyBytes {
-    let mut key = KeyBytes::new();
-    for col in columns {
-        let range = &parts[col.index()];
-        key::push_stored(
-            &schema.columns[col.index()].ty,
-            &row[range.start as usize..range.end as usize],
-            &mut key,
-        );
-    }
-    key
 }
 
 /// The length of every key over `columns`, if it is the same for all values: the key
