@@ -259,6 +259,43 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Replaces the row whose key in unique constraint `constraint` equals the new
+    /// row's (how a module updates through a unique column). Returns the row's id.
+    pub fn update_by_unique(
+        &mut self,
+        table: TableId,
+        constraint: usize,
+        new: &[u8],
+    ) -> Result<RowId, Error> {
+        self.guarded(|tx| {
+            let t = &tx.db.tables[table.index()];
+            t.parse_row_into(new, &mut tx.parts)?;
+            let Some(row) = t.find_unique_of_parsed(constraint, new, &tx.parts) else {
+                let (table, constraint) = (t.name().into(), t.schema().unique[constraint].name.clone());
+                return Err(Error::NoRowWithKey { table, constraint });
+            };
+            tx.update_row(table, row, new)?;
+            Ok(row)
+        })
+    }
+
+    /// Deletes one row equal to `row`, found through the primary key if the table has
+    /// one, by a scan otherwise. Returns whether a row was deleted.
+    pub fn delete_equal(&mut self, table: TableId, row: &[u8]) -> Result<bool, Error> {
+        let t = &self.db.tables[table.index()];
+        t.parse_row_into(row, &mut self.parts)?;
+        let found = match t.schema().primary_key {
+            Some(pk) => {
+                t.find_unique_of_parsed(pk, row, &self.parts).filter(|&id| t.row_equals(id, row, &self.parts))
+            }
+            None => t.iter().map(|r| r.id()).find(|&id| t.row_equals(id, row, &self.parts)),
+        };
+        match found {
+            Some(id) => self.delete(table, id).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     pub fn update_values(&mut self, table: TableId, row: RowId, values: &[Value]) -> Result<(), Error> {
         let new = self.encode_values(table, values)?;
         self.update(table, row, &new)

@@ -33,6 +33,8 @@ pub enum Error {
     UniqueViolation { constraint: String, columns: String, key: String },
     #[error("table `{table}` has no row {row}")]
     NoSuchRow { table: String, row: u32 },
+    #[error("table `{table}` has no row with that key in `{constraint}`")]
+    NoRowWithKey { table: String, constraint: String },
     #[error("table `{table}` is full: it holds {max} rows, the most allowed")]
     TableFull { table: String, max: usize },
     #[error("table `{table}`: the auto_inc sequence of column `{column}` is exhausted")]

@@ -13,6 +13,7 @@ pub mod chunk;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod host;
 pub mod ids;
 pub mod index;
 pub mod key;
@@ -24,6 +25,10 @@ pub use changeset::{Changeset, RowList, TableChanges};
 pub use config::{ConfigError, EngineConfig};
 pub use db::{Database, Tx};
 pub use error::Error;
+pub use host::{
+    CallError, CallReply, HostConfig, HostError, LoadedModule, LogRecord, ModuleError, ModuleHost,
+    ModuleLogs, ModuleSystem, ModuleWork, ReplyTo,
+};
 pub use ids::{RowId, TableId, TickId};
 pub use key::KeyBytes;
 pub use table::{ChunkView, RowRef, Table};

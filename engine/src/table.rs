@@ -228,9 +228,22 @@ impl Table {
 
     /// The key of the value encodings of `columns`, concatenated (how a module sends them).
     pub fn key_from_encoded(&self, columns: &[ColId], encoded: &[u8]) -> Result<KeyBytes, Error> {
+        self.key_of_encoded(columns, encoded, true)
+    }
+
+    /// The key prefix of the value encodings of the leading columns of `columns`,
+    /// concatenated: as many columns as `encoded` holds (a module's prefix scans).
+    pub fn key_prefix_from_encoded(&self, columns: &[ColId], encoded: &[u8]) -> Result<KeyBytes, Error> {
+        self.key_of_encoded(columns, encoded, false)
+    }
+
+    fn key_of_encoded(&self, columns: &[ColId], encoded: &[u8], whole: bool) -> Result<KeyBytes, Error> {
         let mut r = Reader::new(encoded);
         let mut out = KeyBytes::new();
         for col in columns {
+            if !whole && r.remaining() == 0 {
+                break;
+            }
             let ty = &self.schema.columns[col.index()].ty;
             let start = r.position();
             skip(ty, &mut r).map_err(|e| self.invalid_key(columns, e.to_string()))?;
@@ -241,6 +254,25 @@ impl Table {
             return Err(self.invalid_key(columns, format!("{} bytes after the last column", r.remaining())));
         }
         Ok(out)
+    }
+
+    /// The live row holding, in unique constraint `constraint`, the key of a parsed row.
+    pub(crate) fn find_unique_of_parsed(
+        &self,
+        constraint: usize,
+        row: &[u8],
+        parts: &RowParts,
+    ) -> Option<RowId> {
+        let key = self.unique_key(constraint, |col| part(row, parts, col));
+        self.unique[constraint].get_key(&key)
+    }
+
+    /// Whether live row `id` stores exactly the parsed row.
+    pub(crate) fn row_equals(&self, id: RowId, row: &[u8], parts: &RowParts) -> bool {
+        self.get(id).is_some_and(|live| {
+            (0..parts.len())
+                .all(|col| crate::small::eq(live.stored(ColId(col as u16)), part(row, parts, col)))
+        })
     }
 
     fn invalid_key(&self, columns: &[ColId], why: String) -> Error {

@@ -117,6 +117,19 @@ pub trait TickSystem: Send + 'static {
     fn run_fixed(&mut self, _tx: &mut Tx<'_>, _ctx: &mut TickContext<'_>) -> Result<(), String> {
         Ok(())
     }
+
+    /// Work the system itself wants done by the tick at `now` (timers that fell due),
+    /// appended to `out`. Each item runs as its own transaction after the inbox's work.
+    fn due_work(&mut self, _now: Timestamp, _out: &mut Vec<Self::Work>) {}
+
+    /// When the system next has work of its own due, if ever: the loop wakes for it.
+    fn next_due(&self) -> Option<Timestamp> {
+        None
+    }
+
+    /// Called once the tick's transactions are merged into `output`, before the sink
+    /// receives it.
+    fn tick_done(&mut self, _db: &Database, _output: &TickOutput) {}
 }
 
 /// Receives every tick's output (later: the commit log and subscriptions).
@@ -188,8 +201,7 @@ impl TickMetrics {
 }
 
 /// The deterministic core of the tick loop; see the module docs.
-#[derive(Debug)]
-pub struct Ticker<S> {
+pub struct Ticker<S: TickSystem> {
     db: Database,
     system: S,
     clock: Box<dyn Clock>,
@@ -200,6 +212,17 @@ pub struct Ticker<S> {
     /// Set when a panic interrupted the engine in the middle of a write: the state may
     /// be torn, so no more work runs.
     poisoned: bool,
+    /// The system's due work, reused from tick to tick.
+    due: Vec<S::Work>,
+}
+
+impl<S: TickSystem + std::fmt::Debug> std::fmt::Debug for Ticker<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticker")
+            .field("system", &self.system)
+            .field("tick", &self.tick)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for dyn Clock {
@@ -217,7 +240,16 @@ impl std::fmt::Debug for dyn Entropy {
 impl<S: TickSystem> Ticker<S> {
     pub fn new(db: Database, system: S, clock: Box<dyn Clock>, entropy: Box<dyn Entropy>) -> Self {
         let metrics = Arc::default();
-        Ticker { db, system, clock, entropy, tick: TickId(0), last_fixed: None, metrics, poisoned: false }
+        let (tick, last_fixed, poisoned, due) = (TickId(0), None, false, Vec::new());
+        Ticker { db, system, clock, entropy, tick, last_fixed, metrics, poisoned, due }
+    }
+
+    /// How long until the system's own work is due: zero if it is due now, `None` if
+    /// it has none.
+    pub fn system_due_in(&mut self) -> Option<Duration> {
+        let due = self.system.next_due()?;
+        let micros = due.duration_since(self.clock.now()).micros;
+        Some(Duration::from_micros(micros.max(0) as u64))
     }
 
     pub fn db(&self) -> &Database {
@@ -259,12 +291,24 @@ impl<S: TickSystem> Ticker<S> {
                 |system: &mut S, tx: &mut Tx<'_>, ctx: &mut TickContext<'_>| system.run_work(tx, ctx, item);
             self.run_transaction(&mut changeset, &mut output, TimeDuration::default(), run);
         }
+        let mut due = std::mem::take(&mut self.due);
+        self.system.due_work(timestamp, &mut due);
+        for item in due.drain(..) {
+            if self.poisoned {
+                break;
+            }
+            let run =
+                |system: &mut S, tx: &mut Tx<'_>, ctx: &mut TickContext<'_>| system.run_work(tx, ctx, item);
+            self.run_transaction(&mut changeset, &mut output, TimeDuration::default(), run);
+        }
+        self.due = due;
         if fixed && !self.poisoned {
             let delta = self.last_fixed.map(|last| timestamp.duration_since(last)).unwrap_or_default();
             self.last_fixed = Some(timestamp);
             self.run_transaction(&mut changeset, &mut output, delta, S::run_fixed);
         }
         output.changes = changeset.table_changes(&self.db);
+        self.system.tick_done(&self.db, &output);
         self.metrics.lock().expect("metrics lock").record(&output, started.elapsed());
         output
     }
@@ -362,7 +406,12 @@ fn run_loop<S: TickSystem>(
     let mut next_fixed = interval.map(|i| Instant::now() + i);
     let mut stop = false;
     while !stop {
-        let first = match next_fixed {
+        let system_due = ticker.system_due_in().map(|d| Instant::now() + d);
+        let wake = match (next_fixed, system_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let first = match wake {
             Some(due) => match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
                 Ok(message) => Some(message),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -392,7 +441,8 @@ fn run_loop<S: TickSystem>(
             // Missed periods are skipped, not made up: a late tick must not cause a burst.
             next_fixed = Some(if due + interval > now { due + interval } else { now + interval });
         }
-        if !work.is_empty() || fixed {
+        let system_due = ticker.system_due_in().is_some_and(|d| d.is_zero());
+        if !work.is_empty() || fixed || system_due {
             let output = ticker.run_tick(work, fixed);
             sink.tick_committed(ticker.db(), output);
         }

@@ -40,6 +40,10 @@ pub mod exports {
     pub const CALL_REDUCER: &str = "__call_reducer__";
     /// The module's linear memory.
     pub const MEMORY: &str = "memory";
+    /// `() -> ()`: every export whose name starts with this registers one table,
+    /// reducer or tick system with the module's SDK. The host calls them all, in
+    /// name order, right after instantiating the module, before anything else.
+    pub const REGISTER_PREFIX: &str = "__tickdb_register__";
 }
 
 /// What `__call_reducer__` returns.

@@ -23,7 +23,10 @@ pub mod types;
 pub mod value;
 
 pub use encoding::{DecodeError, EncodeError, Reader, decode, decode_exact, encode, encode_product, skip};
-pub use module_def::{Lifecycle, ModuleDef, ModuleDefError, ReducerDef, ScheduleDef, TickSystemDef};
+pub use module_def::{
+    Lifecycle, ModuleDef, ModuleDefError, ReducerDef, SCHEDULE_AT_INTERVAL, SCHEDULE_AT_TIME, ScheduleDef,
+    TickSystemDef, schedule_at_type,
+};
 pub use schema::{
     ColId, ColumnSchema, IndexKind, IndexSchema, SchemaError, TableAccess, TableSchema, TableSchemaBuilder,
     UniqueConstraint,

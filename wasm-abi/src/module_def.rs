@@ -49,6 +49,16 @@ pub struct ScheduleDef {
     pub reducer: String,
 }
 
+/// The type of a schedule table's `at_column`: when to call, either once at a time
+/// or repeatedly at an interval (the first call one interval after the row is inserted).
+pub fn schedule_at_type() -> ValueType {
+    ValueType::Sum(SumType::new([("Interval", ValueType::TimeDuration), ("Time", ValueType::Timestamp)]))
+}
+
+/// Variant tags of [`schedule_at_type`].
+pub const SCHEDULE_AT_INTERVAL: u8 = 0;
+pub const SCHEDULE_AT_TIME: u8 = 1;
+
 /// A tick system: a reducer the host calls at a fixed rate, with the tick's delta time.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TickSystemDef {
@@ -214,8 +224,14 @@ impl ModuleDef {
         let Some(table) = self.table(&schedule.table) else {
             return Err(fail("no table has this name".into()));
         };
-        if table.column(&schedule.at_column).is_none() {
+        let Some(at) = table.column(&schedule.at_column) else {
             return Err(fail(format!("it has no column `{}`", schedule.at_column)));
+        };
+        if table.columns[at.index()].ty != schedule_at_type() {
+            return Err(fail(format!("column `{}` must be a ScheduleAt", schedule.at_column)));
+        }
+        if table.primary_key.is_none() {
+            return Err(fail("a schedule table needs a primary key".into()));
         }
         let Some(reducer) = self.reducer(&schedule.reducer) else {
             return Err(fail(format!("no reducer is named `{}`", schedule.reducer)));

@@ -29,6 +29,19 @@ pub struct TimeDuration {
     pub micros: i64,
 }
 
+/// Lowercase hex, as identities are written.
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl std::fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
 impl Timestamp {
     pub const fn from_micros(micros_since_epoch: i64) -> Self {
         Timestamp { micros_since_epoch }

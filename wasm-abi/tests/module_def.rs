@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use tickdb_wasm_abi::{
     Lifecycle, ModuleDef, ModuleDefError, ProductType, ReducerDef, ScheduleDef, SumType, TableSchema,
-    TickSystemDef, ValueType,
+    TickSystemDef, ValueType, schedule_at_type,
 };
 
 fn player() -> TableSchema {
@@ -26,7 +26,8 @@ fn player() -> TableSchema {
 fn timer() -> TableSchema {
     TableSchema::builder("timer")
         .column("id", ValueType::U64)
-        .column("at", ValueType::Timestamp)
+        .column("at", schedule_at_type())
+        .primary_key(["id"])
         .build()
         .unwrap()
 }
@@ -42,7 +43,7 @@ fn reducer(name: &str, params: Vec<(&str, ValueType)>) -> ReducerDef {
 
 fn module() -> ModuleDef {
     let timer_row =
-        ValueType::Product(ProductType::new([("id", ValueType::U64), ("at", ValueType::Timestamp)]));
+        ValueType::Product(ProductType::new([("id", ValueType::U64), ("at", schedule_at_type())]));
     let mut init = reducer("init", vec![]);
     init.lifecycle = Some(Lifecycle::Init);
     let mut spawn = reducer("spawn", vec![("name", ValueType::String), ("x", ValueType::F32)]);
@@ -136,6 +137,18 @@ fn invalid_modules_name_the_culprit() {
     let mut def = module();
     def.schedules[0].at_column = "when".into();
     assert!(def.validate().unwrap_err().to_string().contains("`when`"));
+
+    let mut def = module();
+    def.tables[1].columns[1].ty = ValueType::Timestamp;
+    def.reducers[2].params.fields[0].ty =
+        ValueType::Product(ProductType::new([("id", ValueType::U64), ("at", ValueType::Timestamp)]));
+    let err = def.validate().unwrap_err();
+    assert!(err.to_string().contains("must be a ScheduleAt"), "{err}");
+
+    let mut def = module();
+    def.tables[1].primary_key = None;
+    let err = def.validate().unwrap_err();
+    assert!(err.to_string().contains("needs a primary key"), "{err}");
 
     let mut def = module();
     def.tick_systems[0].hz = 0;

@@ -1,0 +1,83 @@
+//! A database's module log: what its reducers log with the `log` crate, and what the
+//! host says about the module (traps, instance replacements), in a bounded ring.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tickdb_wasm_abi::Timestamp;
+
+/// One log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// The time of the call that logged it.
+    pub timestamp: Timestamp,
+    /// 1 error, 2 warn, 3 info, 4 debug, 5 trace (the `log` crate's numbering).
+    pub level: u8,
+    /// The module path of the code that logged it; `tickdb` for the host's own lines.
+    pub target: String,
+    /// The reducer that was running, if any.
+    pub reducer: Option<Arc<str>>,
+    pub message: String,
+}
+
+impl LogRecord {
+    pub fn level_name(&self) -> &'static str {
+        match self.level {
+            1 => "ERROR",
+            2 => "WARN",
+            3 => "INFO",
+            4 => "DEBUG",
+            _ => "TRACE",
+        }
+    }
+}
+
+/// The last `capacity` log lines of one database. Older lines are dropped, so a module
+/// that logs without end cannot exhaust the server's memory.
+#[derive(Debug)]
+pub struct ModuleLogs {
+    capacity: usize,
+    inner: Mutex<Ring>,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    lines: VecDeque<LogRecord>,
+    /// Sequence number of `lines[0]`: lines ever pushed before it.
+    first: u64,
+}
+
+impl ModuleLogs {
+    pub fn new(capacity: usize) -> ModuleLogs {
+        ModuleLogs { capacity: capacity.max(1), inner: Mutex::default() }
+    }
+
+    pub fn push(&self, record: LogRecord) {
+        let mut ring = self.inner.lock().expect("log lock");
+        if ring.lines.len() == self.capacity {
+            ring.lines.pop_front();
+            ring.first += 1;
+        }
+        ring.lines.push_back(record);
+    }
+
+    /// The last `n` lines, oldest first.
+    pub fn recent(&self, n: usize) -> Vec<LogRecord> {
+        let ring = self.inner.lock().expect("log lock");
+        ring.lines.iter().skip(ring.lines.len().saturating_sub(n)).cloned().collect()
+    }
+
+    /// Lines from sequence number `from` on (for following the log), and the sequence
+    /// number to ask for next. Lines already dropped are skipped.
+    pub fn since(&self, from: u64) -> (Vec<LogRecord>, u64) {
+        let ring = self.inner.lock().expect("log lock");
+        let skip = from.saturating_sub(ring.first) as usize;
+        let lines: Vec<_> = ring.lines.iter().skip(skip).cloned().collect();
+        (lines, ring.first + ring.lines.len() as u64)
+    }
+
+    /// The host's own line about the module.
+    pub(crate) fn host(&self, level: u8, timestamp: Timestamp, reducer: Option<Arc<str>>, message: String) {
+        self.push(LogRecord { timestamp, level, target: "tickdb".into(), reducer, message });
+    }
+}

@@ -1,0 +1,590 @@
+//! One database's module instance as the tick loop's system: reducer calls, lifecycle
+//! reducers, tick systems and scheduled reducers, each its own transaction.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
+use std::sync::{Arc, mpsc};
+
+use smallvec::SmallVec;
+use tickdb_wasm_abi::abi::{CALL_HEADER_BYTES, call_result};
+use tickdb_wasm_abi::{
+    ColId, ConnectionId, Identity, Lifecycle, Reader, ReducerDef, SCHEDULE_AT_INTERVAL, SCHEDULE_AT_TIME,
+    TableSchema, TimeDuration, Timestamp, skip,
+};
+
+use super::imports::{GuestFault, MemoryLimitHit, Phase};
+use super::logs::ModuleLogs;
+use super::{HostConfig, Instance, LoadedModule, ModuleError, ModuleHost, trap_message, tx_slot};
+use crate::db::{Database, Tx};
+use crate::ids::{TableId, TickId};
+use crate::tick::{TickContext, TickOutput, TickSystem};
+
+/// Where the outcome of a call goes: `id` comes back in the [`CallReply`].
+#[derive(Debug, Clone)]
+pub struct ReplyTo {
+    pub id: u64,
+    pub to: mpsc::Sender<CallReply>,
+}
+
+/// The outcome of a call, sent once the tick that ran it has committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallReply {
+    pub id: u64,
+    pub tick: TickId,
+    /// The reducer's return value in its return type's encoding (empty for `()`).
+    pub outcome: Result<Vec<u8>, CallError>,
+}
+
+/// How a trap came about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrapKind {
+    Deadline,
+    OutOfMemory,
+    StackOverflow,
+    Panic,
+    /// The module broke the ABI: a pointer outside its memory, a bad return code.
+    AbiViolation,
+    Other,
+}
+
+/// Why a call did not succeed. In every case its transaction rolled back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("no reducer {0}")]
+    NoSuchReducer(String),
+    #[error("reducer `{reducer}`: invalid arguments: {why}")]
+    InvalidArguments { reducer: String, why: String },
+    /// The reducer returned `Err` with this message.
+    #[error("{0}")]
+    Failed(String),
+    /// The module trapped; its instance was replaced.
+    #[error("reducer `{reducer}`: {why}")]
+    Trapped { reducer: String, kind: TrapKind, why: String },
+    #[error("the module cannot run: {0}")]
+    Unavailable(String),
+}
+
+/// One unit of work for a database's module: a transaction of its own.
+#[derive(Debug)]
+pub struct ModuleWork(Work);
+
+#[derive(Debug)]
+enum Work {
+    Call {
+        reducer: u32,
+        caller: Identity,
+        connection: ConnectionId,
+        args: Args,
+        reply: Option<ReplyTo>,
+    },
+    Lifecycle {
+        which: Lifecycle,
+        caller: Identity,
+        connection: ConnectionId,
+        reply: Option<ReplyTo>,
+    },
+    Tick {
+        system: usize,
+        delta: TimeDuration,
+    },
+    Scheduled {
+        schedule: usize,
+        key: Vec<u8>,
+    },
+    /// Deletes a one-shot schedule row whose reducer failed, so it does not run again.
+    Cleanup {
+        schedule: usize,
+        key: Vec<u8>,
+    },
+}
+
+/// Arguments stay inline up to this size: most reducer calls allocate nothing.
+type Args = SmallVec<[u8; 40]>;
+
+impl ModuleWork {
+    /// A call of reducer `reducer` (see [`LoadedModule::reducer_id`]) with encoded arguments.
+    pub fn call(
+        reducer: u32,
+        caller: Identity,
+        connection: ConnectionId,
+        args: &[u8],
+        reply: Option<ReplyTo>,
+    ) -> ModuleWork {
+        ModuleWork(Work::Call { reducer, caller, connection, args: Args::from_slice(args), reply })
+    }
+
+    /// A lifecycle event: runs the module's reducer for it, if it has one. An `Err`
+    /// from `ClientConnected` means the client is refused.
+    pub fn lifecycle(
+        which: Lifecycle,
+        caller: Identity,
+        connection: ConnectionId,
+        reply: Option<ReplyTo>,
+    ) -> ModuleWork {
+        ModuleWork(Work::Lifecycle { which, caller, connection, reply })
+    }
+}
+
+#[derive(Debug)]
+struct TickTimer {
+    reducer: u32,
+    period: TimeDuration,
+    next: Option<Timestamp>,
+    last: Option<Timestamp>,
+}
+
+#[derive(Debug)]
+struct Schedule {
+    table: TableId,
+    schema: TableSchema,
+    pk: usize,
+    at: ColId,
+    reducer: u32,
+}
+
+/// When a schedule row wants its call.
+#[derive(Debug, Clone, Copy)]
+enum At {
+    Interval(TimeDuration),
+    Time(Timestamp),
+}
+
+/// The shortest interval a repeating schedule may have; shorter ones are raised to it.
+const INTERVAL_MIN: TimeDuration = TimeDuration::from_micros(1000);
+
+/// A database's module: the tick loop's [`TickSystem`]; see the module docs.
+#[derive(Debug)]
+pub struct ModuleSystem {
+    engine: wasmtime::Engine,
+    _epoch: Arc<super::EpochThread>,
+    config: Arc<HostConfig>,
+    module: Arc<LoadedModule>,
+    instance: Option<Instance>,
+    logs: Arc<ModuleLogs>,
+    /// The database's own identity: the caller of tick systems and scheduled reducers.
+    identity: Identity,
+    lifecycle: HashMap<Lifecycle, u32>,
+    names: Vec<Arc<str>>,
+    pending: Vec<(ReplyTo, Result<Vec<u8>, CallError>)>,
+    ticks: Vec<TickTimer>,
+    schedules: Vec<Schedule>,
+    queue: BTreeSet<(Timestamp, usize, Vec<u8>)>,
+    queued: HashMap<(usize, Vec<u8>), Timestamp>,
+    /// Schedule rows found at start, armed by the first tick (which knows the time).
+    to_arm: Vec<(usize, Vec<u8>, At)>,
+    cleanup: Vec<(usize, Vec<u8>)>,
+    replaced: u64,
+}
+
+impl ModuleSystem {
+    /// Sets up `module` over `db`: creates the tables it declares (or checks that the
+    /// database's tables match them) and instantiates it.
+    pub fn new(
+        host: &ModuleHost,
+        module: Arc<LoadedModule>,
+        db: &mut Database,
+        identity: Identity,
+    ) -> Result<ModuleSystem, ModuleError> {
+        for schema in &module.def.tables {
+            match db.table_id(&schema.name) {
+                Ok(id) if **db.table(id).schema() == *schema => {}
+                Ok(_) => {
+                    let why = "its schema changed; migrations come with republishing".into();
+                    return Err(ModuleError::SchemaChanged { table: schema.name.clone(), why });
+                }
+                Err(_) => {
+                    db.create_table(schema.clone())?;
+                }
+            }
+        }
+        let def = &module.def;
+        let reducer = |name: &str| module.reducer_id(name).expect("the definition was validated");
+        let lifecycle = def.reducers.iter().enumerate();
+        let lifecycle: HashMap<_, _> =
+            lifecycle.filter_map(|(i, r)| Some((r.lifecycle?, i as u32))).collect();
+        let names: Vec<Arc<str>> = def.reducers.iter().map(|r| Arc::from(r.name.as_str())).collect();
+        let ticks: Vec<_> = def
+            .tick_systems
+            .iter()
+            .map(|t| TickTimer {
+                reducer: reducer(&t.reducer),
+                period: TimeDuration::from_micros((1_000_000 / i64::from(t.hz)).max(1)),
+                next: None,
+                last: None,
+            })
+            .collect();
+        let mut schedules = Vec::new();
+        let mut to_arm = Vec::new();
+        for (s, sd) in def.schedules.iter().enumerate() {
+            let table = db.table_id(&sd.table)?;
+            let schema = (**db.table(table).schema()).clone();
+            let (pk, at) =
+                (schema.primary_key.expect("validated"), schema.column(&sd.at_column).expect("validated"));
+            let schedule = Schedule { table, schema, pk, at, reducer: reducer(&sd.reducer) };
+            for row in db.table(table).iter() {
+                let bytes = row.to_bytes();
+                if let Some((key, at)) = schedule.key_and_at(&bytes) {
+                    to_arm.push((s, key, at));
+                }
+            }
+            schedules.push(schedule);
+        }
+        let logs = Arc::new(ModuleLogs::new(host.config.log_lines_max));
+        let instance = Instance::new(host, &module, Arc::clone(&logs))?;
+        Ok(ModuleSystem {
+            engine: host.engine.clone(),
+            _epoch: Arc::clone(&host.epoch),
+            config: Arc::clone(&host.config),
+            module,
+            instance: Some(instance),
+            logs,
+            identity,
+            lifecycle,
+            names,
+            pending: Vec::new(),
+            ticks,
+            schedules,
+            queue: BTreeSet::new(),
+            queued: HashMap::new(),
+            to_arm,
+            cleanup: Vec::new(),
+            replaced: 0,
+        })
+    }
+
+    pub fn module(&self) -> &Arc<LoadedModule> {
+        &self.module
+    }
+
+    /// The database's log: module log lines and the host's notes.
+    pub fn logs(&self) -> Arc<ModuleLogs> {
+        Arc::clone(&self.logs)
+    }
+
+    /// How many times the instance was replaced after a trap.
+    pub fn instances_replaced(&self) -> u64 {
+        self.replaced
+    }
+
+    /// Runs one reducer in the instance, inside `tx`.
+    #[allow(clippy::too_many_arguments)]
+    fn invoke(
+        &mut self,
+        tx: &mut Tx<'_>,
+        ctx: &mut TickContext<'_>,
+        reducer: u32,
+        caller: Identity,
+        connection: ConnectionId,
+        args: &[u8],
+        delta: TimeDuration,
+    ) -> Result<Vec<u8>, CallError> {
+        let def = &self.module.def.reducers[reducer as usize];
+        check_args(def, args)
+            .map_err(|why| CallError::InvalidArguments { reducer: def.name.clone(), why })?;
+        if self.instance.is_none() {
+            self.instance = Some(self.fresh_instance().map_err(|e| CallError::Unavailable(e.to_string()))?);
+        }
+        let instance = self.instance.as_mut().expect("set above");
+        let env = &mut instance.store.data_mut().env;
+        env.phase = Phase::Call;
+        env.reducer = Some(Arc::clone(&self.names[reducer as usize]));
+        env.timestamp = ctx.timestamp;
+        env.input.clear();
+        env.input.extend_from_slice(&caller.0);
+        env.input.extend_from_slice(&connection.0);
+        env.input.extend_from_slice(&ctx.timestamp.micros_since_epoch.to_le_bytes());
+        env.input.extend_from_slice(&ctx.rng().next_u64().to_le_bytes());
+        env.input.extend_from_slice(&delta.micros.to_le_bytes());
+        debug_assert_eq!(env.input.len(), CALL_HEADER_BYTES);
+        env.input.extend_from_slice(args);
+        instance.store.set_epoch_deadline(self.config.deadline_ticks());
+        let Instance { store, call, .. } = instance;
+        let result = tx_slot::with_tx(store, tx, |store| call.call(store, (reducer, args.len() as u32)));
+        let (output, error) = store.data_mut().env.end_call();
+        let reducer_name = || def.name.clone();
+        match result {
+            Ok(call_result::OK) => {
+                let value = output.unwrap_or_default();
+                let mut r = Reader::new(&value);
+                match skip(&def.returns, &mut r) {
+                    Ok(()) if r.remaining() == 0 => Ok(value),
+                    _ => Err(CallError::Trapped {
+                        reducer: reducer_name(),
+                        kind: TrapKind::AbiViolation,
+                        why: format!("the returned value is not a valid {}", def.returns),
+                    }),
+                }
+            }
+            Ok(call_result::ERR) => {
+                Err(CallError::Failed(error.unwrap_or_else(|| "the reducer failed without a message".into())))
+            }
+            Ok(code) => {
+                let why = format!("ABI violation: `__call_reducer__` returned {code}; expected 0 or 1");
+                let error = CallError::Trapped { reducer: reducer_name(), kind: TrapKind::AbiViolation, why };
+                self.replace_instance(ctx.timestamp, &error);
+                Err(error)
+            }
+            Err(e) => {
+                let kind = trap_kind(&e, error.is_some());
+                let why = trap_message(&e, error.as_deref(), &self.config);
+                let error = CallError::Trapped { reducer: reducer_name(), kind, why };
+                self.replace_instance(ctx.timestamp, &error);
+                Err(error)
+            }
+        }
+    }
+
+    fn fresh_instance(&self) -> Result<Instance, ModuleError> {
+        Instance::with_engine(&self.engine, &self.config, &self.module, Arc::clone(&self.logs))
+    }
+
+    /// A trap may leave the module's memory in any state (an allocator halfway through
+    /// an update, say): the instance is dropped and a fresh one takes its place.
+    fn replace_instance(&mut self, now: Timestamp, cause: &CallError) {
+        self.instance = None;
+        self.replaced += 1;
+        let message = format!("{cause}; the module instance was replaced");
+        self.logs.host(1, now, None, message);
+        match self.fresh_instance() {
+            Ok(instance) => self.instance = Some(instance),
+            Err(e) => {
+                self.logs.host(1, now, None, format!("the module could not be instantiated again: {e}"))
+            }
+        }
+    }
+
+    /// Keeps the outcome for the caller and tells the tick loop whether to commit.
+    fn finish(&mut self, reply: Option<ReplyTo>, outcome: Result<Vec<u8>, CallError>) -> Result<(), String> {
+        let result = outcome.as_ref().map(|_| ()).map_err(ToString::to_string);
+        if let Some(reply) = reply {
+            self.pending.push((reply, outcome));
+        }
+        result
+    }
+
+    /// Logs the failure of a call nobody waits for.
+    fn log_failure(&self, now: Timestamp, what: String, outcome: &Result<Vec<u8>, CallError>) {
+        if let Err(e) = outcome {
+            self.logs.host(1, now, None, format!("{what} failed: {e}"));
+        }
+    }
+
+    fn run_scheduled(
+        &mut self,
+        tx: &mut Tx<'_>,
+        ctx: &mut TickContext<'_>,
+        s: usize,
+        key: Vec<u8>,
+    ) -> Result<(), String> {
+        let (table, pk, reducer) = (self.schedules[s].table, self.schedules[s].pk, self.schedules[s].reducer);
+        let Ok(Some(row_id)) = tx.table(table).find_unique_encoded(pk, &key) else {
+            return Ok(()); // The row was deleted: the call is cancelled.
+        };
+        let row = tx.table(table).get(row_id).expect("found by key").to_bytes();
+        let Some((_, at)) = self.schedules[s].key_and_at(&row) else {
+            return Ok(());
+        };
+        let outcome = self.invoke(
+            tx,
+            ctx,
+            reducer,
+            self.identity,
+            ConnectionId::default(),
+            &row,
+            TimeDuration::default(),
+        );
+        match at {
+            At::Interval(every) => self.arm(s, key, add(ctx.timestamp, every.max(INTERVAL_MIN))),
+            At::Time(_) if outcome.is_ok() => {
+                if let Ok(Some(id)) = tx.table(table).find_unique_encoded(pk, &key) {
+                    tx.delete(table, id).map_err(|e| e.to_string())?;
+                }
+            }
+            At::Time(_) => self.cleanup.push((s, key)),
+        }
+        let name = &self.module.def.reducers[reducer as usize].name;
+        self.log_failure(ctx.timestamp, format!("scheduled reducer `{name}`"), &outcome);
+        outcome.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn arm(&mut self, s: usize, key: Vec<u8>, due: Timestamp) {
+        if let Some(old) = self.queued.insert((s, key.clone()), due) {
+            self.queue.remove(&(old, s, key.clone()));
+        }
+        self.queue.insert((due, s, key));
+    }
+
+    fn disarm(&mut self, s: usize, key: Vec<u8>) {
+        if let Some(old) = self.queued.remove(&(s, key.clone())) {
+            self.queue.remove(&(old, s, key));
+        }
+    }
+}
+
+fn add(t: Timestamp, d: TimeDuration) -> Timestamp {
+    Timestamp::from_micros(t.micros_since_epoch.saturating_add(d.micros))
+}
+
+impl Schedule {
+    /// The primary key (concatenated column encodings) and the due time of a row.
+    fn key_and_at(&self, row: &[u8]) -> Option<(Vec<u8>, At)> {
+        let parts = column_ranges(&self.schema, row)?;
+        let key =
+            self.schema.unique[self.pk].columns.iter().flat_map(|c| &row[parts[c.index()].clone()]).copied();
+        let at = &row[parts[self.at.index()].clone()];
+        let micros = i64::from_le_bytes(at.get(1..9)?.try_into().ok()?);
+        let at = match at[0] {
+            SCHEDULE_AT_INTERVAL => At::Interval(TimeDuration::from_micros(micros)),
+            SCHEDULE_AT_TIME => At::Time(Timestamp::from_micros(micros)),
+            _ => return None,
+        };
+        Some((key.collect(), at))
+    }
+}
+
+/// Where each column's encoding lies in an encoded row.
+fn column_ranges(schema: &TableSchema, row: &[u8]) -> Option<SmallVec<[Range<usize>; 16]>> {
+    let mut r = Reader::new(row);
+    let mut parts = SmallVec::new();
+    for column in &schema.columns {
+        let start = r.position();
+        skip(&column.ty, &mut r).ok()?;
+        parts.push(start..r.position());
+    }
+    Some(parts)
+}
+
+fn check_args(def: &ReducerDef, args: &[u8]) -> Result<(), String> {
+    let mut r = Reader::new(args);
+    for field in &def.params.fields {
+        skip(&field.ty, &mut r).map_err(|e| format!("`{}` ({}): {e}", field.name, field.ty))?;
+    }
+    match r.remaining() {
+        0 => Ok(()),
+        extra => Err(format!("{extra} bytes after the last argument")),
+    }
+}
+
+fn trap_kind(error: &wasmtime::Error, panicked: bool) -> TrapKind {
+    if error.downcast_ref::<MemoryLimitHit>().is_some() {
+        return TrapKind::OutOfMemory;
+    }
+    if error.downcast_ref::<GuestFault>().is_some() {
+        return TrapKind::AbiViolation;
+    }
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => TrapKind::Deadline,
+        Some(wasmtime::Trap::StackOverflow) => TrapKind::StackOverflow,
+        Some(wasmtime::Trap::UnreachableCodeReached) if panicked => TrapKind::Panic,
+        _ => TrapKind::Other,
+    }
+}
+
+impl TickSystem for ModuleSystem {
+    type Work = ModuleWork;
+
+    fn run_work(
+        &mut self,
+        tx: &mut Tx<'_>,
+        ctx: &mut TickContext<'_>,
+        work: ModuleWork,
+    ) -> Result<(), String> {
+        let zero = TimeDuration::default();
+        match work.0 {
+            Work::Call { reducer, caller, connection, args, reply } => {
+                let outcome = if (reducer as usize) < self.names.len() {
+                    self.invoke(tx, ctx, reducer, caller, connection, &args, zero)
+                } else {
+                    Err(CallError::NoSuchReducer(format!("with id {reducer}")))
+                };
+                self.finish(reply, outcome)
+            }
+            Work::Lifecycle { which, caller, connection, reply } => {
+                let outcome = match self.lifecycle.get(&which) {
+                    Some(&reducer) => self.invoke(tx, ctx, reducer, caller, connection, &[], zero),
+                    None => Ok(Vec::new()),
+                };
+                self.finish(reply, outcome)
+            }
+            Work::Tick { system, delta } => {
+                let reducer = self.ticks[system].reducer;
+                let outcome =
+                    self.invoke(tx, ctx, reducer, self.identity, ConnectionId::default(), &[], delta);
+                let name = &self.module.def.reducers[reducer as usize].name;
+                self.log_failure(ctx.timestamp, format!("tick system `{name}`"), &outcome);
+                outcome.map(|_| ()).map_err(|e| e.to_string())
+            }
+            Work::Scheduled { schedule, key } => self.run_scheduled(tx, ctx, schedule, key),
+            Work::Cleanup { schedule, key } => {
+                let (table, pk) = (self.schedules[schedule].table, self.schedules[schedule].pk);
+                if let Ok(Some(id)) = tx.table(table).find_unique_encoded(pk, &key) {
+                    tx.delete(table, id).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn due_work(&mut self, now: Timestamp, out: &mut Vec<ModuleWork>) {
+        for (system, timer) in self.ticks.iter_mut().enumerate() {
+            let next = *timer.next.get_or_insert(now);
+            if next > now {
+                continue;
+            }
+            let delta = timer.last.map(|last| now.duration_since(last)).unwrap_or_default();
+            timer.last = Some(now);
+            let following = add(next, timer.period);
+            // Missed periods are skipped, not made up.
+            timer.next = Some(if following > now { following } else { add(now, timer.period) });
+            out.push(ModuleWork(Work::Tick { system, delta }));
+        }
+        for (s, key, at) in std::mem::take(&mut self.to_arm) {
+            let due = match at {
+                At::Time(t) => t,
+                At::Interval(every) => add(now, every.max(INTERVAL_MIN)),
+            };
+            self.arm(s, key, due);
+        }
+        out.extend(self.cleanup.drain(..).map(|(schedule, key)| ModuleWork(Work::Cleanup { schedule, key })));
+        while let Some(first) = self.queue.first()
+            && first.0 <= now
+        {
+            let (_, schedule, key) = self.queue.pop_first().expect("checked");
+            self.queued.remove(&(schedule, key.clone()));
+            out.push(ModuleWork(Work::Scheduled { schedule, key }));
+        }
+    }
+
+    fn next_due(&self) -> Option<Timestamp> {
+        let now_please = Timestamp::from_micros(i64::MIN);
+        if !self.to_arm.is_empty() || !self.cleanup.is_empty() {
+            return Some(now_please);
+        }
+        let ticks = self.ticks.iter().map(|t| t.next.unwrap_or(now_please));
+        ticks.chain(self.queue.first().map(|e| e.0)).min()
+    }
+
+    fn tick_done(&mut self, _db: &Database, output: &TickOutput) {
+        for (reply, outcome) in self.pending.drain(..) {
+            // A caller that hung up no longer wants the answer.
+            let _ = reply.to.send(CallReply { id: reply.id, tick: output.tick, outcome });
+        }
+        for changes in &output.changes {
+            let Some(s) = self.schedules.iter().position(|s| s.table == changes.table) else {
+                continue;
+            };
+            let rows = changes.deletes.iter().chain(changes.updates_old.iter());
+            let gone: Vec<_> = rows.filter_map(|row| self.schedules[s].key_and_at(row)).collect();
+            gone.into_iter().for_each(|(key, _)| self.disarm(s, key));
+            let rows = changes.inserts.iter().chain(changes.updates_new.iter());
+            let new: Vec<_> = rows.filter_map(|row| self.schedules[s].key_and_at(row)).collect();
+            for (key, at) in new {
+                let due = match at {
+                    At::Time(t) => t,
+                    At::Interval(every) => add(output.timestamp, every.max(INTERVAL_MIN)),
+                };
+                self.arm(s, key, due);
+            }
+        }
+    }
+}
