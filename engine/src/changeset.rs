@@ -47,6 +47,8 @@ pub struct Changeset {
     slots: Vec<SlotChange>,
     /// Where each slot is in `slots`; built on the first merge that needs it.
     positions: Option<HashMap<(TableId, RowId), usize>>,
+    /// An emptied position map, kept by [`Changeset::clear`] for reuse.
+    spare_positions: HashMap<(TableId, RowId), usize>,
 }
 
 impl Changeset {
@@ -93,9 +95,22 @@ impl Changeset {
 
     fn take_positions(&mut self) -> HashMap<(TableId, RowId), usize> {
         let slots = &self.slots;
-        self.positions
-            .take()
-            .unwrap_or_else(|| slots.iter().enumerate().map(|(i, s)| ((s.table, s.row), i)).collect())
+        let spare = &mut self.spare_positions;
+        self.positions.take().unwrap_or_else(|| {
+            let mut positions = std::mem::take(spare);
+            positions.extend(slots.iter().enumerate().map(|(i, s)| ((s.table, s.row), i)));
+            positions
+        })
+    }
+
+    /// Empties the changeset, keeping its buffers for the next tick's changes.
+    pub fn clear(&mut self) {
+        self.images.clear();
+        self.slots.clear();
+        if let Some(mut positions) = self.positions.take() {
+            positions.clear();
+            self.spare_positions = positions;
+        }
     }
 
     /// Whether no slot holds a different row than before. A changeset that is not empty
@@ -156,11 +171,24 @@ impl Changeset {
             }
             return out;
         };
+        // Size the lists for the common case, every slot an update, so they grow once.
+        let size = |span: Option<Span>| span.map_or(0, |s| s.end - s.start);
+        let before: usize = slots.iter().map(|s| size(s.before)).sum();
+        let after: usize = slots.iter().map(|s| size(s.after)).sum();
+        out.updates_old.reserve(slots.len(), before);
+        out.updates_new.reserve(slots.len(), after);
         let key = |bytes: &[u8]| table.unique_key_of_row(pk, bytes);
         let mut deletes: Vec<(UniqueKey, &[u8])> = Vec::new();
         let mut inserts: Vec<(UniqueKey, &[u8])> = Vec::new();
         for slot in slots {
             let (before, after) = (self.image(slot.before), self.image(slot.after));
+            if let (Some(b), Some(a)) = (before, after)
+                && table.same_unique_key(pk, b, a)
+            {
+                // The common case: a row updated in place.
+                out.push_update(b, a);
+                continue;
+            }
             let before = before.map(|b| (key(b), b));
             let after = after.map(|a| (key(a), a));
             match (before, after) {
@@ -201,6 +229,12 @@ pub struct RowList {
 }
 
 impl RowList {
+    /// Makes room for `rows` more rows of `bytes` bytes in all.
+    pub fn reserve(&mut self, rows: usize, bytes: usize) {
+        self.ends.reserve(rows);
+        self.bytes.reserve(bytes);
+    }
+
     pub fn push(&mut self, row: &[u8]) {
         self.bytes.extend_from_slice(row);
         self.ends.push(self.bytes.len());

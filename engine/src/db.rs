@@ -249,8 +249,13 @@ impl Tx<'_> {
     }
 
     fn update_row(&mut self, table: TableId, row: RowId, new: &[u8]) -> Result<(), Error> {
+        self.db.tables[table.index()].parse_row_into(new, &mut self.parts)?;
+        self.update_parsed(table, row, new)
+    }
+
+    /// Updates `row` to `new`, whose columns `self.parts` already holds.
+    fn update_parsed(&mut self, table: TableId, row: RowId, new: &[u8]) -> Result<(), Error> {
         let t = &mut self.db.tables[table.index()];
-        t.parse_row_into(new, &mut self.parts)?;
         let start = self.images.len();
         let changed = t.update(row, new, &self.parts, &mut self.images)?;
         let first = mark_touched(&mut self.db.touched[table.index()], row);
@@ -261,20 +266,25 @@ impl Tx<'_> {
 
     /// Replaces the row whose key in unique constraint `constraint` equals the new
     /// row's (how a module updates through a unique column). Returns the row's id.
+    ///
+    /// `hint` is a row the caller expects it to be (the row it just read, typically):
+    /// if that row holds the key, the index is not consulted.
     pub fn update_by_unique(
         &mut self,
         table: TableId,
         constraint: usize,
         new: &[u8],
+        hint: Option<RowId>,
     ) -> Result<RowId, Error> {
         self.guarded(|tx| {
             let t = &tx.db.tables[table.index()];
             t.parse_row_into(new, &mut tx.parts)?;
-            let Some(row) = t.find_unique_of_parsed(constraint, new, &tx.parts) else {
+            let hinted = hint.filter(|&row| t.row_has_key(row, constraint, new, &tx.parts));
+            let Some(row) = hinted.or_else(|| t.find_unique_of_parsed(constraint, new, &tx.parts)) else {
                 let (table, constraint) = (t.name().into(), t.schema().unique[constraint].name.clone());
                 return Err(Error::NoRowWithKey { table, constraint });
             };
-            tx.update_row(table, row, new)?;
+            tx.update_parsed(table, row, new)?;
             Ok(row)
         })
     }

@@ -267,6 +267,15 @@ impl Table {
         self.unique[constraint].get_key(&key)
     }
 
+    /// Whether live row `id` holds the parsed row's key in unique constraint
+    /// `constraint`. Stored bytes are canonical, so equal bytes mean equal keys.
+    pub(crate) fn row_has_key(&self, id: RowId, constraint: usize, row: &[u8], parts: &RowParts) -> bool {
+        let columns = &self.schema.unique[constraint].columns;
+        self.get(id).is_some_and(|live| {
+            columns.iter().all(|&col| crate::small::eq(live.stored(col), part(row, parts, col.index())))
+        })
+    }
+
     /// Whether live row `id` stores exactly the parsed row.
     pub(crate) fn row_equals(&self, id: RowId, row: &[u8], parts: &RowParts) -> bool {
         self.get(id).is_some_and(|live| {
@@ -604,6 +613,24 @@ impl Table {
 
     fn stored(&self, id: RowId, col: usize) -> &[u8] {
         self.chunks[id.chunk()].value(&self.layouts, col, id.slot())
+    }
+
+    /// Whether two encoded rows this table held have the same key in unique constraint
+    /// `constraint`. Key columns at fixed offsets are compared in place, without
+    /// walking the rows.
+    pub(crate) fn same_unique_key(&self, constraint: usize, a: &[u8], b: &[u8]) -> bool {
+        let columns = &self.schema.unique[constraint].columns;
+        let fixed = |col: &ColId| match (self.fixed_offsets[col.index()], self.layouts[col.index()]) {
+            (Some(offset), ColumnLayout::Fixed { size }) => Some(offset..offset + size),
+            _ => None,
+        };
+        if columns.iter().all(|c| fixed(c).is_some()) {
+            return columns.iter().all(|c| {
+                let range = fixed(c).expect("checked above");
+                a[range.clone()] == b[range]
+            });
+        }
+        self.unique_key_of_row(constraint, a) == self.unique_key_of_row(constraint, b)
     }
 
     /// The key in unique constraint `constraint` of an encoded row this table held.

@@ -214,6 +214,8 @@ pub struct Ticker<S: TickSystem> {
     poisoned: bool,
     /// The system's due work, reused from tick to tick.
     due: Vec<S::Work>,
+    /// The tick's changeset, emptied and reused from tick to tick.
+    changeset: Changeset,
 }
 
 impl<S: TickSystem + std::fmt::Debug> std::fmt::Debug for Ticker<S> {
@@ -240,8 +242,9 @@ impl std::fmt::Debug for dyn Entropy {
 impl<S: TickSystem> Ticker<S> {
     pub fn new(db: Database, system: S, clock: Box<dyn Clock>, entropy: Box<dyn Entropy>) -> Self {
         let metrics = Arc::default();
-        let (tick, last_fixed, poisoned, due) = (TickId(0), None, false, Vec::new());
-        Ticker { db, system, clock, entropy, tick, last_fixed, metrics, poisoned, due }
+        let (tick, last_fixed, poisoned, due, changeset) =
+            (TickId(0), None, false, Vec::new(), Changeset::default());
+        Ticker { db, system, clock, entropy, tick, last_fixed, metrics, poisoned, due, changeset }
     }
 
     /// How long until the system's own work is due: zero if it is due now, `None` if
@@ -282,7 +285,7 @@ impl<S: TickSystem> Ticker<S> {
         let timestamp = self.clock.now();
         let mut output =
             TickOutput { tick: self.tick, timestamp, changes: Vec::new(), committed: 0, rolled_back: 0 };
-        let mut changeset = Changeset::default();
+        let mut changeset = std::mem::take(&mut self.changeset);
         for item in work {
             if self.poisoned {
                 break;
@@ -308,6 +311,8 @@ impl<S: TickSystem> Ticker<S> {
             self.run_transaction(&mut changeset, &mut output, delta, S::run_fixed);
         }
         output.changes = changeset.table_changes(&self.db);
+        changeset.clear();
+        self.changeset = changeset;
         self.system.tick_done(&self.db, &output);
         self.metrics.lock().expect("metrics lock").record(&output, started.elapsed());
         output

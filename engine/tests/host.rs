@@ -278,6 +278,12 @@ fn client_connected_can_refuse() {
     h.call("set_config", OWNER, enc((s("banned"), 1u64))).unwrap();
     assert_eq!(failed(h.lifecycle(Lifecycle::ClientConnected, BOB)), "the server is closed");
     assert_eq!(h.rows("event").len(), 1);
+    // Deleting by row value: a row with another value is not deleted.
+    let deleted = h.call("delete_config", OWNER, enc((s("banned"), 2u64))).unwrap();
+    assert_eq!(h.returned("delete_config", &deleted), Value::Bool(false));
+    let deleted = h.call("delete_config", OWNER, enc((s("banned"), 1u64))).unwrap();
+    assert_eq!(h.returned("delete_config", &deleted), Value::Bool(true));
+    assert_eq!(h.lifecycle(Lifecycle::ClientConnected, BOB), Ok(vec![]));
 }
 
 /// Seeds come from the tick's entropy: different calls get different numbers.

@@ -19,6 +19,7 @@ pub mod imports {
     pub const UPDATE: &str = "update";
     pub const DELETE_BY_KEY: &str = "delete_by_key";
     pub const DELETE_ROW: &str = "delete_row";
+    pub const FIND: &str = "find";
     pub const ITER_TABLE: &str = "iter_table";
     pub const ITER_KEY: &str = "iter_key";
     pub const ITER_RANGE: &str = "iter_range";

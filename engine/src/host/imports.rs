@@ -103,6 +103,8 @@ pub(crate) struct Env {
     pub(crate) reducer: Option<Arc<str>>,
     pub(crate) timestamp: Timestamp,
     pub(crate) limits: Limits,
+    /// The row `find` last returned: the likely target of an update that follows.
+    last_found: Option<(TableId, RowId)>,
     last_error: String,
     iters: Vec<Option<Iter>>,
     open_iters: usize,
@@ -130,6 +132,7 @@ impl Env {
             reducer: None,
             timestamp: Timestamp::from_micros(0),
             limits,
+            last_found: None,
             last_error: String::new(),
             iters: Vec::new(),
             open_iters: 0,
@@ -147,6 +150,7 @@ impl Env {
             self.spare_rows.push(iter.rows);
         }
         self.open_iters = 0;
+        self.last_found = None;
         self.phase = Phase::Idle;
         self.reducer = None;
         (self.output.take(), self.error.take())
@@ -390,7 +394,8 @@ fn define(l: &mut Linker<HostState>) -> HostResult<()> {
             let Index::Unique(constraint) = checked_index!(state, tx.table(table), index) else {
                 return Ok(state.env.fail(Errno::NotUnique, "update needs a unique index"));
             };
-            match tx.update_by_unique(table, constraint, guest(mem, row, len)?) {
+            let hint = state.env.last_found.filter(|(t, _)| *t == table).map(|(_, row)| row);
+            match tx.update_by_unique(table, constraint, guest(mem, row, len)?, hint) {
                 Ok(_) => Ok(0),
                 Err(e) => Ok(state.env.fail_engine(e)),
             }
@@ -428,6 +433,39 @@ fn define(l: &mut Linker<HostState>) -> HostResult<()> {
                 Ok(deleted) => write_u32(mem, out, u32::from(deleted)).map(|()| 0),
                 Err(e) => Ok(state.env.fail_engine(e)),
             }
+        },
+    )?;
+    l.func_wrap(
+        IMPORT_MODULE,
+        imports::FIND,
+        |mut c: Caller<'_, HostState>, table: u32, index: u32, key: u32, len: u32, buf: u32, buf_len: u32| {
+            let (mem, state) = split(&mut c)?;
+            let key = guest(mem, key, len)?;
+            let capacity = read_u32(mem, buf_len)?;
+            let tx = tx_or_status!(state);
+            let table = checked_table!(state, tx, table);
+            let t = tx.table(table);
+            let Index::Unique(constraint) = checked_index!(state, t, index) else {
+                return Ok(state.env.fail(Errno::NotUnique, "find needs a unique index"));
+            };
+            let row = match t.find_unique_encoded(constraint, key) {
+                Ok(Some(row)) => {
+                    state.env.last_found = Some((table, row));
+                    t.get(row).expect("indexes hold live rows")
+                }
+                Ok(None) => return Ok(state.env.fail(Errno::NotFound, "no row has that key")),
+                Err(e) => return Ok(state.env.fail_engine(e)),
+            };
+            let out = &mut state.env.scratch;
+            out.clear();
+            row.encode_into(out);
+            let size = out.len() as u32;
+            write_u32(mem, buf_len, size)?;
+            if size > capacity {
+                return Ok(state.env.fail(Errno::BufferTooSmall, format!("the row needs {size} bytes")));
+            }
+            guest_mut(mem, buf, size)?.copy_from_slice(out);
+            Ok(0)
         },
     )?;
     l.func_wrap(IMPORT_MODULE, imports::ITER_TABLE, |mut c: Caller<'_, HostState>, table: u32, out: u32| {

@@ -155,7 +155,7 @@ fn table_impl(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream
             let path = attr.path();
             if path.is_ident("primary_key") {
                 if primary_key.is_some() {
-                    return Err(Error::new(attr.span(), "a table has at most one #[primary_key]"));
+                    return Err(Error::new(attr.path().span(), "a table has at most one #[primary_key]"));
                 }
                 primary_key = Some(name.clone());
             } else if path.is_ident("unique") {
@@ -498,7 +498,28 @@ fn fields_of(fields: &Fields) -> Vec<(TokenStream2, String, Type)> {
         .collect()
 }
 
+/// Types are inlined into the module definition, so a type cannot contain itself.
+fn check_not_recursive(name: &Ident, ty: &Type) -> syn::Result<()> {
+    fn mentions(tokens: TokenStream2, name: &Ident) -> bool {
+        tokens.into_iter().any(|t| match t {
+            proc_macro2::TokenTree::Ident(i) => i == *name,
+            proc_macro2::TokenTree::Group(g) => mentions(g.stream(), name),
+            _ => false,
+        })
+    }
+    if mentions(quote!(#ty), name) {
+        return Err(Error::new(
+            ty.span(),
+            format!("`{name}` cannot contain itself: tickdb types are not recursive"),
+        ));
+    }
+    Ok(())
+}
+
 fn product_impl(name: &Ident, fields: &[(TokenStream2, String, Type)]) -> syn::Result<TokenStream2> {
+    for (_, _, ty) in fields {
+        check_not_recursive(name, ty)?;
+    }
     let private = quote!(::tickdb::__private);
     let types = fields
         .iter()
@@ -544,6 +565,9 @@ fn type_impl(input: &DeriveInput) -> syn::Result<TokenStream2> {
             let mut encode = Vec::new();
             let mut decode = Vec::new();
             for (tag, variant) in e.variants.iter().enumerate() {
+                for field in &variant.fields {
+                    check_not_recursive(name, &field.ty)?;
+                }
                 let tag = tag as u8;
                 let v = &variant.ident;
                 let label = v.to_string();

@@ -5,7 +5,7 @@
 //! for `wasm32-unknown-unknown` as a `cdylib`. The host runs each reducer call as one
 //! transaction in the database's tick loop.
 //!
-//! ```ignore
+//! ```no_run
 //! use tickdb::{Identity, ReducerContext, Table, reducer, table};
 //!
 //! #[table(accessor = player, public)]

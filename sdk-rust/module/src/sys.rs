@@ -18,6 +18,14 @@ mod raw {
         pub fn update(table: u32, index: u32, row: *const u8, row_len: u32) -> i32;
         pub fn delete_by_key(table: u32, index: u32, key: *const u8, key_len: u32, out: *mut u32) -> i32;
         pub fn delete_row(table: u32, row: *const u8, row_len: u32, out: *mut u32) -> i32;
+        pub fn find(
+            table: u32,
+            index: u32,
+            key: *const u8,
+            key_len: u32,
+            buf: *mut u8,
+            buf_len: *mut u32,
+        ) -> i32;
         pub fn iter_table(table: u32, out: *mut u32) -> i32;
         pub fn iter_key(table: u32, index: u32, key: *const u8, key_len: u32, out: *mut u32) -> i32;
         pub fn iter_range(table: u32, index: u32, bounds: *const u8, bounds_len: u32, out: *mut u32) -> i32;
@@ -56,6 +64,7 @@ mod raw {
         update(table: u32, index: u32, row: *const u8, row_len: u32);
         delete_by_key(table: u32, index: u32, key: *const u8, key_len: u32, out: *mut u32);
         delete_row(table: u32, row: *const u8, row_len: u32, out: *mut u32);
+        find(table: u32, index: u32, key: *const u8, key_len: u32, buf: *mut u8, buf_len: *mut u32);
         iter_table(table: u32, out: *mut u32);
         iter_key(table: u32, index: u32, key: *const u8, key_len: u32, out: *mut u32);
         iter_range(table: u32, index: u32, bounds: *const u8, bounds_len: u32, out: *mut u32);
@@ -131,6 +140,15 @@ pub(crate) fn delete_row(table: u32, row: &[u8]) -> Result<u32, Errno> {
     // SAFETY: pointers and lengths of live slices and locals; see above.
     status(unsafe { raw::delete_row(table, row.as_ptr(), len(row), &mut out) })?;
     Ok(out)
+}
+
+/// Writes the row with `key` in unique index `index` into `buf`; returns its size, or
+/// the size needed with `BufferTooSmall`.
+pub(crate) fn find(table: u32, index: u32, key: &[u8], buf: &mut [u8]) -> Result<usize, (Errno, usize)> {
+    let mut size = len(buf);
+    // SAFETY: pointers and lengths of live slices and locals; see above.
+    let code = unsafe { raw::find(table, index, key.as_ptr(), len(key), buf.as_mut_ptr(), &mut size) };
+    status(code).map(|()| size as usize).map_err(|e| (e, size as usize))
 }
 
 pub(crate) fn iter_table(table: u32) -> Result<u32, Errno> {

@@ -131,11 +131,27 @@ impl<Row: Type, Key: Type> UniqueColumn<Row, Key> {
     /// The row holding `key`, if any.
     pub fn find(&self, key: impl Borrow<Key>) -> Option<Row> {
         let (table, index) = (self.index.table.id(), self.index.id());
-        let iter = with_buffer(|buf| {
-            key.borrow().encode(buf);
-            sys::iter_key(table, index, buf)
+        let mut row = ROW_BUFFERS.with_borrow_mut(Vec::pop).unwrap_or_default();
+        if row.len() < BATCH_BYTES {
+            row.resize(BATCH_BYTES, 0);
+        }
+        let found = with_buffer(|key_bytes| {
+            key.borrow().encode(key_bytes);
+            loop {
+                match sys::find(table, index, key_bytes, &mut row) {
+                    Ok(size) => return Some(size),
+                    Err((Errno::NotFound, _)) => return None,
+                    Err((Errno::BufferTooSmall, needed)) => row.resize(needed, 0),
+                    Err(_) => panic!("{}", sys::last_error()),
+                }
+            }
         });
-        RowIter::open(iter).next()
+        let value = found.map(|size| {
+            Row::from_bytes(&row[..size])
+                .unwrap_or_else(|e| panic!("the host sent a row this module cannot read: {e}"))
+        });
+        ROW_BUFFERS.with_borrow_mut(|spare| spare.push(row));
+        value
     }
 
     /// Replaces the row with the same key as `row`. Panics if there is none, or if the

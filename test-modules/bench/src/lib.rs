@@ -52,3 +52,13 @@ pub fn move_to(ctx: &ReducerContext, x: f32, y: f32) -> Result<(), String> {
     ctx.db.player().id().update(p);
     Ok(())
 }
+
+/// Makes `n` host calls (`row_count`), for the guest-to-host overhead.
+#[reducer]
+pub fn host_calls(ctx: &ReducerContext, n: u32) -> Result<u64, String> {
+    let mut total = 0;
+    for _ in 0..n {
+        total += ctx.db.item().count();
+    }
+    Ok(total)
+}

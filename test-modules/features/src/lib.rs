@@ -207,3 +207,9 @@ pub fn heartbeat(ctx: &ReducerContext) {
         ctx.db.event().insert(Event { id: 0, kind: "tick".into(), micros });
     }
 }
+
+/// Deletes the config row equal to `(key, value)` by value; returns whether it was there.
+#[reducer]
+pub fn delete_config(ctx: &ReducerContext, key: String, value: u64) -> Result<bool, String> {
+    Ok(ctx.db.config().delete(Config { key, value }))
+}

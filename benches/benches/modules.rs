@@ -1,0 +1,302 @@
+//! The module host: reducer throughput, call overheads and module load times.
+//!
+//! - Reducer throughput, with the `tickdb-test-bench` module: an empty reducer, an
+//!   insert, and `move_to` (find a player by its unique identity, update its position,
+//!   over 10,000 players). Measured two ways: ticks of 4,096 calls run by the
+//!   [`Ticker`] on this thread (each call its own transaction, replies included), and
+//!   the threaded [`TickLoop`] fed from another thread, a million calls with every
+//!   reply received: what a server's network threads would see.
+//! - Guest-to-host: a reducer making 100,000 `row_count` host calls, against one
+//!   making none. Host-to-guest: the empty reducer's full call, per call.
+//! - Loading `examples/chat`: compiling it, and loading its cached artefact.
+//!
+//! Run with `cargo bench -p tickdb-benches --bench modules`.
+
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tickdb::Type;
+use tickdb_engine::{
+    CallReply, Database, EngineConfig, HostConfig, LoadedModule, ModuleHost, ModuleSystem, ModuleWork,
+    ReplyTo, SplitMix64, SystemClock, TickContext, TickLoop, TickSystem, Ticker, Tx,
+};
+use tickdb_test_modules::wasm;
+use tickdb_wasm_abi::{ConnectionId, Identity};
+
+const BATCH: usize = 4096;
+const PLAYERS: usize = 10_000;
+
+fn identity(i: usize) -> Identity {
+    let mut id = [0u8; 32];
+    id[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+    Identity(id)
+}
+
+struct Bench {
+    module: Arc<LoadedModule>,
+    ticker: Ticker<ModuleSystem>,
+    replies: mpsc::Receiver<CallReply>,
+    reply_to: mpsc::Sender<CallReply>,
+}
+
+impl Bench {
+    fn new(host: &ModuleHost, module: &Arc<LoadedModule>) -> Bench {
+        let mut db = Database::new(EngineConfig::default()).expect("valid config");
+        let system =
+            ModuleSystem::new(host, Arc::clone(module), &mut db, Identity::default()).expect("instantiates");
+        let ticker = Ticker::new(db, system, Box::new(SystemClock), Box::new(SplitMix64::new(1)));
+        let (reply_to, replies) = mpsc::channel();
+        let mut bench = Bench { module: Arc::clone(module), ticker, replies, reply_to };
+        let join = bench.reducer("join");
+        let joins: Vec<_> = (0..PLAYERS)
+            .map(|i| (join, identity(i), (format!("player{i}"), (i % 64) as u32).to_bytes()))
+            .collect();
+        for chunk in joins.chunks(BATCH) {
+            bench.tick(chunk);
+        }
+        assert_eq!(bench.ticker.db().tables().map(|t| t.len()).sum::<usize>(), PLAYERS);
+        bench
+    }
+
+    fn reducer(&self, name: &str) -> u32 {
+        self.module.reducer_id(name).expect("the bench module has it")
+    }
+
+    /// Runs one tick of calls; checks every reply.
+    fn tick(&mut self, calls: &[(u32, Identity, Vec<u8>)]) -> Duration {
+        let conn = ConnectionId([1; 16]);
+        let works = calls.iter().enumerate().map(|(i, (reducer, who, args))| {
+            let reply = ReplyTo { id: i as u64, to: self.reply_to.clone() };
+            ModuleWork::call(*reducer, *who, conn, args, Some(reply))
+        });
+        let works: Vec<_> = works.collect();
+        let started = Instant::now();
+        let output = self.ticker.run_tick(works, false);
+        let mut answered = 0;
+        for reply in self.replies.try_iter() {
+            assert!(reply.outcome.is_ok(), "{:?}", reply.outcome);
+            answered += 1;
+        }
+        let elapsed = started.elapsed();
+        assert_eq!((answered, output.rolled_back), (calls.len(), 0));
+        elapsed
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds")
+}
+
+fn calls_for(bench: &Bench, name: &str, round: usize) -> Vec<(u32, Identity, Vec<u8>)> {
+    let reducer = bench.reducer(name);
+    (0..BATCH)
+        .map(|i| {
+            let who = identity((round * BATCH + i) % PLAYERS);
+            let args = match name {
+                "empty" => Vec::new(),
+                "insert_item" => ((round * BATCH + i) as u64).to_bytes(),
+                _ => (i as f32, round as f32).to_bytes(),
+            };
+            (reducer, who, args)
+        })
+        .collect()
+}
+
+/// Ticks of 4,096 calls on this thread: per-call time of each tick.
+fn ticker_throughput(host: &ModuleHost, module: &Arc<LoadedModule>) {
+    println!("\n### Reducer calls, ticks of {BATCH} calls run by the Ticker on one thread\n");
+    println!("| reducer | ticks | ns/call p50 | p90 | p99 | calls/s at p50 |");
+    println!("|---|---|---|---|---|---|");
+    let only = std::env::var("TICKDB_BENCH_REDUCER").ok();
+    for name in ["empty", "insert_item", "move_to"] {
+        if only.as_deref().is_some_and(|only| only != name) {
+            continue;
+        }
+        let mut bench = Bench::new(host, module);
+        let mut h = histogram();
+        let rounds = if only.is_some() { 600 } else { 60 };
+        for round in 0..rounds {
+            let calls = calls_for(&bench, name, round);
+            let elapsed = bench.tick(&calls);
+            if round >= 10 {
+                h.saturating_record(elapsed.as_nanos() as u64 / BATCH as u64);
+            }
+        }
+        let p50 = h.value_at_quantile(0.5);
+        let per_second = 1e9 / p50 as f64;
+        let q = |q| h.value_at_quantile(q);
+        println!("| {name} | {} | {p50} | {} | {} | {:.2}M |", h.len(), q(0.9), q(0.99), per_second / 1e6);
+    }
+}
+
+/// The threaded tick loop fed from this thread: a million calls, each reply received.
+fn loop_throughput(host: &ModuleHost, module: &Arc<LoadedModule>) {
+    const CALLS: usize = 1_000_000;
+    const IN_FLIGHT: usize = 8192;
+    println!("\n### Reducer calls through the threaded tick loop ({CALLS} calls, {IN_FLIGHT} in flight)\n");
+    println!("| reducer | runs | calls/s median | min | max |");
+    println!("|---|---|---|---|---|");
+    for name in ["empty", "insert_item", "move_to"] {
+        let mut rates = Vec::new();
+        for _ in 0..5 {
+            let bench = Bench::new(host, module);
+            let batches: Vec<_> =
+                (0..CALLS / BATCH + 1).map(|round| calls_for(&bench, name, round)).collect();
+            let Bench { ticker, replies, reply_to, .. } = bench;
+            let handle = TickLoop::spawn(ticker, (), &EngineConfig::default()).expect("loop starts");
+            let conn = ConnectionId([1; 16]);
+            let started = Instant::now();
+            let (mut sent, mut received) = (0usize, 0usize);
+            let mut calls = batches.iter().flatten();
+            while received < CALLS {
+                while sent < CALLS && sent - received < IN_FLIGHT {
+                    let (reducer, who, args) = calls.next().expect("enough calls");
+                    let reply = ReplyTo { id: sent as u64, to: reply_to.clone() };
+                    let mut work = ModuleWork::call(*reducer, *who, conn, args, Some(reply));
+                    loop {
+                        match handle.submit(work) {
+                            Ok(()) => break,
+                            Err(_) => {
+                                // The inbox is full: take a reply, then retry.
+                                let reply = replies.recv().expect("the loop runs");
+                                assert!(reply.outcome.is_ok());
+                                received += 1;
+                                let reply = ReplyTo { id: sent as u64, to: reply_to.clone() };
+                                work = ModuleWork::call(*reducer, *who, conn, args, Some(reply));
+                            }
+                        }
+                    }
+                    sent += 1;
+                }
+                let reply = replies.recv().expect("the loop runs");
+                assert!(reply.outcome.is_ok(), "{:?}", reply.outcome);
+                received += 1;
+            }
+            rates.push(CALLS as f64 / started.elapsed().as_secs_f64());
+            drop(handle.shutdown());
+        }
+        rates.sort_by(f64::total_cmp);
+        let m = |r: f64| format!("{:.2}M", r / 1e6);
+        println!(
+            "| {name} | {} | {} | {} | {} |",
+            rates.len(),
+            m(rates[rates.len() / 2]),
+            m(rates[0]),
+            m(rates[4])
+        );
+    }
+}
+
+/// Does nothing, as a native system: the cost of a transaction in the tick loop
+/// without a module.
+struct Noop;
+
+impl TickSystem for Noop {
+    type Work = ();
+    fn run_work(&mut self, _: &mut Tx<'_>, _: &mut TickContext<'_>, _: ()) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Host-to-guest: an empty reducer's call against an empty native transaction, per
+/// call, in ticks of 4,096.
+fn host_to_guest(host: &ModuleHost, module: &Arc<LoadedModule>) -> (f64, f64) {
+    let mut bench = Bench::new(host, module);
+    let db = Database::new(EngineConfig::default()).expect("valid config");
+    let mut native = Ticker::new(db, Noop, Box::new(SystemClock), Box::new(SplitMix64::new(1)));
+    let (mut wasm, mut noop) = (histogram(), histogram());
+    for round in 0..60 {
+        let calls = calls_for(&bench, "empty", round);
+        let elapsed = bench.tick(&calls);
+        let started = Instant::now();
+        native.run_tick(std::iter::repeat_n((), BATCH), false);
+        let native_elapsed = started.elapsed();
+        if round >= 10 {
+            wasm.saturating_record(elapsed.as_nanos() as u64 / BATCH as u64);
+            noop.saturating_record(native_elapsed.as_nanos() as u64 / BATCH as u64);
+        }
+    }
+    (wasm.value_at_quantile(0.5) as f64, noop.value_at_quantile(0.5) as f64)
+}
+
+/// Guest-to-host: a call making 100,000 host calls against one making none.
+fn guest_to_host(host: &ModuleHost, module: &Arc<LoadedModule>) {
+    const N: u32 = 100_000;
+    let mut bench = Bench::new(host, module);
+    let reducer = bench.reducer("host_calls");
+    let mut per_call = Vec::new();
+    for _ in 0..21 {
+        let zero = bench.tick(&[(reducer, identity(0), 0u32.to_bytes())]);
+        let many = bench.tick(&[(reducer, identity(0), N.to_bytes())]);
+        per_call.push(many.saturating_sub(zero).as_nanos() as f64 / f64::from(N));
+    }
+    per_call.sort_by(f64::total_cmp);
+    println!("\n### Call overheads\n");
+    println!("| what | median | min | max |");
+    println!("|---|---|---|---|");
+    let (mid, lo, hi) = (per_call[per_call.len() / 2], per_call[0], per_call[per_call.len() - 1]);
+    println!("| guest-to-host call (`row_count`), ns | {mid:.1} | {lo:.1} | {hi:.1} |");
+    let (wasm, native) = host_to_guest(host, module);
+    println!("| empty reducer call, whole (tick loop, transaction, reply), ns p50 | {wasm:.0} | | |");
+    println!("| empty native transaction in the tick loop, ns p50 | {native:.0} | | |");
+    println!("| host-to-guest (the difference), ns | {:.0} | | |", wasm - native);
+}
+
+fn load_times() {
+    let bytes = wasm("tickdb-example-chat");
+    let dir = std::env::temp_dir().join(format!("tickdb-bench-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let median_ms = |mut times: Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2].as_secs_f64() * 1e3
+    };
+    let compile: Vec<_> = (0..5)
+        .map(|_| {
+            let host = ModuleHost::new(HostConfig::default()).expect("host");
+            let module = host.load(&bytes).expect("loads");
+            assert!(!module.from_cache);
+            module.load_time
+        })
+        .collect();
+    let config = HostConfig { cache_dir: Some(dir.clone()), ..HostConfig::default() };
+    let host = ModuleHost::new(config).expect("host");
+    host.load(&bytes).expect("fills the cache");
+    let cached: Vec<_> = (0..21)
+        .map(|_| {
+            let module = host.load(&bytes).expect("loads");
+            assert!(module.from_cache);
+            module.load_time
+        })
+        .collect();
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+    println!(
+        "\n### Loading `examples/chat` ({} KB of wasm): compile or cache, then describe\n",
+        bytes.len() / 1024
+    );
+    println!("| load | runs | median ms |");
+    println!("|---|---|---|");
+    println!("| compile (Cranelift) | {} | {:.1} |", compile.len(), median_ms(compile.clone()));
+    println!("| cached artefact | {} | {:.2} |", cached.len(), median_ms(cached.clone()));
+}
+
+/// Sections run: all, or those named on the command line (`ticker`, `overhead`, `loop`,
+/// `load`), e.g. `cargo bench -p tickdb-benches --bench modules -- ticker`.
+fn main() {
+    let names: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let run = |section: &str| names.is_empty() || names.iter().any(|n| n == section);
+    let host = ModuleHost::new(HostConfig::default()).expect("host starts");
+    let module = host.load(&wasm("tickdb-test-bench")).expect("the bench module loads");
+    if run("ticker") {
+        ticker_throughput(&host, &module);
+    }
+    if run("overhead") {
+        guest_to_host(&host, &module);
+    }
+    if run("loop") {
+        loop_throughput(&host, &module);
+    }
+    if run("load") {
+        load_times();
+    }
+}

@@ -1,0 +1,6 @@
+use tickdb::reducer;
+
+#[reducer]
+pub fn noop() {}
+
+fn main() {}

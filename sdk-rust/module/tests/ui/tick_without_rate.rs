@@ -1,0 +1,6 @@
+use tickdb::{ReducerContext, tick};
+
+#[tick]
+pub fn physics(_ctx: &ReducerContext) {}
+
+fn main() {}
