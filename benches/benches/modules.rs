@@ -130,62 +130,67 @@ fn ticker_throughput(host: &ModuleHost, module: &Arc<LoadedModule>) {
     }
 }
 
-/// The threaded tick loop fed from this thread: a million calls, each reply received.
+/// The threaded tick loop fed from this thread: a million calls, each reply received,
+/// submitted one by one and in batches (as a network thread that read many would).
 fn loop_throughput(host: &ModuleHost, module: &Arc<LoadedModule>) {
     const CALLS: usize = 1_000_000;
     const IN_FLIGHT: usize = 8192;
     println!("\n### Reducer calls through the threaded tick loop ({CALLS} calls, {IN_FLIGHT} in flight)\n");
-    println!("| reducer | runs | calls/s median | min | max |");
-    println!("|---|---|---|---|---|");
+    println!("| reducer | submitted | runs | calls/s median | min | max |");
+    println!("|---|---|---|---|---|---|");
     for name in ["empty", "insert_item", "move_to"] {
-        let mut rates = Vec::new();
-        for _ in 0..5 {
-            let bench = Bench::new(host, module);
-            let batches: Vec<_> =
-                (0..CALLS / BATCH + 1).map(|round| calls_for(&bench, name, round)).collect();
-            let Bench { ticker, replies, reply_to, .. } = bench;
-            let handle = TickLoop::spawn(ticker, (), &EngineConfig::default()).expect("loop starts");
-            let conn = ConnectionId([1; 16]);
-            let started = Instant::now();
-            let (mut sent, mut received) = (0usize, 0usize);
-            let mut calls = batches.iter().flatten();
-            while received < CALLS {
-                while sent < CALLS && sent - received < IN_FLIGHT {
-                    let (reducer, who, args) = calls.next().expect("enough calls");
-                    let reply = ReplyTo { id: sent as u64, to: reply_to.clone() };
-                    let mut work = ModuleWork::call(*reducer, *who, conn, args, Some(reply));
-                    loop {
-                        match handle.submit(work) {
-                            Ok(()) => break,
-                            Err(_) => {
-                                // The inbox is full: take a reply, then retry.
-                                let reply = replies.recv().expect("the loop runs");
-                                assert!(reply.outcome.is_ok());
-                                received += 1;
-                                let reply = ReplyTo { id: sent as u64, to: reply_to.clone() };
-                                work = ModuleWork::call(*reducer, *who, conn, args, Some(reply));
-                            }
-                        }
-                    }
-                    sent += 1;
-                }
-                let reply = replies.recv().expect("the loop runs");
-                assert!(reply.outcome.is_ok(), "{:?}", reply.outcome);
-                received += 1;
+        for batch in [1, 256] {
+            let mut rates = Vec::new();
+            for _ in 0..5 {
+                rates.push(loop_run(host, module, name, batch, CALLS, IN_FLIGHT));
             }
-            rates.push(CALLS as f64 / started.elapsed().as_secs_f64());
-            drop(handle.shutdown());
+            rates.sort_by(f64::total_cmp);
+            let m = |r: f64| format!("{:.2}M", r / 1e6);
+            let how = if batch == 1 { "one by one".to_string() } else { format!("batches of {batch}") };
+            let (mid, lo, hi) = (m(rates[rates.len() / 2]), m(rates[0]), m(rates[rates.len() - 1]));
+            println!("| {name} | {how} | {} | {mid} | {lo} | {hi} |", rates.len());
         }
-        rates.sort_by(f64::total_cmp);
-        let m = |r: f64| format!("{:.2}M", r / 1e6);
-        println!(
-            "| {name} | {} | {} | {} | {} |",
-            rates.len(),
-            m(rates[rates.len() / 2]),
-            m(rates[0]),
-            m(rates[4])
-        );
     }
+}
+
+/// One run: calls per second.
+fn loop_run(
+    host: &ModuleHost,
+    module: &Arc<LoadedModule>,
+    name: &str,
+    batch: usize,
+    calls: usize,
+    in_flight: usize,
+) -> f64 {
+    let bench = Bench::new(host, module);
+    let rounds: Vec<_> = (0..calls / BATCH + 1).map(|round| calls_for(&bench, name, round)).collect();
+    let Bench { ticker, replies, reply_to, .. } = bench;
+    let handle = TickLoop::spawn(ticker, (), &EngineConfig::default()).expect("loop starts");
+    let conn = ConnectionId([1; 16]);
+    let mut pending = rounds.iter().flatten().take(calls).enumerate().map(|(i, (reducer, who, args))| {
+        let reply = ReplyTo { id: i as u64, to: reply_to.clone() };
+        ModuleWork::call(*reducer, *who, conn, args, Some(reply))
+    });
+    let started = Instant::now();
+    let (mut sent, mut received) = (0usize, 0usize);
+    while received < calls {
+        // In flight stays below the inbox's capacity, so submitting never fails.
+        while sent < calls && sent - received < in_flight {
+            let mut works: Vec<ModuleWork> = pending.by_ref().take(batch).collect();
+            sent += works.len();
+            let submitted = match works.len() {
+                1 => handle.submit(works.pop().expect("one call")),
+                _ => handle.submit_batch(works),
+            };
+            submitted.expect("the inbox has room");
+        }
+        let reply = replies.recv().expect("the loop runs");
+        assert!(reply.outcome.is_ok(), "{:?}", reply.outcome);
+        received += 1;
+    }
+    let rate = calls as f64 / started.elapsed().as_secs_f64();
+    drop(handle.shutdown());
+    rate
 }
 
 /// Does nothing, as a native system: the cost of a transaction in the tick loop

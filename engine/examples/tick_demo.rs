@@ -144,7 +144,7 @@ fn main() {
             match handle.submit(work) {
                 Ok(()) => submitted += 1,
                 Err(InboxError::Full { .. }) => refused += 1,
-                Err(InboxError::Closed) => panic!("tick thread stopped"),
+                Err(e) => panic!("{e}"),
             }
         }
     }

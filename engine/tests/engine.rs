@@ -438,6 +438,33 @@ fn ticks_take_at_most_tick_work_max_items() {
     assert_eq!(handle.shutdown().unwrap().table(t).len(), 7);
 }
 
+/// A batch takes one inbox slot and may hold more items than a tick runs: the rest
+/// run in the next ticks, in order, and a read submitted after the batch sees all of it.
+#[test]
+fn batches_run_in_order_across_ticks() {
+    let config = EngineConfig { tick_work_max: 3, ..EngineConfig::default() };
+    let (db, t) = db_with(config.clone());
+    let ticker = Ticker::new(db, Spawner, Box::new(SimClock(0)), Box::new(SplitMix64::new(1)));
+    let (sink, outputs) = mpsc::sync_channel::<TickOutput>(64);
+    let handle = TickLoop::spawn(ticker, sink, &config).unwrap();
+    let too_big = handle.submit_batch((0..4).map(Work::Spawn).collect());
+    assert_eq!(too_big, Err(InboxError::BatchTooLarge { len: 4, max: 3 }));
+    handle.submit_batch((0..3).map(Work::Spawn).collect()).unwrap();
+    handle.submit_batch((3..6).map(Work::Spawn).collect()).unwrap();
+    let count = handle.read(move |db| db.table(t).len()).unwrap();
+    assert_eq!(count, 6, "the read ran after both batches");
+    let mut sizes = Vec::new();
+    while sizes.iter().sum::<u32>() < 6 {
+        let output = outputs.recv().unwrap();
+        assert!(output.committed <= 3);
+        sizes.push(output.committed);
+    }
+    let owners: Vec<Value> =
+        all_rows(&handle.shutdown().unwrap(), t).into_iter().map(|r| r[1].clone()).collect();
+    let expected: Vec<Value> = (0..6).map(|o| player(0, o, "").swap_remove(1)).collect();
+    assert_eq!(owners, expected, "rows arrive in submission order");
+}
+
 /// A u128 sequence ends with a clean error, not an overflow; and a row refused because
 /// one sequence is exhausted leaves every other sequence where it was.
 #[test]
