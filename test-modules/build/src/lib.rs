@@ -1,6 +1,7 @@
 //! Builds the example and test modules for `wasm32-unknown-unknown`, once per process,
-//! so that tests and benchmarks can load them. A missing wasm32 target is reported with
-//! the command that installs it.
+//! so that tests, examples and benchmarks can load them. A missing wasm32 target is
+//! installed with rustup when rustup is there, and otherwise reported with the command
+//! that installs it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,18 +63,29 @@ fn build_all() -> Result<(), String> {
     Ok(())
 }
 
+/// Checks that the wasm32 target is installed; if it is not and rustup is there,
+/// installs it (once per machine), since modules cannot be built without it.
 fn check_target() -> Result<(), String> {
+    if target_installed()? {
+        return Ok(());
+    }
+    eprintln!("tickdb: installing the {TARGET} target with rustup, to build modules (once per machine)");
+    let installed = Command::new("rustup").args(["target", "add", TARGET]).status();
+    if installed.is_ok_and(|status| status.success()) && target_installed()? {
+        return Ok(());
+    }
+    Err(format!(
+        "the {TARGET} target is not installed, so modules cannot be built; \
+         install it with: rustup target add {TARGET}"
+    ))
+}
+
+fn target_installed() -> Result<bool, String> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let output = Command::new(&rustc)
         .args(["--print", "sysroot"])
         .output()
         .map_err(|e| format!("running {rustc}: {e}"))?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    if !sysroot.join("lib/rustlib").join(TARGET).exists() {
-        return Err(format!(
-            "the {TARGET} target is not installed, so the test modules cannot be built; \
-             install it with: rustup target add {TARGET}"
-        ));
-    }
-    Ok(())
+    Ok(sysroot.join("lib/rustlib").join(TARGET).exists())
 }
