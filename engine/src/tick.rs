@@ -418,8 +418,10 @@ fn run_loop<S: TickSystem>(
     let mut stop = false;
     // Work received but not run yet: a batch can bring more than a tick takes.
     let mut waiting: VecDeque<S::Work> = VecDeque::new();
-    // Reads wait until the work received before them has run.
-    let mut reads: Vec<ReadFn> = Vec::new();
+    // Reads wait until the work received before them has run: each read is kept with
+    // the count of work items received before it.
+    let mut reads: VecDeque<(u64, ReadFn)> = VecDeque::new();
+    let (mut received, mut ran) = (0u64, 0u64);
     while !stop || !waiting.is_empty() {
         let system_due = ticker.system_due_in().map(|d| Instant::now() + d);
         let wake = match (next_fixed, system_due) {
@@ -442,9 +444,15 @@ fn run_loop<S: TickSystem>(
         let mut next = first;
         while let Some(message) = next {
             match message {
-                Message::Work(w) => waiting.push_back(w),
-                Message::Batch(batch) => waiting.extend(batch),
-                Message::Read(f) => reads.push(f),
+                Message::Work(w) => {
+                    received += 1;
+                    waiting.push_back(w);
+                }
+                Message::Batch(batch) => {
+                    received += batch.len() as u64;
+                    waiting.extend(batch);
+                }
+                Message::Read(f) => reads.push_back((received, f)),
                 Message::Stop => stop = true,
             }
             // An empty or hung-up inbox ends the batch; a hang-up ends the loop next round.
@@ -452,6 +460,7 @@ fn run_loop<S: TickSystem>(
             next = if room && !stop { rx.try_recv().ok() } else { None };
         }
         let work: Vec<S::Work> = waiting.drain(..waiting.len().min(work_max)).collect();
+        ran += work.len() as u64;
         let now = Instant::now();
         let fixed = next_fixed.is_some_and(|due| now >= due);
         if let (true, Some(due), Some(interval)) = (fixed, next_fixed, interval) {
@@ -466,8 +475,8 @@ fn run_loop<S: TickSystem>(
         if ticker.is_poisoned() {
             return None;
         }
-        if waiting.is_empty() {
-            reads.drain(..).for_each(|read| read(ticker.db()));
+        while let Some((_, read)) = reads.pop_front_if(|(after, _)| *after <= ran) {
+            read(ticker.db());
         }
     }
     Some(ticker.into_db())

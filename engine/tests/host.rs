@@ -358,11 +358,51 @@ fn scheduled_reducers_run_on_time() {
     );
 }
 
+/// A call in the same tick that postpones a due one-shot row wins: the row fires at its
+/// new time. Updating a repeating row's other columns keeps its timer.
+#[test]
+fn schedule_changes_take_effect() {
+    let mut h = Harness::start("tickdb-test-features");
+    let fired =
+        |h: &Harness| h.rows("event").iter().filter(|r| r[1].to_string().starts_with("\"remind:")).count();
+    h.call("remind_in", ALICE, enc((5_000i64, s("late"), false))).unwrap();
+    h.clock.advance_micros(5_000);
+    h.tick(vec![("postpone_reminders", ALICE, enc(10_000i64))]);
+    assert_eq!(fired(&h), 0, "postponed in the tick it was due");
+    h.clock.advance_micros(9_000);
+    h.ticker.run_tick([], false);
+    assert_eq!(fired(&h), 0);
+    h.clock.advance_micros(1_000);
+    h.ticker.run_tick([], false);
+    assert_eq!(fired(&h), 1, "fired at its new time");
+
+    h.call("remind_in", ALICE, enc((3_000i64, s("tick"), true))).unwrap();
+    h.clock.advance_micros(2_000);
+    h.tick(vec![("touch_reminders", ALICE, vec![])]);
+    h.clock.advance_micros(1_000);
+    h.ticker.run_tick([], false);
+    assert_eq!(fired(&h), 2, "the update did not restart the interval");
+}
+
+/// Lifecycle reducers, tick systems and scheduled reducers are not for clients.
+#[test]
+fn host_only_reducers_refuse_clients() {
+    let mut h = Harness::start("tickdb-test-features");
+    for reducer in ["init", "connected", "heartbeat"] {
+        match h.call(reducer, ALICE, vec![]) {
+            Err(CallError::NotCallable(name)) => assert_eq!(name, reducer),
+            other => panic!("{reducer}: {other:?}"),
+        }
+    }
+    assert!(h.rows("config").is_empty(), "init did not run");
+}
+
 fn hostile() -> Harness {
     let config = HostConfig {
         call_deadline: std::time::Duration::from_millis(50),
         memory_bytes_max: 16 << 20,
         wasm_stack_bytes_max: 256 << 10,
+        iterator_rows_max: 2,
         ..HostConfig::default()
     };
     Harness::new(
@@ -430,6 +470,14 @@ fn hostile_writes_get_statuses() {
     assert!(err.contains("larger than the limit"), "{err}");
     assert_eq!(h.call("huge_row", ALICE, enc(100u32)), Ok(vec![]));
     assert_eq!(h.rows("blob").len(), 1);
+    // Iterator snapshots are budgeted: two rows fit, three do not.
+    h.call("huge_row", ALICE, enc(10u32)).unwrap();
+    let scanned = h.call("scan_blobs", ALICE, vec![]).unwrap();
+    assert_eq!(h.returned("scan_blobs", &scanned), Value::U64(2));
+    h.call("huge_row", ALICE, enc(10u32)).unwrap();
+    let (kind, why) = trapped(h.call("scan_blobs", ALICE, vec![]));
+    assert_eq!(kind, TrapKind::Panic);
+    assert!(why.contains("at most 2 rows"), "{why}");
 }
 
 /// Compiled modules are cached by content: a second host loads the artefact instead of

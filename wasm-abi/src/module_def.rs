@@ -193,6 +193,9 @@ impl ModuleDef {
             if reducer.lifecycle.is_some() || !reducer.params.fields.is_empty() {
                 return Err(fail("a tick system takes only the context: no arguments, no lifecycle"));
             }
+            if reducer.returns != ValueType::unit() {
+                return Err(fail("a tick system returns nothing (or a Result with no value)"));
+            }
         }
         Ok(())
     }
@@ -224,6 +227,9 @@ impl ModuleDef {
         let Some(table) = self.table(&schedule.table) else {
             return Err(fail("no table has this name".into()));
         };
+        if self.schedules.iter().filter(|s| s.table == schedule.table).count() > 1 {
+            return Err(fail("a table schedules at most one reducer".into()));
+        }
         let Some(at) = table.column(&schedule.at_column) else {
             return Err(fail(format!("it has no column `{}`", schedule.at_column)));
         };

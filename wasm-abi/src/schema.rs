@@ -154,6 +154,8 @@ pub enum SchemaError {
     InvalidColumnName { table: String, column: String, why: &'static str },
     #[error("table `{table}` has no columns; add at least one")]
     NoColumns { table: String },
+    #[error("table `{table}`: every column is empty (`()`), so a row would be zero bytes")]
+    EmptyRow { table: String },
     #[error("table `{table}` has {count} columns; at most {TABLE_COLUMNS_MAX} are allowed")]
     TooManyColumns { table: String, count: usize },
     #[error("table `{table}`: column `{column}` is declared twice")]
@@ -310,6 +312,9 @@ fn check_columns(table: &str, columns: &[ColumnSchema]) -> Result<(), SchemaErro
     }
     if columns.len() > TABLE_COLUMNS_MAX {
         return Err(SchemaError::TooManyColumns { table, count: columns.len() });
+    }
+    if columns.iter().all(|c| c.ty.fixed_size() == Some(0)) {
+        return Err(SchemaError::EmptyRow { table });
     }
     for (i, col) in columns.iter().enumerate() {
         let column = || col.name.clone();

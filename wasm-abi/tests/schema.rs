@@ -70,6 +70,9 @@ fn invalid_schemas_name_table_and_column() {
     let (e, _) = err(TableSchema::builder("player"));
     assert!(matches!(e, SchemaError::NoColumns { .. }));
 
+    let (e, m) = err(TableSchema::builder("player").column("unit", ValueType::unit()));
+    assert!(matches!(e, SchemaError::EmptyRow { .. }), "{m}");
+
     let (e, _) = err(player().unique(Vec::<String>::new()));
     assert!(matches!(e, SchemaError::EmptyColumnList { .. }));
 }

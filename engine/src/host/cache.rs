@@ -13,6 +13,7 @@
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Module};
@@ -29,25 +30,35 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Compiles `wasm`, or loads its artefact from `dir`. Returns whether it came from the cache.
+/// A compiled module, and how it was had.
+pub(crate) struct Compiled {
+    pub(crate) module: Module,
+    pub(crate) from_cache: bool,
+    /// Why the artefact could not be cached, if it could not: the module still loads.
+    pub(crate) cache_error: Option<String>,
+}
+
+/// Compiles `wasm`, or loads its artefact from `dir`.
 pub(crate) fn compile(
     engine: &Engine,
     dir: Option<&Path>,
     hash: &[u8; 32],
     wasm: &[u8],
-) -> Result<(Module, bool), ModuleError> {
+) -> Result<Compiled, ModuleError> {
+    let compiled = |from_cache, cache_error| move |module| Compiled { module, from_cache, cache_error };
     let Some(dir) = dir else {
-        return Ok((Module::new(engine, wasm).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?, false));
+        let module = Module::new(engine, wasm).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+        return Ok(compiled(false, None)(module));
     };
     let path = artefact_path(engine, dir, hash);
     if let Some(module) = load(engine, &path) {
-        return Ok((module, true));
+        return Ok(compiled(true, None)(module));
     }
     let module = Module::new(engine, wasm).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
-    let artefact = module.serialize().map_err(|e| ModuleError::Cache(format!("serializing: {e}")))?;
-    store(dir, &path, &artefact)
-        .map_err(|e| ModuleError::Cache(format!("writing {}: {e}", path.display())))?;
-    Ok((module, false))
+    let stored = module.serialize().map_err(|e| format!("serializing: {e}")).and_then(|artefact| {
+        store(dir, &path, &artefact).map_err(|e| format!("writing {}: {e}", path.display()))
+    });
+    Ok(compiled(false, stored.err())(module))
 }
 
 fn artefact_path(engine: &Engine, dir: &Path, hash: &[u8; 32]) -> PathBuf {
@@ -74,7 +85,10 @@ fn load(engine: &Engine, path: &Path) -> Option<Module> {
 
 fn store(dir: &Path, path: &Path, artefact: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // A name of its own per writer, so two loads of one module never share a file.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(MAGIC)?;
     file.write_all(&sha256(artefact))?;

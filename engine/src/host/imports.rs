@@ -38,6 +38,10 @@ pub(crate) struct MemoryLimitHit {
 
 type HostResult<T> = wasmtime::Result<T>;
 
+/// Snapshot buffers kept for reuse between iterators and calls, and the largest kept.
+const SPARE_SNAPSHOTS: usize = 8;
+const SPARE_SNAPSHOT_ROWS: usize = 1 << 16;
+
 fn fault(message: String) -> wasmtime::Error {
     wasmtime::Error::new(GuestFault(message))
 }
@@ -108,6 +112,8 @@ pub(crate) struct Env {
     last_error: String,
     iters: Vec<Option<Iter>>,
     open_iters: usize,
+    /// Row ids held by the call's open iterators.
+    iter_rows: usize,
     spare_rows: Vec<Vec<RowId>>,
     scratch: Vec<u8>,
     logs: Arc<ModuleLogs>,
@@ -136,6 +142,7 @@ impl Env {
             last_error: String::new(),
             iters: Vec::new(),
             open_iters: 0,
+            iter_rows: 0,
             spare_rows: Vec::new(),
             scratch: Vec::new(),
             logs,
@@ -145,12 +152,14 @@ impl Env {
 
     /// Ends a call: frees its iterators and takes what it returned.
     pub(crate) fn end_call(&mut self) -> (Option<Vec<u8>>, Option<String>) {
-        for mut iter in self.iters.drain(..).flatten() {
-            iter.rows.clear();
-            self.spare_rows.push(iter.rows);
+        let iters = std::mem::take(&mut self.iters);
+        for iter in iters.into_iter().flatten() {
+            self.recycle_rows(iter.rows);
         }
         self.open_iters = 0;
+        self.iter_rows = 0;
         self.last_found = None;
+        self.last_error.clear();
         self.phase = Phase::Idle;
         self.reducer = None;
         (self.output.take(), self.error.take())
@@ -185,7 +194,17 @@ impl Env {
             );
         }
         let mut snapshot = self.spare_rows.pop().unwrap_or_default();
-        snapshot.extend(rows);
+        let budget = self.config.iterator_rows_max.saturating_sub(self.iter_rows);
+        snapshot.extend(rows.take(budget.saturating_add(1)));
+        if snapshot.len() > budget {
+            self.recycle_rows(snapshot);
+            let max = self.config.iterator_rows_max;
+            let why = format!(
+                "a call's open iterators may hold at most {max} rows; drop iterators or narrow scans"
+            );
+            return Err(self.fail(Errno::TooManyIterators, why));
+        }
+        self.iter_rows += snapshot.len();
         let iter = Iter { table, rows: snapshot, pos: 0 };
         self.open_iters += 1;
         match self.iters.iter().position(Option::is_none) {
@@ -202,28 +221,37 @@ impl Env {
 
     fn close_iter(&mut self, id: u32) -> bool {
         match self.iters.get_mut(id as usize).and_then(Option::take) {
-            Some(mut iter) => {
-                iter.rows.clear();
-                self.spare_rows.push(iter.rows);
+            Some(iter) => {
+                self.iter_rows -= iter.rows.len();
+                self.recycle_rows(iter.rows);
                 self.open_iters -= 1;
                 true
             }
             None => false,
         }
     }
+
+    /// Keeps a few small snapshot buffers for reuse; big or surplus ones are freed, so
+    /// one call's huge scan does not stay allocated.
+    fn recycle_rows(&mut self, mut rows: Vec<RowId>) {
+        if self.spare_rows.len() < SPARE_SNAPSHOTS && rows.capacity() <= SPARE_SNAPSHOT_ROWS {
+            rows.clear();
+            self.spare_rows.push(rows);
+        }
+    }
 }
 
 /// The bytes `ptr..ptr + len` of guest memory, or a fault if they are not all inside it.
 pub(crate) fn guest(mem: &[u8], ptr: u32, len: u32) -> HostResult<&[u8]> {
-    let range = (ptr as usize)..(ptr as usize + len as usize);
-    mem.get(range).ok_or_else(|| out_of_bounds(mem, ptr, len))
+    let end = (ptr as usize).checked_add(len as usize).ok_or_else(|| out_of_bounds(mem, ptr, len))?;
+    mem.get(ptr as usize..end).ok_or_else(|| out_of_bounds(mem, ptr, len))
 }
 
 /// Writable bytes `ptr..ptr + len` of guest memory, or a fault.
 pub(crate) fn guest_mut(mem: &mut [u8], ptr: u32, len: u32) -> HostResult<&mut [u8]> {
     let size = mem.len();
-    let range = (ptr as usize)..(ptr as usize + len as usize);
-    mem.get_mut(range).ok_or_else(|| out_of_bounds_size(size, ptr, len))
+    let end = (ptr as usize).checked_add(len as usize).ok_or_else(|| out_of_bounds_size(size, ptr, len))?;
+    mem.get_mut(ptr as usize..end).ok_or_else(|| out_of_bounds_size(size, ptr, len))
 }
 
 fn out_of_bounds(mem: &[u8], ptr: u32, len: u32) -> wasmtime::Error {
@@ -526,7 +554,10 @@ fn define(l: &mut Linker<HostState>) -> HostResult<()> {
         imports::ITER_NEXT,
         |mut c: Caller<'_, HostState>, iter: u32, buf: u32, buf_len: u32| {
             let (mem, state) = split(&mut c)?;
-            let capacity = read_u32(mem, buf_len)? as usize;
+            let capacity = read_u32(mem, buf_len)?;
+            // The whole buffer must be guest memory before the host fills any of it.
+            guest(mem, buf, capacity)?;
+            let capacity = capacity as usize;
             let tx = tx_or_status!(state);
             let Some(Some(it)) = state.env.iters.get_mut(iter as usize) else {
                 return Ok(state.env.fail(Errno::NoSuchIter, format!("no open iterator has id {iter}")));
@@ -725,7 +756,8 @@ fn parse_bounds(
         let len = bytes.get(*pos..*pos + 4).ok_or_else(|| invalid("bounds end before a length"))?;
         let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
         *pos += 4;
-        let key = bytes.get(*pos..*pos + len).ok_or_else(|| invalid("bounds end inside a key"))?;
+        let end = pos.checked_add(len).ok_or_else(|| invalid("a key length past the bounds"))?;
+        let key = bytes.get(*pos..end).ok_or_else(|| invalid("bounds end inside a key"))?;
         *pos += len;
         Ok((kind, Some(t.key_prefix_from_encoded(columns, key)?)))
     };

@@ -51,6 +51,9 @@ pub struct HostConfig {
     pub wasm_stack_bytes_max: usize,
     /// Iterators one call may hold open at once.
     pub iterators_max: usize,
+    /// Row ids one call's open iterators may hold in all (each iterator keeps a
+    /// snapshot of the rows it will return).
+    pub iterator_rows_max: usize,
     /// The largest value a reducer may return.
     pub return_bytes_max: usize,
     /// The longest error message or log line kept (longer ones are cut).
@@ -69,6 +72,7 @@ impl Default for HostConfig {
             memory_bytes_max: 256 << 20,
             wasm_stack_bytes_max: 512 << 10,
             iterators_max: 1024,
+            iterator_rows_max: 16 << 20,
             return_bytes_max: 1 << 20,
             message_bytes_max: 16 << 10,
             log_lines_max: 10_000,
@@ -108,8 +112,6 @@ pub enum ModuleError {
     Definition(#[from] ModuleDefError),
     #[error("the module's table `{table}` does not match the database's: {why}")]
     SchemaChanged { table: String, why: String },
-    #[error("the module cache: {0}")]
-    Cache(String),
     #[error(transparent)]
     Engine(#[from] crate::error::Error),
 }
@@ -121,6 +123,9 @@ pub struct LoadedModule {
     pub def: ModuleDef,
     /// Whether the compiled code came from the cache.
     pub from_cache: bool,
+    /// Why the compiled code could not be written to the cache, if it could not (the
+    /// module loaded all the same; the next start compiles it again).
+    pub cache_error: Option<String>,
     /// Time to compile (or load from the cache) and describe the module.
     pub load_time: Duration,
     pre: InstancePre<HostState>,
@@ -166,6 +171,7 @@ impl HostConfig {
             (self.wasm_stack_bytes_max < 16 << 10, "wasm_stack_bytes_max must be at least 16 KiB"),
             (self.wasm_stack_bytes_max > 64 << 20, "wasm_stack_bytes_max must be at most 64 MiB"),
             (self.iterators_max == 0, "iterators_max must be at least 1"),
+            (self.iterator_rows_max == 0, "iterator_rows_max must be at least 1"),
             (self.log_lines_max == 0, "log_lines_max must be at least 1"),
         ];
         match checks.into_iter().find(|(bad, _)| *bad) {
@@ -204,8 +210,8 @@ impl ModuleHost {
     pub fn load(&self, wasm: &[u8]) -> Result<Arc<LoadedModule>, ModuleError> {
         let started = Instant::now();
         let hash = cache::sha256(wasm);
-        let (module, from_cache) =
-            cache::compile(&self.engine, self.config.cache_dir.as_deref(), &hash, wasm)?;
+        let compiled = cache::compile(&self.engine, self.config.cache_dir.as_deref(), &hash, wasm)?;
+        let (module, from_cache, cache_error) = (compiled.module, compiled.from_cache, compiled.cache_error);
         check_imports(&module)?;
         let registrations = check_exports(&module)?;
         let pre = self.linker.instantiate_pre(&module).map_err(|e| ModuleError::Invalid(e.to_string()))?;
@@ -213,6 +219,7 @@ impl ModuleHost {
             hash,
             def: ModuleDef::default(),
             from_cache,
+            cache_error,
             load_time: Duration::ZERO,
             pre,
             registrations,

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Arc, mpsc};
 
 use smallvec::SmallVec;
@@ -62,6 +63,9 @@ pub enum CallError {
     Trapped { reducer: String, kind: TrapKind, why: String },
     #[error("the module cannot run: {0}")]
     Unavailable(String),
+    /// Lifecycle reducers, tick systems and scheduled reducers are the host's to call.
+    #[error("reducer `{0}` is called by the database itself, not by clients")]
+    NotCallable(String),
 }
 
 /// One unit of work for a database's module: a transaction of its own.
@@ -143,7 +147,7 @@ struct Schedule {
 }
 
 /// When a schedule row wants its call.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum At {
     Interval(TimeDuration),
     Time(Timestamp),
@@ -165,6 +169,8 @@ pub struct ModuleSystem {
     identity: Identity,
     lifecycle: HashMap<Lifecycle, u32>,
     names: Vec<Arc<str>>,
+    /// Per reducer: whether only the host calls it (lifecycle, tick, scheduled).
+    internal: Vec<bool>,
     pending: Vec<(ReplyTo, Result<Vec<u8>, CallError>)>,
     ticks: Vec<TickTimer>,
     schedules: Vec<Schedule>,
@@ -203,6 +209,15 @@ impl ModuleSystem {
         let lifecycle: HashMap<_, _> =
             lifecycle.filter_map(|(i, r)| Some((r.lifecycle?, i as u32))).collect();
         let names: Vec<Arc<str>> = def.reducers.iter().map(|r| Arc::from(r.name.as_str())).collect();
+        let internal = def
+            .reducers
+            .iter()
+            .map(|r| {
+                r.lifecycle.is_some()
+                    || def.tick_systems.iter().any(|t| t.reducer == r.name)
+                    || def.schedules.iter().any(|s| s.reducer == r.name)
+            })
+            .collect();
         let ticks: Vec<_> = def
             .tick_systems
             .iter()
@@ -241,6 +256,7 @@ impl ModuleSystem {
             identity,
             lifecycle,
             names,
+            internal,
             pending: Vec::new(),
             ticks,
             schedules,
@@ -299,8 +315,18 @@ impl ModuleSystem {
         env.input.extend_from_slice(args);
         instance.store.set_epoch_deadline(self.config.deadline_ticks());
         let Instance { store, call, .. } = instance;
-        let result = tx_slot::with_tx(store, tx, |store| call.call(store, (reducer, args.len() as u32)));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            tx_slot::with_tx(store, tx, |store| call.call(store, (reducer, args.len() as u32)))
+        }));
         let (output, error) = store.data_mut().env.end_call();
+        let result = match result {
+            Ok(result) => result,
+            Err(panic) => {
+                // A bug in a host function: the instance may be mid-call; drop it.
+                self.instance = None;
+                resume_unwind(panic);
+            }
+        };
         let reducer_name = || def.name.clone();
         match result {
             Ok(call_result::OK) => {
@@ -308,11 +334,13 @@ impl ModuleSystem {
                 let mut r = Reader::new(&value);
                 match skip(&def.returns, &mut r) {
                     Ok(()) if r.remaining() == 0 => Ok(value),
-                    _ => Err(CallError::Trapped {
-                        reducer: reducer_name(),
-                        kind: TrapKind::AbiViolation,
-                        why: format!("the returned value is not a valid {}", def.returns),
-                    }),
+                    _ => {
+                        let why = format!("ABI violation: the returned value is not a valid {}", def.returns);
+                        let error =
+                            CallError::Trapped { reducer: reducer_name(), kind: TrapKind::AbiViolation, why };
+                        self.replace_instance(ctx.timestamp, &error);
+                        Err(error)
+                    }
                 }
             }
             Ok(call_result::ERR) => {
@@ -384,6 +412,13 @@ impl ModuleSystem {
         let Some((_, at)) = self.schedules[s].key_and_at(&row) else {
             return Ok(());
         };
+        if let At::Time(due) = at
+            && due > ctx.timestamp
+        {
+            // An earlier call this tick postponed it.
+            self.arm(s, key, due);
+            return Ok(());
+        }
         let outcome = self.invoke(
             tx,
             ctx,
@@ -492,10 +527,10 @@ impl TickSystem for ModuleSystem {
         let zero = TimeDuration::default();
         match work.0 {
             Work::Call { reducer, caller, connection, args, reply } => {
-                let outcome = if (reducer as usize) < self.names.len() {
-                    self.invoke(tx, ctx, reducer, caller, connection, &args, zero)
-                } else {
-                    Err(CallError::NoSuchReducer(format!("with id {reducer}")))
+                let outcome = match self.internal.get(reducer as usize) {
+                    Some(false) => self.invoke(tx, ctx, reducer, caller, connection, &args, zero),
+                    Some(true) => Err(CallError::NotCallable(self.names[reducer as usize].to_string())),
+                    None => Err(CallError::NoSuchReducer(format!("with id {reducer}"))),
                 };
                 self.finish(reply, outcome)
             }
@@ -573,11 +608,20 @@ impl TickSystem for ModuleSystem {
             let Some(s) = self.schedules.iter().position(|s| s.table == changes.table) else {
                 continue;
             };
-            let rows = changes.deletes.iter().chain(changes.updates_old.iter());
-            let gone: Vec<_> = rows.filter_map(|row| self.schedules[s].key_and_at(row)).collect();
+            // An update that keeps the row's key and time leaves its timer alone.
+            let schedule = &self.schedules[s];
+            let moved: Vec<(&[u8], &[u8])> = changes
+                .updates()
+                .filter(|(old, new)| {
+                    let (old, new) = (schedule.key_and_at(old), schedule.key_and_at(new));
+                    !matches!((old, new), (Some((ko, ao)), Some((kn, an))) if ko == kn && ao == an)
+                })
+                .collect();
+            let rows = changes.deletes.iter().chain(moved.iter().map(|(old, _)| *old));
+            let gone: Vec<_> = rows.filter_map(|row| schedule.key_and_at(row)).collect();
+            let rows = changes.inserts.iter().chain(moved.iter().map(|(_, new)| *new));
+            let new: Vec<_> = rows.filter_map(|row| schedule.key_and_at(row)).collect();
             gone.into_iter().for_each(|(key, _)| self.disarm(s, key));
-            let rows = changes.inserts.iter().chain(changes.updates_new.iter());
-            let new: Vec<_> = rows.filter_map(|row| self.schedules[s].key_and_at(row)).collect();
             for (key, at) in new {
                 let due = match at {
                     At::Time(t) => t,

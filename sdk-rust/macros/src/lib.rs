@@ -430,6 +430,7 @@ fn reducer_impl(args: TokenStream2, item: TokenStream2, tick_hz: Option<u32>) ->
     let invoke = format_ident!("__tickdb_invoke_{}", name);
     let register = format_ident!("__tickdb_register_{}", name);
     let outcome = quote_spanned!(return_span=> <#returns as ::tickdb::ReducerResult>::into_outcome(result));
+    let return_type = quote_spanned!(return_span=> <#returns as ::tickdb::ReducerResult>::return_type());
     let registration = match tick_hz {
         Some(hz) => {
             let export = format!("__tickdb_register__tick__{reducer_name}");
@@ -438,7 +439,7 @@ fn reducer_impl(args: TokenStream2, item: TokenStream2, tick_hz: Option<u32>) ->
                 #[doc(hidden)]
                 #[unsafe(export_name = #export)]
                 extern "C" fn #register() {
-                    #private::register_tick(#reducer_name, #hz, #invoke);
+                    #private::register_tick(#reducer_name, #hz, #return_type, #invoke);
                 }
             }
         }
@@ -448,8 +449,6 @@ fn reducer_impl(args: TokenStream2, item: TokenStream2, tick_hz: Option<u32>) ->
                 Some(l) => quote!(Some(#private::Lifecycle::#l)),
                 None => quote!(None),
             };
-            let return_type =
-                quote_spanned!(return_span=> <#returns as ::tickdb::ReducerResult>::return_type());
             quote! {
                 #[allow(unsafe_code)]
                 #[doc(hidden)]

@@ -87,8 +87,8 @@ pub fn register_reducer(
 }
 
 #[doc(hidden)]
-pub fn register_tick(name: &str, hz: u32, run: ReducerFn) {
-    register_reducer(name, Vec::new(), ValueType::unit(), None, run);
+pub fn register_tick(name: &str, hz: u32, returns: ValueType, run: ReducerFn) {
+    register_reducer(name, Vec::new(), returns, None, run);
     registry().tick_systems.push(TickSystemDef { reducer: name.into(), hz });
 }
 

@@ -213,3 +213,24 @@ pub fn heartbeat(ctx: &ReducerContext) {
 pub fn delete_config(ctx: &ReducerContext, key: String, value: u64) -> Result<bool, String> {
     Ok(ctx.db.config().delete(Config { key, value }))
 }
+
+/// Moves every one-shot reminder to `micros` from now.
+#[reducer]
+pub fn postpone_reminders(ctx: &ReducerContext, micros: i64) {
+    let at = ScheduleAt::Time(tickdb::Timestamp::from_micros(ctx.timestamp.micros_since_epoch + micros));
+    let reminders: Vec<Reminder> = ctx.db.reminder().iter().collect();
+    for r in reminders {
+        if matches!(r.at, ScheduleAt::Time(_)) {
+            ctx.db.reminder().id().update(Reminder { at, ..r });
+        }
+    }
+}
+
+/// Changes every reminder's text, not its time.
+#[reducer]
+pub fn touch_reminders(ctx: &ReducerContext) {
+    let reminders: Vec<Reminder> = ctx.db.reminder().iter().collect();
+    for r in reminders {
+        ctx.db.reminder().id().update(Reminder { text: format!("{}!", r.text), ..r });
+    }
+}

@@ -151,3 +151,9 @@ pub fn huge_row(ctx: &ReducerContext, bytes: u32) -> Result<(), String> {
     let data = "x".repeat(bytes as usize);
     ctx.db.blob().try_insert(Blob { id: 0, data }).map(|_| ()).map_err(|e| e.to_string())
 }
+
+/// Scans every blob: past the host's budget for iterator rows, the scan is refused.
+#[reducer]
+pub fn scan_blobs(ctx: &ReducerContext) -> Result<u64, String> {
+    Ok(ctx.db.blob().iter().count() as u64)
+}
