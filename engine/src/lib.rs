@@ -10,6 +10,7 @@
 
 pub mod changeset;
 pub mod chunk;
+pub mod commitlog;
 pub mod config;
 pub mod db;
 pub mod error;
