@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use tickdb_engine::commitlog::device::{DeviceKind, IoMode, open_device};
+use tickdb_engine::commitlog::writer::OnDurable;
 use tickdb_engine::commitlog::{LogConfig, LogEnd, LogWriter};
 
 fn bench_dir(name: &str) -> PathBuf {
@@ -85,7 +86,7 @@ fn writer_throughput() {
             let end = LogEnd { segment: None, last_tick: None, next_tx: 0, truncated: None };
             let writes = Arc::new(AtomicU64::new(0));
             let counter = Arc::clone(&writes);
-            let on_durable = Box::new(move |_| {
+            let on_durable: OnDurable = Box::new(move |_| {
                 counter.fetch_add(1, Ordering::Relaxed);
             });
             let mut writer =

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tickdb_engine::{
-    Database, EngineConfig, InboxError, SplitMix64, SystemClock, TableId, TickContext, TickLoop, TickOutput,
-    TickSink, TickSystem, Ticker, Tx,
+    Database, EngineConfig, InboxError, Releases, SplitMix64, SystemClock, TableId, TickContext, TickLoop,
+    TickOutput, TickSink, TickSystem, Ticker, Tx,
 };
 use tickdb_wasm_abi::{ColId, Identity, TableSchema, Value, ValueType};
 
@@ -98,9 +98,11 @@ const VY_AT: usize = 52;
 struct RowsChanged(Arc<AtomicUsize>);
 
 impl TickSink for RowsChanged {
-    fn tick_committed(&mut self, _: &Database, output: TickOutput) {
+    fn tick_committed(&mut self, _: &Database, output: TickOutput, releases: Releases) -> Result<(), String> {
         let rows: usize = output.changes.iter().map(|c| c.rows_changed()).sum();
         self.0.fetch_add(rows, Ordering::Relaxed);
+        releases.release(Ok(()));
+        Ok(())
     }
 }
 

@@ -359,6 +359,61 @@ impl Tx<'_> {
         self.recycle();
     }
 
+    /// Appends what this transaction changed, as the commit log records it: the rows it
+    /// removed (old images of deleted and updated rows), then the rows it added (new
+    /// images of inserted and updated rows), each as `table: u32, len: u32, row`, each
+    /// list after a `u32` count. Replaying removes, then adds, restores the same state.
+    /// Slots left as they were are not recorded.
+    pub fn log_changes(&self, out: &mut Vec<u8>) {
+        let first_touches = || {
+            self.undo.iter().filter_map(|u| match *u {
+                Undo::Inserted { table, row, first: true, .. } => Some((table, row, None)),
+                Undo::Deleted { table, row, image, first: true }
+                | Undo::Updated { table, row, image, first: true, .. } => Some((table, row, Some(image))),
+                _ => None,
+            })
+        };
+        // A slot whose row ended as it began changed nothing.
+        let mut after = Vec::new();
+        let changed = |table: TableId, row: RowId, before: Option<&[u8]>, after: &mut Vec<u8>| {
+            let live = self.db.table(table).get(row);
+            after.clear();
+            if let Some(current) = live {
+                current.encode_into(after);
+            }
+            before != live.map(|_| &after[..])
+        };
+        for pass in [Pass::Removed, Pass::Added] {
+            let count_at = out.len();
+            out.extend_from_slice(&0u32.to_le_bytes());
+            let mut count = 0u32;
+            for (table, row, before) in first_touches() {
+                let before = before.map(|span| &self.images[span.start..span.end]);
+                if !changed(table, row, before, &mut after) {
+                    continue;
+                }
+                let logged = match pass {
+                    Pass::Removed => before,
+                    Pass::Added => (!after.is_empty()).then_some(&after[..]),
+                };
+                if let Some(bytes) = logged {
+                    push_row(out, table, bytes);
+                    count += 1;
+                }
+            }
+            out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+        }
+    }
+
+    /// Makes the writes permanent without building a changeset (replaying a log).
+    pub fn commit_quietly(mut self) {
+        self.done = true;
+        let undo = std::mem::take(&mut self.undo);
+        self.clear_touched(&undo);
+        self.undo = undo;
+        self.recycle();
+    }
+
     /// Empties the buffers and hands them to the next transaction, unless they grew
     /// large.
     fn recycle(&mut self) {
@@ -412,6 +467,18 @@ impl Tx<'_> {
         }
         debug_assert!(self.db.touched.iter().all(|t| t.iter().all(|&w| w == 0)));
     }
+}
+
+#[derive(Clone, Copy)]
+enum Pass {
+    Removed,
+    Added,
+}
+
+fn push_row(out: &mut Vec<u8>, table: TableId, row: &[u8]) {
+    out.extend_from_slice(&table.0.to_le_bytes());
+    out.extend_from_slice(&(row.len() as u32).to_le_bytes());
+    out.extend_from_slice(row);
 }
 
 /// Encodes one value per column of `columns`, naming the column whose value is wrong.

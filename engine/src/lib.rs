@@ -13,6 +13,7 @@ pub mod chunk;
 pub mod commitlog;
 pub mod config;
 pub mod db;
+pub mod durability;
 pub mod error;
 pub mod host;
 pub mod ids;
@@ -25,6 +26,7 @@ pub mod tick;
 pub use changeset::{Changeset, RowList, TableChanges};
 pub use config::{ConfigError, EngineConfig};
 pub use db::{Database, Tx};
+pub use durability::{Durability, DurableSink, ReplayError, Replayed, replay};
 pub use error::Error;
 pub use host::{
     CallError, CallReply, HostConfig, HostError, LoadedModule, LogRecord, ModuleError, ModuleHost,
@@ -34,6 +36,6 @@ pub use ids::{RowId, TableId, TickId};
 pub use key::KeyBytes;
 pub use table::{ChunkView, RowRef, Table};
 pub use tick::{
-    Clock, Entropy, InboxError, ReadError, SplitMix64, SystemClock, TickContext, TickHandle, TickLoop,
-    TickMetrics, TickOutput, TickSink, TickSystem, Ticker,
+    Clock, Entropy, InboxError, ReadError, Release, Releases, SplitMix64, SystemClock, TickContext,
+    TickHandle, TickLog, TickLoop, TickMetrics, TickOutput, TickSink, TickSystem, Ticker,
 };

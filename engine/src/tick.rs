@@ -128,28 +128,72 @@ pub trait TickSystem: Send + 'static {
         None
     }
 
+    /// What the commit log records about a work item besides its row changes: who
+    /// called what, with which arguments. Called before the item runs, and only when
+    /// the tick loop keeps a log.
+    fn log_meta(&self, _work: &Self::Work, _out: &mut Vec<u8>) {}
+
     /// Called once the tick's transactions are merged into `output`, before the sink
-    /// receives it.
-    fn tick_done(&mut self, _db: &Database, _output: &TickOutput) {}
+    /// receives it. What must wait until the tick is durable (replies to callers) goes
+    /// into `releases`.
+    fn tick_done(&mut self, _db: &Database, _output: &TickOutput, _releases: &mut Releases) {}
 }
 
-/// Receives every tick's output (later: the commit log and subscriptions).
+/// Something a tick holds back until it is durable: replies to its callers.
+pub trait Release: Send {
+    /// `Ok` once the tick is durable (at once, for a database without a log), or the
+    /// reason it never will be.
+    fn release(self: Box<Self>, outcome: Result<(), &str>);
+}
+
+/// A tick's releases, in order.
+#[derive(Default)]
+pub struct Releases(Vec<Box<dyn Release>>);
+
+impl std::fmt::Debug for Releases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Releases({})", self.0.len())
+    }
+}
+
+impl Releases {
+    pub fn push(&mut self, release: Box<dyn Release>) {
+        self.0.push(release);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn release(self, outcome: Result<(), &str>) {
+        self.0.into_iter().for_each(|r| r.release(outcome));
+    }
+}
+
+/// Receives every tick's output (the commit log, later subscriptions) and decides when
+/// its releases go out. An error stops the tick loop: the database takes no more work.
 pub trait TickSink: Send + 'static {
-    fn tick_committed(&mut self, db: &Database, output: TickOutput);
+    fn tick_committed(&mut self, db: &Database, output: TickOutput, releases: Releases)
+    -> Result<(), String>;
 }
 
-/// Discards tick outputs.
+/// Discards tick outputs; releases at once.
 impl TickSink for () {
-    fn tick_committed(&mut self, _: &Database, _: TickOutput) {}
+    fn tick_committed(&mut self, _: &Database, _: TickOutput, releases: Releases) -> Result<(), String> {
+        releases.release(Ok(()));
+        Ok(())
+    }
 }
 
 /// A sink that forwards outputs over a bounded channel. A consumer that falls behind
 /// by the channel's capacity holds the tick thread back (backpressure) rather than
 /// letting outputs pile up in memory.
 impl TickSink for mpsc::SyncSender<TickOutput> {
-    fn tick_committed(&mut self, _: &Database, output: TickOutput) {
+    fn tick_committed(&mut self, _: &Database, output: TickOutput, releases: Releases) -> Result<(), String> {
+        releases.release(Ok(()));
         // A receiver that hung up wants no more ticks; the loop goes on without it.
         let _ = self.send(output);
+        Ok(())
     }
 }
 
@@ -162,6 +206,19 @@ pub struct TickOutput {
     pub changes: Vec<TableChanges>,
     pub committed: u32,
     pub rolled_back: u32,
+    /// The tick's commit log payload, when the loop keeps a log; see [`TickLog`].
+    pub log: Option<TickLog>,
+}
+
+/// A tick as the commit log records it.
+///
+/// The payload is the tick's timestamp (`i64`, µs) and then, per committed
+/// transaction: its metadata (`u32` length, then what [`TickSystem::log_meta`] wrote)
+/// and its row changes (see [`Tx::log_changes`]). All integers little-endian.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickLog {
+    pub payload: Vec<u8>,
+    pub tx_count: u32,
 }
 
 /// Tick metrics, in hdrhistograms.
@@ -217,6 +274,10 @@ pub struct Ticker<S: TickSystem> {
     due: Vec<S::Work>,
     /// The tick's changeset, emptied and reused from tick to tick.
     changeset: Changeset,
+    /// Whether ticks produce a commit log payload, and the one being built.
+    logging: bool,
+    log: Vec<u8>,
+    log_txs: u32,
 }
 
 impl<S: TickSystem + std::fmt::Debug> std::fmt::Debug for Ticker<S> {
@@ -245,7 +306,29 @@ impl<S: TickSystem> Ticker<S> {
         let metrics = Arc::default();
         let (tick, last_fixed, poisoned, due, changeset) =
             (TickId(0), None, false, Vec::new(), Changeset::default());
-        Ticker { db, system, clock, entropy, tick, last_fixed, metrics, poisoned, due, changeset }
+        let (logging, log, log_txs) = (false, Vec::new(), 0);
+        Ticker {
+            db,
+            system,
+            clock,
+            entropy,
+            tick,
+            last_fixed,
+            metrics,
+            poisoned,
+            due,
+            changeset,
+            logging,
+            log,
+            log_txs,
+        }
+    }
+
+    /// Makes every tick produce its commit log payload ([`TickOutput::log`]), numbered
+    /// on from `last_tick` (the last tick in the log).
+    pub fn keep_log(&mut self, last_tick: Option<u64>) {
+        self.logging = true;
+        self.tick = TickId(last_tick.unwrap_or(0));
     }
 
     /// How long until the system's own work is due: zero if it is due now, `None` if
@@ -279,21 +362,44 @@ impl<S: TickSystem> Ticker<S> {
     }
 
     /// Runs one tick: each work item as its own transaction, then the fixed-rate
-    /// systems if `fixed` is set.
+    /// systems if `fixed` is set. Its releases (replies) go out at once.
     pub fn run_tick(&mut self, work: impl IntoIterator<Item = S::Work>, fixed: bool) -> TickOutput {
+        let (output, releases) = self.run_tick_held(work, fixed);
+        releases.release(Ok(()));
+        output
+    }
+
+    /// Runs one tick and hands back what it holds until it is durable.
+    pub fn run_tick_held(
+        &mut self,
+        work: impl IntoIterator<Item = S::Work>,
+        fixed: bool,
+    ) -> (TickOutput, Releases) {
         let started = Instant::now();
         self.tick = TickId(self.tick.0 + 1);
         let timestamp = self.clock.now();
-        let mut output =
-            TickOutput { tick: self.tick, timestamp, changes: Vec::new(), committed: 0, rolled_back: 0 };
+        let mut output = TickOutput {
+            tick: self.tick,
+            timestamp,
+            changes: Vec::new(),
+            committed: 0,
+            rolled_back: 0,
+            log: None,
+        };
+        self.log.clear();
+        self.log_txs = 0;
+        if self.logging {
+            self.log.extend_from_slice(&timestamp.micros_since_epoch.to_le_bytes());
+        }
         let mut changeset = std::mem::take(&mut self.changeset);
         for item in work {
             if self.poisoned {
                 break;
             }
+            let record = self.log_meta(&item);
             let run =
                 |system: &mut S, tx: &mut Tx<'_>, ctx: &mut TickContext<'_>| system.run_work(tx, ctx, item);
-            self.run_transaction(&mut changeset, &mut output, TimeDuration::default(), run);
+            self.run_transaction(&mut changeset, &mut output, TimeDuration::default(), record, run);
         }
         let mut due = std::mem::take(&mut self.due);
         self.system.due_work(timestamp, &mut due);
@@ -301,22 +407,50 @@ impl<S: TickSystem> Ticker<S> {
             if self.poisoned {
                 break;
             }
+            let record = self.log_meta(&item);
             let run =
                 |system: &mut S, tx: &mut Tx<'_>, ctx: &mut TickContext<'_>| system.run_work(tx, ctx, item);
-            self.run_transaction(&mut changeset, &mut output, TimeDuration::default(), run);
+            self.run_transaction(&mut changeset, &mut output, TimeDuration::default(), record, run);
         }
         self.due = due;
         if fixed && !self.poisoned {
             let delta = self.last_fixed.map(|last| timestamp.duration_since(last)).unwrap_or_default();
             self.last_fixed = Some(timestamp);
-            self.run_transaction(&mut changeset, &mut output, delta, S::run_fixed);
+            let record = self.log_meta_bytes(b"");
+            self.run_transaction(&mut changeset, &mut output, delta, record, S::run_fixed);
         }
         output.changes = changeset.table_changes(&self.db);
         changeset.clear();
         self.changeset = changeset;
-        self.system.tick_done(&self.db, &output);
+        if self.logging {
+            output.log = Some(TickLog { payload: self.log.clone(), tx_count: self.log_txs });
+        }
+        let mut releases = Releases::default();
+        self.system.tick_done(&self.db, &output, &mut releases);
         self.metrics.lock().expect("metrics lock").record(&output, started.elapsed());
-        output
+        (output, releases)
+    }
+
+    /// Starts a transaction's log record with the system's metadata for `item`;
+    /// returns where the record starts.
+    fn log_meta(&mut self, item: &S::Work) -> usize {
+        let start = self.log.len();
+        if self.logging {
+            self.log.extend_from_slice(&0u32.to_le_bytes());
+            self.system.log_meta(item, &mut self.log);
+            let len = (self.log.len() - start - 4) as u32;
+            self.log[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        }
+        start
+    }
+
+    fn log_meta_bytes(&mut self, meta: &[u8]) -> usize {
+        let start = self.log.len();
+        if self.logging {
+            self.log.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+            self.log.extend_from_slice(meta);
+        }
+        start
     }
 
     fn run_transaction(
@@ -324,6 +458,7 @@ impl<S: TickSystem> Ticker<S> {
         changeset: &mut Changeset,
         output: &mut TickOutput,
         delta: TimeDuration,
+        record_start: usize,
         run: impl FnOnce(&mut S, &mut Tx<'_>, &mut TickContext<'_>) -> Result<(), String>,
     ) {
         let mut tx = self.db.begin();
@@ -337,6 +472,10 @@ impl<S: TickSystem> Ticker<S> {
         let result = catch_unwind(AssertUnwindSafe(|| run(system, &mut tx, &mut ctx)));
         match result {
             Ok(Ok(())) => {
+                if self.logging {
+                    tx.log_changes(&mut self.log);
+                    self.log_txs += 1;
+                }
                 tx.commit_into(changeset);
                 output.committed += 1;
             }
@@ -348,6 +487,7 @@ impl<S: TickSystem> Ticker<S> {
             }
             Ok(Err(_)) | Err(_) => {
                 tx.rollback();
+                self.log.truncate(record_start);
                 output.rolled_back += 1;
             }
         }
@@ -399,11 +539,13 @@ impl TickLoop {
         let (inbox, rx) = mpsc::sync_channel(config.inbox_capacity);
         let metrics = Arc::clone(&ticker.metrics);
         let (interval, work_max) = (config.fixed_tick_interval, config.tick_work_max);
+        let failure = Arc::new(Mutex::new(None));
+        let loop_failure = Arc::clone(&failure);
         let thread = std::thread::Builder::new()
             .name("tickdb-tick".into())
-            .spawn(move || run_loop(ticker, sink, rx, interval, work_max))?;
+            .spawn(move || run_loop(ticker, sink, rx, interval, work_max, loop_failure))?;
         let (capacity, batch_max) = (config.inbox_capacity, config.tick_work_max);
-        Ok(TickHandle { inbox, capacity, batch_max, metrics, thread: Some(thread) })
+        Ok(TickHandle { inbox, capacity, batch_max, metrics, failure, thread: Some(thread) })
     }
 }
 
@@ -413,6 +555,7 @@ fn run_loop<S: TickSystem>(
     rx: Receiver<Message<S::Work>>,
     interval: Option<Duration>,
     work_max: usize,
+    failure: Arc<Mutex<Option<String>>>,
 ) -> Option<Database> {
     let mut next_fixed = interval.map(|i| Instant::now() + i);
     let mut stop = false;
@@ -469,8 +612,12 @@ fn run_loop<S: TickSystem>(
         }
         let system_due = ticker.system_due_in().is_some_and(|d| d.is_zero());
         if !work.is_empty() || fixed || system_due {
-            let output = ticker.run_tick(work, fixed);
-            sink.tick_committed(ticker.db(), output);
+            let (output, releases) = ticker.run_tick_held(work, fixed);
+            if let Err(why) = sink.tick_committed(ticker.db(), output, releases) {
+                eprintln!("tickdb: the database stops taking work: {why}");
+                *failure.lock().expect("failure lock") = Some(why);
+                return Some(ticker.into_db());
+            }
         }
         if ticker.is_poisoned() {
             return None;
@@ -498,6 +645,7 @@ pub struct TickHandle<W> {
     capacity: usize,
     batch_max: usize,
     metrics: Arc<Mutex<TickMetrics>>,
+    failure: Arc<Mutex<Option<String>>>,
     thread: Option<JoinHandle<Option<Database>>>,
 }
 
@@ -549,6 +697,12 @@ impl<W: Send + 'static> TickHandle<W> {
             let _ = reply.send(outcome);
         })))?;
         result.recv().map_err(|_| InboxError::Closed)?.map_err(ReadError::Panicked)
+    }
+
+    /// Why the loop stopped taking work, if its sink failed (the commit log could not
+    /// write, say).
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("failure lock").clone()
     }
 
     /// A copy of the tick metrics so far.

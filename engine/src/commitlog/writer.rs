@@ -74,7 +74,9 @@ struct Shared {
     changed: Condvar,
 }
 
-type OnDurable = Box<dyn FnMut(u64) + Send>;
+/// Told each time a write made ticks durable (the last of them), or once that the
+/// writer failed.
+pub type OnDurable = Box<dyn FnMut(Result<u64, &LogError>) + Send>;
 
 /// The handle of a running log writer; see the module docs.
 pub struct LogWriter {
@@ -207,6 +209,11 @@ impl LogWriter {
         self.shared.state.lock().expect("log state").durable
     }
 
+    /// A handle that reads the durable tick from elsewhere.
+    pub fn watch(&self) -> LogWatch {
+        LogWatch(Arc::clone(&self.shared))
+    }
+
     /// Waits until `tick` is durable; fails if the writer failed first.
     pub fn wait_durable(&self, tick: u64) -> Result<(), LogError> {
         let mut state = self.shared.state.lock().expect("log state");
@@ -256,6 +263,20 @@ fn frame_bytes(p: &Pending) -> u64 {
     (FRAME_HEADER_BYTES + p.payload.len() + FRAME_TRAILER_BYTES) as u64
 }
 
+/// Reads a writer's durable tick and failure from another thread.
+#[derive(Debug, Clone)]
+pub struct LogWatch(Arc<Shared>);
+
+impl LogWatch {
+    pub fn durable_tick(&self) -> Option<u64> {
+        self.0.state.lock().expect("log state").durable
+    }
+
+    pub fn failed(&self) -> Option<LogError> {
+        self.0.state.lock().expect("log state").failed.clone()
+    }
+}
+
 /// The writer thread's side.
 struct Writer {
     dir: PathBuf,
@@ -286,9 +307,10 @@ impl Writer {
                 Ok(()) => {
                     self.shared.state.lock().expect("log state").durable = Some(last);
                     self.shared.changed.notify_all();
-                    (self.on_durable)(last);
+                    (self.on_durable)(Ok(last));
                 }
                 Err(e) => {
+                    (self.on_durable)(Err(&e));
                     self.shared.state.lock().expect("log state").failed = Some(e);
                     self.shared.changed.notify_all();
                     break;

@@ -18,7 +18,7 @@ use super::logs::ModuleLogs;
 use super::{HostConfig, Instance, LoadedModule, ModuleError, ModuleHost, trap_message, tx_slot};
 use crate::db::{Database, Tx};
 use crate::ids::{TableId, TickId};
-use crate::tick::{TickContext, TickOutput, TickSystem};
+use crate::tick::{Release, Releases, TickContext, TickOutput, TickSystem};
 
 /// Where the outcome of a call goes: `id` comes back in the [`CallReply`].
 #[derive(Debug, Clone)]
@@ -63,6 +63,10 @@ pub enum CallError {
     Trapped { reducer: String, kind: TrapKind, why: String },
     #[error("the module cannot run: {0}")]
     Unavailable(String),
+    /// The call committed in memory, but its tick could not be made durable: the
+    /// database stopped.
+    #[error("the call ran, but the database could not make it durable: {0}")]
+    NotDurable(String),
     /// Lifecycle reducers, tick systems and scheduled reducers are the host's to call.
     #[error("reducer `{0}` is called by the database itself, not by clients")]
     NotCallable(String),
@@ -456,6 +460,36 @@ impl ModuleSystem {
     }
 }
 
+/// A tick's replies, sent once the tick is durable.
+struct ReplyBatch {
+    tick: TickId,
+    replies: Vec<(ReplyTo, Result<Vec<u8>, CallError>)>,
+}
+
+impl Release for ReplyBatch {
+    fn release(self: Box<Self>, outcome: Result<(), &str>) {
+        for (reply, result) in self.replies {
+            let result = match outcome {
+                Ok(()) => result,
+                Err(why) => Err(CallError::NotDurable(why.to_string())),
+            };
+            // A caller that hung up no longer wants the answer.
+            let _ = reply.to.send(CallReply { id: reply.id, tick: self.tick, outcome: result });
+        }
+    }
+}
+
+/// A call's metadata in the commit log: the reducer's name (`u32` length, UTF-8), the
+/// caller's identity (32) and connection (16), and the arguments (`u32` length, bytes).
+pub fn log_meta(out: &mut Vec<u8>, reducer: &str, caller: Identity, connection: ConnectionId, args: &[u8]) {
+    out.extend_from_slice(&(reducer.len() as u32).to_le_bytes());
+    out.extend_from_slice(reducer.as_bytes());
+    out.extend_from_slice(&caller.0);
+    out.extend_from_slice(&connection.0);
+    out.extend_from_slice(&(args.len() as u32).to_le_bytes());
+    out.extend_from_slice(args);
+}
+
 fn add(t: Timestamp, d: TimeDuration) -> Timestamp {
     Timestamp::from_micros(t.micros_since_epoch.saturating_add(d.micros))
 }
@@ -599,10 +633,34 @@ impl TickSystem for ModuleSystem {
         ticks.chain(self.queue.first().map(|e| e.0)).min()
     }
 
-    fn tick_done(&mut self, _db: &Database, output: &TickOutput) {
-        for (reply, outcome) in self.pending.drain(..) {
-            // A caller that hung up no longer wants the answer.
-            let _ = reply.to.send(CallReply { id: reply.id, tick: output.tick, outcome });
+    fn log_meta(&self, work: &ModuleWork, out: &mut Vec<u8>) {
+        let (reducer, caller, connection, args): (&str, Identity, ConnectionId, &[u8]) = match &work.0 {
+            Work::Call { reducer, caller, connection, args, .. } => {
+                let name = self.names.get(*reducer as usize).map_or("", |n| n);
+                (name, *caller, *connection, args)
+            }
+            Work::Lifecycle { which, caller, connection, .. } => {
+                let name = self.lifecycle.get(which).map_or("", |&r| &self.names[r as usize]);
+                (name, *caller, *connection, &[])
+            }
+            Work::Tick { system, .. } => (
+                &self.names[self.ticks[*system].reducer as usize],
+                self.identity,
+                ConnectionId::default(),
+                &[],
+            ),
+            Work::Scheduled { schedule, key } | Work::Cleanup { schedule, key } => {
+                let reducer = self.schedules[*schedule].reducer;
+                (&self.names[reducer as usize], self.identity, ConnectionId::default(), key)
+            }
+        };
+        log_meta(out, reducer, caller, connection, args);
+    }
+
+    fn tick_done(&mut self, _db: &Database, output: &TickOutput, releases: &mut Releases) {
+        if !self.pending.is_empty() {
+            let replies = std::mem::take(&mut self.pending);
+            releases.push(Box::new(ReplyBatch { tick: output.tick, replies }));
         }
         for changes in &output.changes {
             let Some(s) = self.schedules.iter().position(|s| s.table == changes.table) else {

@@ -1,0 +1,252 @@
+//! Durability: the tick loop's sink that writes each tick to the commit log, holding
+//! its replies until the tick is durable ([`Durability::Confirmed`]) or not
+//! ([`Durability::Relaxed`]); and replaying a log into a database on start.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::commitlog::writer::{DeviceOpener, LogWatch, open_file_device};
+use crate::commitlog::{LogConfig, LogEnd, LogError, LogWriter, read_log};
+use crate::db::Database;
+use crate::error::Error;
+use crate::ids::TableId;
+use crate::tick::{Releases, TickOutput, TickSink};
+
+/// When a transaction is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// After its tick is durable on disk: an acknowledged transaction survives any crash.
+    #[default]
+    Confirmed,
+    /// After its tick commits in memory: faster, but a crash loses the ticks not yet
+    /// written.
+    Relaxed,
+}
+
+/// Releases waiting for their tick to be durable, oldest first; and, once the writer
+/// failed, why. Both under one lock, so that no release can be queued after the queue
+/// was emptied for a failure.
+#[derive(Debug, Default)]
+struct WaitQueue {
+    entries: VecDeque<(u64, Releases)>,
+    failed: Option<String>,
+}
+
+type Waiting = Arc<Mutex<WaitQueue>>;
+
+/// The sink that logs every tick; see the module docs.
+#[derive(Debug)]
+pub struct DurableSink {
+    writer: LogWriter,
+    mode: Durability,
+    waiting: Waiting,
+}
+
+impl DurableSink {
+    /// Opens the log in `dir` for writing after `end` (what [`replay`] returned).
+    pub fn open(
+        dir: &Path,
+        end: &LogEnd,
+        config: LogConfig,
+        mode: Durability,
+    ) -> Result<DurableSink, LogError> {
+        DurableSink::open_with(dir, end, config, mode, Box::new(open_file_device))
+    }
+
+    /// As [`DurableSink::open`], with segment files opened by `opener` (tests inject faults).
+    pub fn open_with(
+        dir: &Path,
+        end: &LogEnd,
+        config: LogConfig,
+        mode: Durability,
+        opener: DeviceOpener,
+    ) -> Result<DurableSink, LogError> {
+        let waiting: Waiting = Arc::default();
+        let released = Arc::clone(&waiting);
+        let on_durable = Box::new(move |durable: Result<u64, &LogError>| {
+            let mut waiting = released.lock().expect("waiting lock");
+            match durable {
+                Ok(tick) => {
+                    while waiting.entries.front().is_some_and(|(t, _)| *t <= tick) {
+                        let (_, releases) = waiting.entries.pop_front().expect("checked");
+                        releases.release(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    waiting.entries.drain(..).for_each(|(_, releases)| releases.release(Err(&why)));
+                    waiting.failed = Some(why);
+                }
+            }
+        });
+        let writer = LogWriter::open_with(dir, end, config, on_durable, opener)?;
+        Ok(DurableSink { writer, mode, waiting })
+    }
+
+    pub fn writer(&self) -> &LogWriter {
+        &self.writer
+    }
+
+    /// Reads the durable tick from another thread, once the sink is in the tick loop.
+    pub fn watch(&self) -> LogWatch {
+        self.writer.watch()
+    }
+}
+
+impl TickSink for DurableSink {
+    fn tick_committed(&mut self, _: &Database, output: TickOutput, releases: Releases) -> Result<(), String> {
+        if let Some(e) = self.writer.failed() {
+            // The log failed while an earlier tick was written: take no more work.
+            let why = e.to_string();
+            releases.release(Err(&why));
+            return Err(why);
+        }
+        let Some(log) = output.log.filter(|log| log.tx_count > 0) else {
+            // Nothing committed: nothing to make durable.
+            releases.release(Ok(()));
+            return Ok(());
+        };
+        let tick = output.tick.0;
+        let held = self.mode == Durability::Confirmed && !releases.is_empty();
+        let releases = if held {
+            // Queued before the append, so the writer cannot report the tick durable
+            // before its releases are there to go out.
+            let mut waiting = self.waiting.lock().expect("waiting lock");
+            if let Some(why) = waiting.failed.clone() {
+                drop(waiting);
+                releases.release(Err(&why));
+                return Err(why);
+            }
+            waiting.entries.push_back((tick, releases));
+            None
+        } else {
+            Some(releases)
+        };
+        match self.writer.append(tick, log.tx_count, log.payload) {
+            Ok(()) => {
+                if let Some(releases) = releases {
+                    releases.release(Ok(()));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let why = e.to_string();
+                if let Some(releases) = releases {
+                    releases.release(Err(&why));
+                }
+                let mut waiting = self.waiting.lock().expect("waiting lock");
+                waiting.entries.drain(..).for_each(|(_, releases)| releases.release(Err(&why)));
+                waiting.failed.get_or_insert(why.clone());
+                Err(why)
+            }
+        }
+    }
+}
+
+/// Why a log could not be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("replaying tick {tick}: {why}")]
+    Invalid { tick: u64, why: String },
+    #[error("replaying tick {tick}: {source}")]
+    Engine { tick: u64, source: Error },
+}
+
+/// What replaying did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    pub end: LogEnd,
+    pub ticks: u64,
+    pub transactions: u64,
+    pub rows: u64,
+}
+
+/// Applies every tick in the log in `dir` to `db`, whose tables must be those the log
+/// was written against. Ticks at or before `after` (a snapshot's tick) are skipped.
+pub fn replay(dir: &Path, db: &mut Database, after: Option<u64>) -> Result<Replayed, ReplayError> {
+    let (mut ticks, mut transactions, mut rows) = (0u64, 0u64, 0u64);
+    let end = read_log(dir, |header, payload| {
+        if after.is_some_and(|a| header.tick <= a) {
+            return Ok(());
+        }
+        let applied = apply_tick(db, payload).map_err(|e| match e {
+            Apply::Invalid(why) => ReplayError::Invalid { tick: header.tick, why },
+            Apply::Engine(source) => ReplayError::Engine { tick: header.tick, source },
+        })?;
+        if applied.0 != header.tx_count {
+            let why =
+                format!("the frame says {} transactions, its payload holds {}", header.tx_count, applied.0);
+            return Err(ReplayError::Invalid { tick: header.tick, why });
+        }
+        ticks += 1;
+        transactions += u64::from(applied.0);
+        rows += applied.1;
+        Ok(())
+    })??;
+    Ok(Replayed { end, ticks, transactions, rows })
+}
+
+enum Apply {
+    Invalid(String),
+    Engine(Error),
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Apply> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end
+            .ok_or_else(|| Apply::Invalid(format!("the payload ends inside a record at byte {}", self.at)))?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn u32(&mut self) -> Result<u32, Apply> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+}
+
+/// Applies one tick's payload (see [`crate::tick::TickLog`]) as one transaction;
+/// returns the transactions and rows it held.
+fn apply_tick(db: &mut Database, payload: &[u8]) -> Result<(u32, u64), Apply> {
+    let mut c = Cursor { bytes: payload, at: 0 };
+    c.take(8)?; // the tick's timestamp
+    let tables = db.tables().len();
+    let mut tx = db.begin();
+    let (mut txs, mut rows) = (0u32, 0u64);
+    while c.at < payload.len() {
+        let meta = c.u32()? as usize;
+        c.take(meta)?;
+        for pass in 0..2 {
+            for _ in 0..c.u32()? {
+                let table = c.u32()?;
+                if table as usize >= tables {
+                    return Err(Apply::Invalid(format!("a row of table id {table}, which does not exist")));
+                }
+                let len = c.u32()? as usize;
+                let row = c.take(len)?;
+                let table = TableId(table);
+                if pass == 0 {
+                    if !tx.delete_equal(table, row).map_err(Apply::Engine)? {
+                        let name = tx.table(table).name().to_string();
+                        return Err(Apply::Invalid(format!("a row to delete from `{name}` is not there")));
+                    }
+                } else {
+                    tx.insert(table, row).map_err(Apply::Engine)?;
+                }
+                rows += 1;
+            }
+        }
+        txs += 1;
+    }
+    tx.commit_quietly();
+    Ok((txs, rows))
+}

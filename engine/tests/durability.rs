@@ -1,0 +1,234 @@
+//! Durability end to end: a module's database writes every tick to the commit log,
+//! replies only once their tick is durable (confirmed mode), and a restart replays the
+//! log into a new database with the same state. A failed write stops the database, and
+//! the calls it could not make durable are told so.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+
+use tickdb::Type;
+use tickdb_engine::commitlog::device::{FileIo, IoMode, LogDevice, PwriteDevice};
+use tickdb_engine::commitlog::{LogConfig, LogEnd};
+use tickdb_engine::{
+    CallError, CallReply, Database, Durability, DurableSink, EngineConfig, HostConfig, LoadedModule,
+    ModuleHost, ModuleSystem, ModuleWork, ReplyTo, SplitMix64, SystemClock, TickHandle, TickLoop, Ticker,
+    replay,
+};
+use tickdb_test_modules::wasm;
+use tickdb_wasm_abi::{ConnectionId, Identity, Lifecycle, Value};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("tickdb-durability-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const OWNER: Identity = Identity([9; 32]);
+const CONN: ConnectionId = ConnectionId([7; 16]);
+
+fn player(i: u8) -> Identity {
+    Identity([i; 32])
+}
+
+/// A database of `module`: tables created, the log in `dir` replayed into it.
+fn recover(host: &ModuleHost, module: &Arc<LoadedModule>, dir: &Path) -> (Ticker<ModuleSystem>, LogEnd, u64) {
+    let mut db = Database::new(EngineConfig::default()).unwrap();
+    let system = ModuleSystem::new(host, Arc::clone(module), &mut db, OWNER).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let replayed = replay(dir, &mut db, None).unwrap();
+    let mut ticker = Ticker::new(db, system, Box::new(SystemClock), Box::new(SplitMix64::new(3)));
+    ticker.keep_log(replayed.end.last_tick);
+    (ticker, replayed.end, replayed.transactions)
+}
+
+fn tables(db: &Database) -> Vec<(String, Vec<Vec<Value>>)> {
+    db.tables()
+        .map(|t| {
+            let mut rows: Vec<Vec<Value>> = t.iter().map(|r| r.to_values()).collect();
+            rows.sort();
+            (t.name().to_string(), rows)
+        })
+        .collect()
+}
+
+struct Client {
+    module: Arc<LoadedModule>,
+    replies: mpsc::Receiver<CallReply>,
+    to: mpsc::Sender<CallReply>,
+    next: u64,
+}
+
+impl Client {
+    fn new(module: &Arc<LoadedModule>) -> Client {
+        let (to, replies) = mpsc::channel();
+        Client { module: Arc::clone(module), replies, to, next: 0 }
+    }
+
+    fn reply_to(&mut self) -> Option<ReplyTo> {
+        self.next += 1;
+        Some(ReplyTo { id: self.next, to: self.to.clone() })
+    }
+
+    fn call(
+        &mut self,
+        handle: &TickHandle<ModuleWork>,
+        reducer: &str,
+        who: Identity,
+        args: Vec<u8>,
+    ) -> CallReply {
+        let id = self.module.reducer_id(reducer).unwrap();
+        let reply = self.reply_to();
+        handle.submit(ModuleWork::call(id, who, CONN, &args, reply)).unwrap();
+        self.replies.recv().unwrap()
+    }
+
+    fn connect(&mut self, handle: &TickHandle<ModuleWork>, who: Identity) -> CallReply {
+        let reply = self.reply_to();
+        handle.submit(ModuleWork::lifecycle(Lifecycle::ClientConnected, who, CONN, reply)).unwrap();
+        self.replies.recv().unwrap()
+    }
+}
+
+/// Confirmed mode: every reply comes after its tick is durable. A restart replays the
+/// log into an equal database, and the next run appends after it.
+#[test]
+fn acknowledged_calls_survive_a_restart() {
+    let dir = TempDir::new("restart");
+    let host = ModuleHost::new(HostConfig::default()).unwrap();
+    let module = host.load(&wasm("tickdb-example-chat")).unwrap();
+    let mut expected = None;
+    for run in 0..3u8 {
+        let (ticker, end, transactions) = recover(&host, &module, &dir.0);
+        if let Some(expected) = &expected {
+            assert_eq!(&tables(ticker.db()), expected, "run {run}: the replayed state");
+            assert!(transactions > 0);
+        }
+        let sink = DurableSink::open(&dir.0, &end, LogConfig::default(), Durability::Confirmed).unwrap();
+        let watch = sink.watch();
+        let handle = TickLoop::spawn(ticker, sink, &EngineConfig::default()).unwrap();
+        let mut client = Client::new(&module);
+        for i in 0..5u8 {
+            let who = player(run * 10 + i);
+            for reply in [
+                client.connect(&handle, who),
+                client.call(&handle, "set_name", who, format!("p{run}-{i}").to_bytes()),
+                client.call(&handle, "send_message", who, format!("hello from {run}-{i}").to_bytes()),
+            ] {
+                assert_eq!(reply.outcome, Ok(vec![]));
+                let durable = watch.durable_tick().expect("something is durable");
+                assert!(durable >= reply.tick.0, "replied to tick {} with {durable} durable", reply.tick.0);
+            }
+        }
+        // A failed call is not logged, and changes nothing after the restart either.
+        let failed = client.call(&handle, "send_message", player(run * 10), String::new().to_bytes());
+        assert!(matches!(failed.outcome, Err(CallError::Failed(_))));
+        let db = handle.shutdown().unwrap();
+        expected = Some(tables(&db));
+        assert_eq!(db.table(db.table_id("message").unwrap()).len(), 5 * (run as usize + 1));
+    }
+}
+
+/// Relaxed mode replies without waiting for the disk; what was written reads back once
+/// the log is closed.
+#[test]
+fn relaxed_mode_logs_too() {
+    let dir = TempDir::new("relaxed");
+    let host = ModuleHost::new(HostConfig::default()).unwrap();
+    let module = host.load(&wasm("tickdb-test-features")).unwrap();
+    let (ticker, end, _) = recover(&host, &module, &dir.0);
+    let sink = DurableSink::open(&dir.0, &end, LogConfig::default(), Durability::Relaxed).unwrap();
+    let handle = TickLoop::spawn(ticker, sink, &EngineConfig::default()).unwrap();
+    let mut client = Client::new(&module);
+    let hero = |name: &str, level: u32| {
+        let mut args = (name.to_string(), level, 1u32).to_bytes();
+        args.push(0); // Class::Warrior
+        args
+    };
+    for (i, name) in ["ayla", "brann", "cora"].into_iter().enumerate() {
+        assert!(client.call(&handle, "create_hero", player(1), hero(name, i as u32)).outcome.is_ok());
+    }
+    let before = tables(&handle.shutdown().unwrap());
+    let (ticker, end, transactions) = recover(&host, &module, &dir.0);
+    assert_eq!(tables(ticker.db()), before);
+    assert!(transactions >= 3);
+    // Sequences continue past the replayed rows: the next hero gets id 4.
+    let sink = DurableSink::open(&dir.0, &end, LogConfig::default(), Durability::Relaxed).unwrap();
+    let handle = TickLoop::spawn(ticker, sink, &EngineConfig::default()).unwrap();
+    let created = client.call(&handle, "create_hero", player(1), hero("dax", 9)).outcome.unwrap();
+    assert_eq!(u64::from_le_bytes(created[..8].try_into().unwrap()), 4);
+    drop(handle);
+}
+
+/// A file that runs out of space after `space` bytes.
+struct FullDisk {
+    file: std::fs::File,
+    space: u64,
+}
+
+impl FileIo for FullDisk {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<usize> {
+        if offset + data.len() as u64 > self.space {
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        std::os::unix::fs::FileExt::write_at(&self.file, data, offset)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// When the log cannot write, the database stops: calls whose tick was not made
+/// durable are told so, later calls are refused, and the log holds exactly the
+/// acknowledged calls.
+#[test]
+fn a_failed_log_write_stops_the_database() {
+    let dir = TempDir::new("full");
+    let host = ModuleHost::new(HostConfig::default()).unwrap();
+    let module = host.load(&wasm("tickdb-example-chat")).unwrap();
+    let (ticker, end, _) = recover(&host, &module, &dir.0);
+    let opener = Box::new(|path: &Path, _: IoMode| -> io::Result<(Box<dyn LogDevice>, Option<String>)> {
+        let file = OpenOptions::new().create(true).write(true).truncate(false).open(path)?;
+        Ok((Box::new(PwriteDevice::new(FullDisk { file, space: 1500 })) as Box<dyn LogDevice>, None))
+    });
+    let sink =
+        DurableSink::open_with(&dir.0, &end, LogConfig::default(), Durability::Confirmed, opener).unwrap();
+    let handle = TickLoop::spawn(ticker, sink, &EngineConfig::default()).unwrap();
+    let mut client = Client::new(&module);
+    let mut acknowledged = 0;
+    let refused = loop {
+        let who = player(acknowledged as u8 + 1);
+        match client.connect(&handle, who).outcome {
+            Ok(_) => acknowledged += 1,
+            Err(e) => break e,
+        }
+        assert!(acknowledged < 100, "the disk never filled");
+    };
+    assert!(matches!(refused, CallError::NotDurable(ref why) if why.contains("No space")), "{refused}");
+    // The next tick finds the log failed: its call is told so, and the loop stops.
+    let id = module.reducer_id("set_name").unwrap();
+    let reply = client.reply_to();
+    if handle.submit(ModuleWork::call(id, player(1), CONN, &"late".to_string().to_bytes(), reply)).is_ok() {
+        let late = client.replies.recv().unwrap();
+        assert!(matches!(late.outcome, Err(CallError::NotDurable(_))), "{:?}", late.outcome);
+    }
+    // A read queued after that call runs only after it, and the loop is gone by then.
+    assert!(handle.read(|_| ()).is_err(), "the database kept taking work");
+    assert!(handle.failure().unwrap().contains("No space"));
+    drop(handle);
+    let (ticker, _, transactions) = recover(&host, &module, &dir.0);
+    assert_eq!(transactions, acknowledged);
+    assert_eq!(ticker.db().table(ticker.db().table_id("user").unwrap()).len() as u64, acknowledged);
+}
