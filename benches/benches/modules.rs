@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use tickdb::Type;
+use tickdb_engine::commitlog::{LogConfig, LogEnd};
 use tickdb_engine::{
-    CallReply, Database, EngineConfig, HostConfig, LoadedModule, ModuleHost, ModuleSystem, ModuleWork,
-    ReplyTo, SplitMix64, SystemClock, TickContext, TickLoop, TickSystem, Ticker, Tx,
+    CallReply, Database, Durability, DurableSink, EngineConfig, HostConfig, LoadedModule, ModuleHost,
+    ModuleSystem, ModuleWork, ReplyTo, SplitMix64, SystemClock, TickContext, TickHandle, TickLoop,
+    TickSystem, Ticker, Tx, replay,
 };
 use tickdb_test_modules::wasm;
 use tickdb_wasm_abi::{ConnectionId, Identity};
@@ -166,6 +168,20 @@ fn loop_run(
     let rounds: Vec<_> = (0..calls / BATCH + 1).map(|round| calls_for(&bench, name, round)).collect();
     let Bench { ticker, replies, reply_to, .. } = bench;
     let handle = TickLoop::spawn(ticker, (), &EngineConfig::default()).expect("loop starts");
+    drive(handle, &rounds, &replies, &reply_to, batch, calls, in_flight)
+}
+
+/// Feeds `calls` calls from `rounds` to a running loop and receives every reply;
+/// returns calls per second.
+fn drive(
+    handle: TickHandle<ModuleWork>,
+    rounds: &[Vec<(u32, Identity, Vec<u8>)>],
+    replies: &mpsc::Receiver<CallReply>,
+    reply_to: &mpsc::Sender<CallReply>,
+    batch: usize,
+    calls: usize,
+    in_flight: usize,
+) -> f64 {
     let conn = ConnectionId([1; 16]);
     let mut pending = rounds.iter().flatten().take(calls).enumerate().map(|(i, (reducer, who, args))| {
         let reply = ReplyTo { id: i as u64, to: reply_to.clone() };
@@ -191,6 +207,77 @@ fn loop_run(
     let rate = calls as f64 / started.elapsed().as_secs_f64();
     drop(handle.shutdown());
     rate
+}
+
+/// The commit log's cost: the same calls with no log, in relaxed mode (replies after
+/// the tick commits, the log written behind) and in confirmed mode (replies after the
+/// tick is durable); then replaying the confirmed log of `insert_item`.
+fn durability(host: &ModuleHost, module: &Arc<LoadedModule>) {
+    const CALLS: usize = 300_000;
+    const IN_FLIGHT: usize = 8192;
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/durability-bench");
+    println!(
+        "\n### Reducer calls with the commit log ({CALLS} calls, {IN_FLIGHT} in flight, threaded loop)\n"
+    );
+    println!("| reducer | log | runs | calls/s median | of no log |");
+    println!("|---|---|---|---|---|");
+    for name in ["insert_item", "move_to"] {
+        let mut baseline = 0.0;
+        for mode in [None, Some(Durability::Relaxed), Some(Durability::Confirmed)] {
+            let mut rates = Vec::new();
+            for _ in 0..3 {
+                let _ = std::fs::remove_dir_all(&dir);
+                let bench = Bench::new(host, module);
+                let rounds: Vec<_> =
+                    (0..CALLS / BATCH + 1).map(|round| calls_for(&bench, name, round)).collect();
+                let Bench { mut ticker, replies, reply_to, .. } = bench;
+                let rate = match mode {
+                    None => {
+                        let handle = TickLoop::spawn(ticker, (), &EngineConfig::default()).expect("loop");
+                        drive(handle, &rounds, &replies, &reply_to, 1, CALLS, IN_FLIGHT)
+                    }
+                    Some(mode) => {
+                        ticker.keep_log(None);
+                        let end = LogEnd { segment: None, last_tick: None, next_tx: 0, truncated: None };
+                        let sink = DurableSink::open(&dir, &end, LogConfig::default(), mode).expect("log");
+                        let handle = TickLoop::spawn(ticker, sink, &EngineConfig::default()).expect("loop");
+                        drive(handle, &rounds, &replies, &reply_to, 1, CALLS, IN_FLIGHT)
+                    }
+                };
+                rates.push(rate);
+            }
+            rates.sort_by(f64::total_cmp);
+            let median = rates[rates.len() / 2];
+            if mode.is_none() {
+                baseline = median;
+            }
+            let label = match mode {
+                None => "none",
+                Some(Durability::Relaxed) => "relaxed",
+                Some(Durability::Confirmed) => "confirmed",
+            };
+            let share = 100.0 * median / baseline;
+            println!("| {name} | {label} | {} | {:.2}M | {share:.0}% |", rates.len(), median / 1e6);
+        }
+        if name == "insert_item" {
+            // The last run's confirmed log: replay it into a new database.
+            let mut db = Database::new(EngineConfig::default()).expect("db");
+            let _system =
+                ModuleSystem::new(host, Arc::clone(module), &mut db, Identity::default()).expect("system");
+            let started = Instant::now();
+            let replayed = replay(&dir, &mut db, None).expect("replay");
+            let elapsed = started.elapsed().as_secs_f64();
+            println!(
+                "\nReplay of that log: {} ticks, {} transactions, {} row changes in {:.0} ms: {:.2}M row changes/s\n",
+                replayed.ticks,
+                replayed.transactions,
+                replayed.rows,
+                elapsed * 1e3,
+                replayed.rows as f64 / elapsed / 1e6
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Does nothing, as a native system: the cost of a transaction in the tick loop
@@ -286,7 +373,7 @@ fn load_times() {
 }
 
 /// Sections run: all, or those named on the command line (`ticker`, `overhead`, `loop`,
-/// `load`), e.g. `cargo bench -p tickdb-benches --bench modules -- ticker`.
+/// `load`, `durability`), e.g. `cargo bench -p tickdb-benches --bench modules -- ticker`.
 fn main() {
     let names: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let run = |section: &str| names.is_empty() || names.iter().any(|n| n == section);
@@ -303,5 +390,8 @@ fn main() {
     }
     if run("load") {
         load_times();
+    }
+    if run("durability") {
+        durability(&host, &module);
     }
 }

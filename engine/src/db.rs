@@ -363,46 +363,43 @@ impl Tx<'_> {
     /// removed (old images of deleted and updated rows), then the rows it added (new
     /// images of inserted and updated rows), each as `table: u32, len: u32, row`, each
     /// list after a `u32` count. Replaying removes, then adds, restores the same state.
-    /// Slots left as they were are not recorded.
-    pub fn log_changes(&self, out: &mut Vec<u8>) {
-        let first_touches = || {
-            self.undo.iter().filter_map(|u| match *u {
-                Undo::Inserted { table, row, first: true, .. } => Some((table, row, None)),
+    /// Slots left as they were are not recorded. `scratch` is working space.
+    pub fn log_changes(&self, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
+        let count_at = out.len();
+        out.extend_from_slice(&0u32.to_le_bytes());
+        scratch.clear();
+        let (mut removed, mut added) = (0u32, 0u32);
+        for undo in &self.undo {
+            let (table, row, before) = match *undo {
+                Undo::Inserted { table, row, first: true, .. } => (table, row, None),
                 Undo::Deleted { table, row, image, first: true }
-                | Undo::Updated { table, row, image, first: true, .. } => Some((table, row, Some(image))),
-                _ => None,
-            })
-        };
-        // A slot whose row ended as it began changed nothing.
-        let mut after = Vec::new();
-        let changed = |table: TableId, row: RowId, before: Option<&[u8]>, after: &mut Vec<u8>| {
-            let live = self.db.table(table).get(row);
-            after.clear();
-            if let Some(current) = live {
-                current.encode_into(after);
+                | Undo::Updated { table, row, image, first: true, .. } => (table, row, Some(image)),
+                _ => continue,
+            };
+            let before = before.map(|span| &self.images[span.start..span.end]);
+            // The row as it is now, appended to the added list; taken back out if the
+            // slot ended as it began.
+            let start = scratch.len();
+            let after = self.db.table(table).get(row).map(|current| {
+                scratch.extend_from_slice(&table.0.to_le_bytes());
+                scratch.extend_from_slice(&0u32.to_le_bytes());
+                current.encode_into(scratch);
+                let len = (scratch.len() - start - 8) as u32;
+                scratch[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
+            });
+            if before == after.map(|()| &scratch[start + 8..]) {
+                scratch.truncate(start);
+                continue;
             }
-            before != live.map(|_| &after[..])
-        };
-        for pass in [Pass::Removed, Pass::Added] {
-            let count_at = out.len();
-            out.extend_from_slice(&0u32.to_le_bytes());
-            let mut count = 0u32;
-            for (table, row, before) in first_touches() {
-                let before = before.map(|span| &self.images[span.start..span.end]);
-                if !changed(table, row, before, &mut after) {
-                    continue;
-                }
-                let logged = match pass {
-                    Pass::Removed => before,
-                    Pass::Added => (!after.is_empty()).then_some(&after[..]),
-                };
-                if let Some(bytes) = logged {
-                    push_row(out, table, bytes);
-                    count += 1;
-                }
+            if let Some(before) = before {
+                push_row(out, table, before);
+                removed += 1;
             }
-            out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+            added += u32::from(after.is_some());
         }
+        out[count_at..count_at + 4].copy_from_slice(&removed.to_le_bytes());
+        out.extend_from_slice(&added.to_le_bytes());
+        out.extend_from_slice(scratch);
     }
 
     /// Makes the writes permanent without building a changeset (replaying a log).
@@ -467,12 +464,6 @@ impl Tx<'_> {
         }
         debug_assert!(self.db.touched.iter().all(|t| t.iter().all(|&w| w == 0)));
     }
-}
-
-#[derive(Clone, Copy)]
-enum Pass {
-    Removed,
-    Added,
 }
 
 fn push_row(out: &mut Vec<u8>, table: TableId, row: &[u8]) {

@@ -277,6 +277,7 @@ pub struct Ticker<S: TickSystem> {
     /// Whether ticks produce a commit log payload, and the one being built.
     logging: bool,
     log: Vec<u8>,
+    log_scratch: Vec<u8>,
     log_txs: u32,
 }
 
@@ -306,7 +307,7 @@ impl<S: TickSystem> Ticker<S> {
         let metrics = Arc::default();
         let (tick, last_fixed, poisoned, due, changeset) =
             (TickId(0), None, false, Vec::new(), Changeset::default());
-        let (logging, log, log_txs) = (false, Vec::new(), 0);
+        let (logging, log, log_scratch, log_txs) = (false, Vec::new(), Vec::new(), 0);
         Ticker {
             db,
             system,
@@ -320,6 +321,7 @@ impl<S: TickSystem> Ticker<S> {
             changeset,
             logging,
             log,
+            log_scratch,
             log_txs,
         }
     }
@@ -423,7 +425,10 @@ impl<S: TickSystem> Ticker<S> {
         changeset.clear();
         self.changeset = changeset;
         if self.logging {
-            output.log = Some(TickLog { payload: self.log.clone(), tx_count: self.log_txs });
+            // The payload leaves with the output; the next tick's starts at its size.
+            let capacity = self.log.capacity();
+            let payload = std::mem::replace(&mut self.log, Vec::with_capacity(capacity));
+            output.log = Some(TickLog { payload, tx_count: self.log_txs });
         }
         let mut releases = Releases::default();
         self.system.tick_done(&self.db, &output, &mut releases);
@@ -473,7 +478,7 @@ impl<S: TickSystem> Ticker<S> {
         match result {
             Ok(Ok(())) => {
                 if self.logging {
-                    tx.log_changes(&mut self.log);
+                    tx.log_changes(&mut self.log, &mut self.log_scratch);
                     self.log_txs += 1;
                 }
                 tx.commit_into(changeset);

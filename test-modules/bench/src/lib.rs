@@ -62,3 +62,11 @@ pub fn host_calls(ctx: &ReducerContext, n: u32) -> Result<u64, String> {
     }
     Ok(total)
 }
+
+/// Inserts two items in one transaction (`2v` and `2v + 1`): a crash test checks that
+/// no transaction is ever half there.
+#[reducer]
+pub fn insert_pair(ctx: &ReducerContext, value: u64) {
+    ctx.db.item().insert(Item { id: 0, value: 2 * value });
+    ctx.db.item().insert(Item { id: 0, value: 2 * value + 1 });
+}
