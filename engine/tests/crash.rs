@@ -52,7 +52,7 @@ fn check(recovered: &str, acked: &BTreeSet<u64>, cycle: usize) -> u64 {
         .split_whitespace()
         .map(|v| v.parse().expect("a value"))
         .collect();
-    assert!(values.len() % 2 == 0, "cycle {cycle}: an odd number of rows: a call is half there");
+    assert!(values.len().is_multiple_of(2), "cycle {cycle}: an odd number of rows: a call is half there");
     let calls = values.len() as u64 / 2;
     let model: Vec<u64> = (2..2 * calls + 2).collect();
     assert_eq!(values, model, "cycle {cycle}: the state is not the first {calls} calls, whole and in order");
