@@ -237,7 +237,7 @@ fn durability(host: &ModuleHost, module: &Arc<LoadedModule>) {
                         drive(handle, &rounds, &replies, &reply_to, 1, CALLS, IN_FLIGHT)
                     }
                     Some(mode) => {
-                        ticker.keep_log(None);
+                        ticker.keep_log();
                         let end = LogEnd { segment: None, last_tick: None, next_tx: 0, truncated: None };
                         let sink = DurableSink::open(&dir, &end, LogConfig::default(), mode).expect("log");
                         let handle = TickLoop::spawn(ticker, sink, &EngineConfig::default()).expect("loop");

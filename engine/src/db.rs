@@ -32,6 +32,10 @@ pub struct Database {
     touched: Vec<Vec<u64>>,
     /// The last transaction's buffers, emptied, for the next one to reuse.
     spare: TxBuffers,
+    /// The last tick applied, if any (set by the tick loop, a snapshot or a replay),
+    /// and the commit log's transaction offset after it.
+    last_tick: Option<u64>,
+    next_tx: u64,
 }
 
 /// A transaction's working buffers. Reused from one transaction to the next, so that a
@@ -52,7 +56,7 @@ impl Database {
     pub fn new(config: EngineConfig) -> Result<Database, Error> {
         config.validate()?;
         let (tables, names, touched, spare) = Default::default();
-        Ok(Database { config, tables, names, touched, spare })
+        Ok(Database { config, tables, names, touched, spare, last_tick: None, next_tx: 0 })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -82,6 +86,26 @@ impl Database {
 
     pub fn tables(&self) -> impl ExactSizeIterator<Item = &Table> + '_ {
         self.tables.iter()
+    }
+
+    /// The last tick whose changes the database holds.
+    pub fn last_tick(&self) -> Option<u64> {
+        self.last_tick
+    }
+
+    /// The commit log's transaction offset after the last tick.
+    pub fn next_tx(&self) -> u64 {
+        self.next_tx
+    }
+
+    pub(crate) fn set_log_position(&mut self, tick: u64, next_tx: u64) {
+        self.last_tick = Some(tick);
+        self.next_tx = next_tx;
+    }
+
+    /// Moves table `table`'s sequences to at least `positions` (restoring a snapshot).
+    pub(crate) fn advance_sequences(&mut self, table: TableId, positions: &[u128]) {
+        self.tables[table.index()].advance_sequences(positions);
     }
 
     /// Starts a transaction. Dropping it without [`Tx::commit`] rolls it back.
@@ -400,6 +424,11 @@ impl Tx<'_> {
         out[count_at..count_at + 4].copy_from_slice(&removed.to_le_bytes());
         out.extend_from_slice(&added.to_le_bytes());
         out.extend_from_slice(scratch);
+    }
+
+    /// Moves table `table`'s sequences to at least `positions`.
+    pub(crate) fn advance_sequences(&mut self, table: TableId, positions: &[u128]) {
+        self.db.advance_sequences(table, positions);
     }
 
     /// Makes the writes permanent without building a changeset (replaying a log).

@@ -3,14 +3,16 @@
 //! ([`Durability::Relaxed`]); and replaying a log into a database on start.
 
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::commitlog::segments::list_segments;
 use crate::commitlog::writer::{DeviceOpener, LogWatch, open_file_device};
 use crate::commitlog::{LogConfig, LogEnd, LogError, LogWriter, read_log};
 use crate::db::Database;
 use crate::error::Error;
 use crate::ids::TableId;
+use crate::snapshot::{Loaded, SnapshotError, list_snapshots, load};
 use crate::tick::{Releases, TickOutput, TickSink};
 
 /// When a transaction is acknowledged.
@@ -181,6 +183,7 @@ pub fn replay(dir: &Path, db: &mut Database, after: Option<u64>) -> Result<Repla
                 format!("the frame says {} transactions, its payload holds {}", header.tx_count, applied.0);
             return Err(ReplayError::Invalid { tick: header.tick, why });
         }
+        db.set_log_position(header.tick, header.next_tx());
         ticks += 1;
         transactions += u64::from(applied.0);
         rows += applied.1;
@@ -249,4 +252,100 @@ fn apply_tick(db: &mut Database, payload: &[u8]) -> Result<(u32, u64), Apply> {
     }
     tx.commit_quietly();
     Ok((txs, rows))
+}
+
+/// Why a database could not be brought back.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    #[error(
+        "no usable snapshot, and the log in {} starts at tick {first_tick}: the ticks before it are gone{}",
+        log.display(),
+        skipped.first().map(|e| format!(" ({e})")).unwrap_or_default()
+    )]
+    NoBase { log: PathBuf, first_tick: u64, skipped: Vec<SnapshotError> },
+}
+
+/// What bringing a database back did.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The snapshot loaded, if any.
+    pub snapshot: Option<(PathBuf, Loaded)>,
+    /// Newer snapshots that failed their checks and were passed over.
+    pub skipped: Vec<SnapshotError>,
+    pub replayed: Replayed,
+    /// Where the log goes on: hand it to [`DurableSink::open`].
+    pub end: LogEnd,
+}
+
+/// Brings `db` (its tables created, empty) back: the newest valid snapshot in
+/// `snapshots`, then the log in `log` after it. A snapshot that fails its checks is
+/// passed over for an older one (or for the whole log, if it still starts at the first
+/// tick); with none usable and the log's start gone, recovery refuses.
+pub fn recover(snapshots: &Path, log: &Path, db: &mut Database) -> Result<Recovered, RecoverError> {
+    let first_tick = list_segments(log).map_err(ReplayError::from)?.first().map(|(tick, _)| *tick);
+    let covers = |after: u64| first_tick.is_none_or(|first| first <= after + 1);
+    let mut skipped = Vec::new();
+    let mut base = None;
+    for (tick, path) in list_snapshots(snapshots)? {
+        if !covers(tick) {
+            continue;
+        }
+        match load(&path, db) {
+            Ok(loaded) => {
+                base = Some((path, loaded));
+                break;
+            }
+            Err(e @ (SnapshotError::Corrupt { .. } | SnapshotError::Load { .. })) => skipped.push(e),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if base.is_none() && !covers(0) {
+        let first_tick = first_tick.unwrap_or(0);
+        return Err(RecoverError::NoBase { log: log.to_path_buf(), first_tick, skipped });
+    }
+    let after = base.as_ref().map(|(_, loaded)| loaded.tick);
+    let mut replayed = replay(log, db, after)?;
+    // The log may hold nothing after the snapshot (its older segments pruned): go on
+    // from the snapshot's position.
+    let mut end = replayed.end.clone();
+    if let Some((_, loaded)) = &base
+        && end.last_tick.is_none_or(|t| t < loaded.tick)
+    {
+        end.last_tick = Some(loaded.tick);
+        end.next_tx = loaded.next_tx;
+        replayed.end = end.clone();
+    }
+    Ok(Recovered { snapshot: base, skipped, replayed, end })
+}
+
+/// Keeps the newest `keep` snapshots and deletes older ones, and the log segments
+/// whose every tick is covered by the oldest snapshot kept. The newest segment is
+/// never deleted. Returns the files deleted.
+pub fn prune(snapshots: &Path, log: &Path, keep: usize) -> Result<Vec<PathBuf>, RecoverError> {
+    let keep = keep.max(1);
+    let all = list_snapshots(snapshots)?;
+    let mut deleted = Vec::new();
+    let io_error = |path: &Path, source| SnapshotError::Io { path: path.to_path_buf(), source };
+    for (_, path) in all.iter().skip(keep) {
+        std::fs::remove_file(path).map_err(|e| io_error(path, e))?;
+        deleted.push(path.clone());
+    }
+    let Some(&(oldest_kept, _)) = all.iter().take(keep).last() else {
+        return Ok(deleted);
+    };
+    let segments = list_segments(log).map_err(ReplayError::from)?;
+    // A segment's ticks end where the next one's begin.
+    for pair in segments.windows(2) {
+        let (_, path) = &pair[0];
+        let (next_first, _) = pair[1];
+        if next_first <= oldest_kept + 1 {
+            std::fs::remove_file(path).map_err(|e| io_error(path, e))?;
+            deleted.push(path.clone());
+        }
+    }
+    Ok(deleted)
 }

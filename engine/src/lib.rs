@@ -20,13 +20,16 @@ pub mod ids;
 pub mod index;
 pub mod key;
 mod small;
+pub mod snapshot;
 pub mod table;
 pub mod tick;
 
 pub use changeset::{Changeset, RowList, TableChanges};
 pub use config::{ConfigError, EngineConfig};
 pub use db::{Database, Tx};
-pub use durability::{Durability, DurableSink, ReplayError, Replayed, replay};
+pub use durability::{
+    Durability, DurableSink, RecoverError, Recovered, ReplayError, Replayed, prune, recover, replay,
+};
 pub use error::Error;
 pub use host::{
     CallError, CallReply, HostConfig, HostError, LoadedModule, LogRecord, ModuleError, ModuleHost,

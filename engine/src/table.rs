@@ -690,6 +690,19 @@ impl Table {
         self.sequences[usize::from(seq)].next = prev;
     }
 
+    /// The next value of each auto-inc sequence, in `schema().auto_inc` order (for
+    /// snapshots: values handed out and deleted since must not be handed out again).
+    pub fn sequence_positions(&self) -> Vec<u128> {
+        self.sequences.iter().map(|s| s.next).collect()
+    }
+
+    /// Moves each sequence to at least the given next value (restoring a snapshot).
+    pub(crate) fn advance_sequences(&mut self, positions: &[u128]) {
+        for (seq, &next) in self.sequences.iter_mut().zip(positions) {
+            seq.next = seq.next.max(next);
+        }
+    }
+
     /// Heap bytes of the rows: chunks and free list, by capacity.
     pub fn heap_bytes(&self) -> usize {
         let chunks: usize = self.chunks.iter().map(Chunk::heap_bytes).sum();

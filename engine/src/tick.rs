@@ -327,10 +327,10 @@ impl<S: TickSystem> Ticker<S> {
     }
 
     /// Makes every tick produce its commit log payload ([`TickOutput::log`]), numbered
-    /// on from `last_tick` (the last tick in the log).
-    pub fn keep_log(&mut self, last_tick: Option<u64>) {
+    /// on from the last tick the database holds (from a snapshot or a replayed log).
+    pub fn keep_log(&mut self) {
         self.logging = true;
-        self.tick = TickId(last_tick.unwrap_or(0));
+        self.tick = TickId(self.db.last_tick().unwrap_or(0));
     }
 
     /// How long until the system's own work is due: zero if it is due now, `None` if
@@ -430,6 +430,8 @@ impl<S: TickSystem> Ticker<S> {
             let payload = std::mem::replace(&mut self.log, Vec::with_capacity(capacity));
             output.log = Some(TickLog { payload, tx_count: self.log_txs });
         }
+        let next_tx = self.db.next_tx() + u64::from(self.log_txs);
+        self.db.set_log_position(self.tick.0, next_tx);
         let mut releases = Releases::default();
         self.system.tick_done(&self.db, &output, &mut releases);
         self.metrics.lock().expect("metrics lock").record(&output, started.elapsed());

@@ -49,7 +49,7 @@ fn recover(host: &ModuleHost, module: &Arc<LoadedModule>, dir: &Path) -> (Ticker
     std::fs::create_dir_all(dir).unwrap();
     let replayed = replay(dir, &mut db, None).unwrap();
     let mut ticker = Ticker::new(db, system, Box::new(SystemClock), Box::new(SplitMix64::new(3)));
-    ticker.keep_log(replayed.end.last_tick);
+    ticker.keep_log();
     (ticker, replayed.end, replayed.transactions)
 }
 
@@ -231,4 +231,166 @@ fn a_failed_log_write_stops_the_database() {
     let (ticker, _, transactions) = recover(&host, &module, &dir.0);
     assert_eq!(transactions, acknowledged);
     assert_eq!(ticker.db().table(ticker.db().table_id("user").unwrap()).len() as u64, acknowledged);
+}
+
+fn hero_args(name: &str, level: u32) -> Vec<u8> {
+    let mut args = (name.to_string(), level, 1u32).to_bytes();
+    args.push(0); // Class::Warrior
+    args
+}
+
+/// Runs the features module over `data` (snapshots and log) for one session: recovers,
+/// runs `calls`, takes a snapshot after call `snapshot_after` (if any), returns the
+/// recovered report, the replies' values, and the final tables.
+#[allow(clippy::type_complexity)]
+fn session(
+    host: &ModuleHost,
+    module: &Arc<LoadedModule>,
+    data: &Path,
+    calls: &[(&str, Vec<u8>)],
+    snapshot_after: Option<usize>,
+    log: LogConfig,
+) -> (tickdb_engine::Recovered, Vec<Vec<u8>>, Vec<(String, Vec<Vec<Value>>)>) {
+    let (snapshots, log_dir) = (data.join("snapshots"), data.join("log"));
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let mut db = Database::new(EngineConfig::default()).unwrap();
+    let system = ModuleSystem::new(host, Arc::clone(module), &mut db, OWNER).unwrap();
+    let recovered = tickdb_engine::recover(&snapshots, &log_dir, &mut db).unwrap();
+    let mut ticker = Ticker::new(db, system, Box::new(SystemClock), Box::new(SplitMix64::new(3)));
+    ticker.keep_log();
+    let sink = DurableSink::open(&log_dir, &recovered.end, log, Durability::Confirmed).unwrap();
+    let handle = TickLoop::spawn(ticker, sink, &EngineConfig::default()).unwrap();
+    let mut client = Client::new(module);
+    let mut values = Vec::new();
+    for (i, (reducer, args)) in calls.iter().enumerate() {
+        values.push(client.call(&handle, reducer, player(1), args.clone()).outcome.unwrap());
+        if snapshot_after == Some(i) {
+            let (tick, bytes) = handle.read(tickdb_engine::snapshot::capture).unwrap();
+            tickdb_engine::snapshot::install(&snapshots, tick, &bytes).unwrap();
+        }
+    }
+    let db = handle.shutdown().unwrap();
+    (recovered, values, tables(&db))
+}
+
+fn hero_id(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes[..8].try_into().unwrap())
+}
+
+/// A restart loads the newest snapshot and replays only the log after it; sequences
+/// come back where they were, so an id handed out and deleted is not handed out again.
+#[test]
+fn snapshots_restore_state_and_sequences() {
+    let dir = TempDir::new("snapshot");
+    let host = ModuleHost::new(HostConfig::default()).unwrap();
+    let module = host.load(&wasm("tickdb-test-features")).unwrap();
+    let calls = [
+        ("create_hero", hero_args("ayla", 1)),
+        ("create_hero", hero_args("brann", 9)),
+        ("cull", 5u32.to_bytes()), // deletes ayla (id 1)
+        ("create_hero", hero_args("cora", 7)),
+        ("cull", 8u32.to_bytes()), // deletes cora (id 3): the newest id is gone
+        ("create_hero", hero_args("dax", 9)),
+    ];
+    let (_, values, expected) = session(&host, &module, &dir.0, &calls, Some(4), LogConfig::default());
+    assert_eq!(hero_id(&values[5]), 4);
+
+    let (recovered, values, after) =
+        session(&host, &module, &dir.0, &[("create_hero", hero_args("edda", 9))], None, LogConfig::default());
+    let (path, loaded) = recovered.snapshot.expect("the snapshot was used");
+    assert!(path.ends_with(tickdb_engine::snapshot::snapshot_name(loaded.tick)));
+    assert_eq!(recovered.replayed.transactions, 1, "only the call after the snapshot was replayed");
+    assert_eq!(hero_id(&values[0]), 5, "ids 3 and 4 are not handed out again");
+    let heroes = |t: &[(String, Vec<Vec<Value>>)]| t.iter().find(|(n, _)| n == "hero").unwrap().1.len();
+    assert_eq!((heroes(&expected), heroes(&after)), (2, 3));
+}
+
+/// A snapshot that fails its checksum is never used: recovery falls back to an older
+/// one and the log, and names what it passed over. With no usable snapshot and the
+/// log's start pruned, it refuses, naming the file.
+#[test]
+fn corrupt_snapshots_are_passed_over_or_refused() {
+    let dir = TempDir::new("corrupt-snapshot");
+    let host = ModuleHost::new(HostConfig::default()).unwrap();
+    let module = host.load(&wasm("tickdb-test-features")).unwrap();
+    let small = LogConfig { segment_bytes_max: 300, ..LogConfig::default() };
+    let calls: Vec<_> = (0..12).map(|i| ("create_hero", hero_args(&format!("h{i}"), i))).collect();
+    let (_, _, expected) = session(&host, &module, &dir.0, &calls[..6], Some(2), small.clone());
+    let (_, _, expected2) = session(&host, &module, &dir.0, &calls[6..], Some(3), small.clone());
+    assert_ne!(expected, expected2);
+    let snapshots = tickdb_engine::snapshot::list_snapshots(&dir.0.join("snapshots")).unwrap();
+    assert_eq!(snapshots.len(), 2);
+    let newest = snapshots[0].1.clone();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&newest, &bytes).unwrap();
+
+    let (recovered, _, state) = session(&host, &module, &dir.0, &[], None, small.clone());
+    assert_eq!(state, expected2, "the older snapshot and the log give the same state");
+    assert_eq!(recovered.snapshot.unwrap().1.tick, snapshots[1].0);
+    assert_eq!(recovered.skipped.len(), 1);
+    assert!(
+        recovered.skipped[0].to_string().contains(&*newest.to_string_lossy()),
+        "{}",
+        recovered.skipped[0]
+    );
+
+    // Keep one snapshot (the corrupt one) and prune the log it covers: nothing to fall back on.
+    let deleted = tickdb_engine::prune(&dir.0.join("snapshots"), &dir.0.join("log"), 1).unwrap();
+    assert!(deleted.iter().any(|p| p.extension().is_some_and(|e| e == "tdblog")), "{deleted:?}");
+    let mut db = Database::new(EngineConfig::default()).unwrap();
+    let _system = ModuleSystem::new(&host, Arc::clone(&module), &mut db, OWNER).unwrap();
+    let err = tickdb_engine::recover(&dir.0.join("snapshots"), &dir.0.join("log"), &mut db).unwrap_err();
+    assert!(matches!(err, tickdb_engine::RecoverError::NoBase { .. }), "{err}");
+    assert!(err.to_string().contains("checksum"), "{err}");
+    assert!(db.tables().all(|t| t.is_empty()), "nothing half-loaded");
+}
+
+/// Pruning keeps what recovery needs: after it, a restart gives the same state.
+#[test]
+fn pruned_logs_still_recover() {
+    let dir = TempDir::new("prune");
+    let host = ModuleHost::new(HostConfig::default()).unwrap();
+    let module = host.load(&wasm("tickdb-test-features")).unwrap();
+    let small = LogConfig { segment_bytes_max: 300, ..LogConfig::default() };
+    let calls: Vec<_> = (0..20).map(|i| ("create_hero", hero_args(&format!("h{i}"), i))).collect();
+    let (_, _, expected) = session(&host, &module, &dir.0, &calls, Some(14), small.clone());
+    let segments = || std::fs::read_dir(dir.0.join("log")).unwrap().count();
+    let before = segments();
+    let deleted = tickdb_engine::prune(&dir.0.join("snapshots"), &dir.0.join("log"), 1).unwrap();
+    assert!(!deleted.is_empty() && segments() < before, "{deleted:?}");
+    let (recovered, _, state) = session(&host, &module, &dir.0, &[], None, small);
+    assert!(recovered.snapshot.is_some());
+    assert_eq!(state, expected);
+}
+
+/// A hot backup of a running database recovers to the state it was copied at.
+#[test]
+fn hot_backups_recover() {
+    let dir = TempDir::new("backup-source");
+    let copy = TempDir::new("backup-copy");
+    let host = ModuleHost::new(HostConfig::default()).unwrap();
+    let module = host.load(&wasm("tickdb-test-features")).unwrap();
+    let log_dir = dir.0.join("log");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let mut db = Database::new(EngineConfig::default()).unwrap();
+    let system = ModuleSystem::new(&host, Arc::clone(&module), &mut db, OWNER).unwrap();
+    let recovered = tickdb_engine::recover(&dir.0.join("snapshots"), &log_dir, &mut db).unwrap();
+    let mut ticker = Ticker::new(db, system, Box::new(SystemClock), Box::new(SplitMix64::new(3)));
+    ticker.keep_log();
+    let sink =
+        DurableSink::open(&log_dir, &recovered.end, LogConfig::default(), Durability::Confirmed).unwrap();
+    let handle = TickLoop::spawn(ticker, sink, &EngineConfig::default()).unwrap();
+    let mut client = Client::new(&module);
+    for i in 0..5 {
+        client.call(&handle, "create_hero", player(1), hero_args(&format!("h{i}"), i)).outcome.unwrap();
+    }
+    let (tick, _) = tickdb_engine::snapshot::backup(&handle, &log_dir, &copy.0).unwrap();
+    let at_backup = handle.read(|db| tables(db)).unwrap();
+    let db = handle.shutdown().unwrap();
+    assert_eq!(db.last_tick(), Some(tick));
+    let (recovered, _, state) = session(&host, &module, &copy.0, &[], None, LogConfig::default());
+    assert_eq!(recovered.snapshot.unwrap().1.tick, tick);
+    assert_eq!(state, at_backup);
 }

@@ -43,7 +43,7 @@ fn main() {
     out.flush().expect("stdout");
 
     let mut ticker = Ticker::new(db, system, Box::new(SystemClock), Box::new(SplitMix64::from_os()));
-    ticker.keep_log(replayed.end.last_tick);
+    ticker.keep_log();
     let sink =
         DurableSink::open(&log, &replayed.end, LogConfig::default(), Durability::Confirmed).expect("log");
     let handle = TickLoop::spawn(ticker, sink, &EngineConfig::default()).expect("loop");
