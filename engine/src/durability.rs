@@ -334,7 +334,7 @@ pub fn prune(snapshots: &Path, log: &Path, keep: usize) -> Result<Vec<PathBuf>, 
         std::fs::remove_file(path).map_err(|e| io_error(path, e))?;
         deleted.push(path.clone());
     }
-    let Some(&(oldest_kept, _)) = all.iter().take(keep).last() else {
+    let Some(&(oldest_kept, _)) = all.get(keep.min(all.len()).wrapping_sub(1)) else {
         return Ok(deleted);
     };
     let segments = list_segments(log).map_err(ReplayError::from)?;

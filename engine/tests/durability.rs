@@ -387,7 +387,7 @@ fn hot_backups_recover() {
         client.call(&handle, "create_hero", player(1), hero_args(&format!("h{i}"), i)).outcome.unwrap();
     }
     let (tick, _) = tickdb_engine::snapshot::backup(&handle, &log_dir, &copy.0).unwrap();
-    let at_backup = handle.read(|db| tables(db)).unwrap();
+    let at_backup = handle.read(tables).unwrap();
     let db = handle.shutdown().unwrap();
     assert_eq!(db.last_tick(), Some(tick));
     let (recovered, _, state) = session(&host, &module, &copy.0, &[], None, LogConfig::default());
