@@ -21,6 +21,7 @@ pub mod index;
 pub mod key;
 mod small;
 pub mod snapshot;
+pub mod store;
 pub mod table;
 pub mod tick;
 

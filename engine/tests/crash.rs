@@ -24,7 +24,7 @@ impl Running {
             .arg(wasm)
             .arg(data)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .spawn()
             .expect("the crash child starts");
         let out = BufReader::new(child.stdout.take().expect("piped"));

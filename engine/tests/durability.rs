@@ -394,3 +394,68 @@ fn hot_backups_recover() {
     assert_eq!(recovered.snapshot.unwrap().1.tick, tick);
     assert_eq!(state, at_backup);
 }
+
+/// A server's data directory brings every database back after a restart: name, owner,
+/// module and state, with no action from the user.
+#[test]
+fn a_data_directory_restores_every_database() {
+    use tickdb_engine::store::DataDir;
+    let dir = TempDir::new("data-dir");
+    let data = DataDir::new(&dir.0);
+    let config = HostConfig { cache_dir: Some(data.module_cache()), ..HostConfig::default() };
+    let chat = wasm("tickdb-example-chat");
+    let features = wasm("tickdb-test-features");
+    data.create("chat", player(7), &chat).unwrap();
+    data.create("world", player(8), &features).unwrap();
+    assert!(data.create("chat", player(7), &chat).is_err(), "names are unique");
+    assert!(data.create("no spaces", player(7), &chat).is_err());
+
+    let mut expected = Vec::new();
+    {
+        let host = ModuleHost::new(config.clone()).unwrap();
+        for meta in data.list().unwrap() {
+            let restored = data
+                .restore(
+                    &host,
+                    &meta,
+                    EngineConfig::default(),
+                    Box::new(SystemClock),
+                    Box::new(SplitMix64::new(1)),
+                )
+                .unwrap();
+            let log = data.log(&meta.name);
+            let sink =
+                DurableSink::open(&log, &restored.recovered.end, LogConfig::default(), Durability::Confirmed)
+                    .unwrap();
+            let handle = TickLoop::spawn(restored.ticker, sink, &EngineConfig::default()).unwrap();
+            let mut client = Client::new(&restored.module);
+            match meta.name.as_str() {
+                "chat" => assert_eq!(client.connect(&handle, player(1)).outcome, Ok(vec![])),
+                _ => assert!(
+                    client.call(&handle, "create_hero", player(1), hero_args("ayla", 3)).outcome.is_ok()
+                ),
+            }
+            expected.push((meta.clone(), tables(&handle.shutdown().unwrap())));
+        }
+    }
+    // A new server over the same directory.
+    let host = ModuleHost::new(config).unwrap();
+    let metas = data.list().unwrap();
+    assert_eq!(
+        metas.iter().map(|m| (m.name.as_str(), m.owner)).collect::<Vec<_>>(),
+        [("chat", player(7)), ("world", player(8))]
+    );
+    for (meta, state) in expected {
+        let restored = data
+            .restore(
+                &host,
+                &meta,
+                EngineConfig::default(),
+                Box::new(SystemClock),
+                Box::new(SplitMix64::new(1)),
+            )
+            .unwrap();
+        assert!(restored.module.from_cache, "{}: compiled again", meta.name);
+        assert_eq!(tables(restored.ticker.db()), state, "{}", meta.name);
+    }
+}

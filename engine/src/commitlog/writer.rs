@@ -150,6 +150,10 @@ impl LogWriter {
                 (kind, note)
             }
         };
+        match &fallback_reason {
+            None => eprintln!("tickdb: commit log in {}: writing with {kind}", dir.display()),
+            Some(why) => eprintln!("tickdb: commit log in {}: writing with {kind}; {why}", dir.display()),
+        }
         let (queue, rx) = mpsc::sync_channel(config.queue_ticks);
         let shared = Arc::new(Shared::default());
         shared.state.lock().expect("log state").durable = end.last_tick;

@@ -27,6 +27,9 @@ fn main() {
     let log = data.join("log");
     std::fs::create_dir_all(&log).expect("log dir");
     let replayed = replay(&log, &mut db, None).expect("replay");
+    if let Some((file, offset, bytes)) = &replayed.end.truncated {
+        eprintln!("tickdb: cut a torn tail of {bytes} bytes off {} at offset {offset}", file.display());
+    }
     let item = db.table_id("item").expect("item table");
     let mut values: Vec<u64> = db
         .table(item)
