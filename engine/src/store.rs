@@ -41,7 +41,7 @@ pub enum StoreError {
     #[error("database `{name}`: {source}")]
     Module { name: String, source: ModuleError },
     #[error("database `{name}`: {source}")]
-    Recover { name: String, source: RecoverError },
+    Recover { name: String, source: Box<RecoverError> },
 }
 
 /// What the store keeps about a database.
@@ -173,7 +173,7 @@ impl DataDir {
         let identity = database_identity(&meta.name);
         let system = ModuleSystem::new(host, Arc::clone(&module), &mut db, identity).map_err(module_error)?;
         let recovered = recover(&self.snapshots(&name), &self.log(&name), &mut db)
-            .map_err(|source| StoreError::Recover { name: name.clone(), source })?;
+            .map_err(|source| StoreError::Recover { name: name.clone(), source: Box::new(source) })?;
         let mut ticker = Ticker::new(db, system, clock, entropy);
         ticker.keep_log();
         Ok(Restored { meta: meta.clone(), module, ticker, recovered })

@@ -395,6 +395,15 @@ fn hot_backups_recover() {
     assert_eq!(state, at_backup);
 }
 
+fn restore(
+    data: &tickdb_engine::store::DataDir,
+    host: &ModuleHost,
+    meta: &tickdb_engine::store::DatabaseMeta,
+) -> tickdb_engine::store::Restored {
+    data.restore(host, meta, EngineConfig::default(), Box::new(SystemClock), Box::new(SplitMix64::new(1)))
+        .unwrap()
+}
+
 /// A server's data directory brings every database back after a restart: name, owner,
 /// module and state, with no action from the user.
 #[test]
