@@ -423,15 +423,7 @@ fn a_data_directory_restores_every_database() {
     {
         let host = ModuleHost::new(config.clone()).unwrap();
         for meta in data.list().unwrap() {
-            let restored = data
-                .restore(
-                    &host,
-                    &meta,
-                    EngineConfig::default(),
-                    Box::new(SystemClock),
-                    Box::new(SplitMix64::new(1)),
-                )
-                .unwrap();
+            let restored = restore(&data, &host, &meta);
             let log = data.log(&meta.name);
             let sink =
                 DurableSink::open(&log, &restored.recovered.end, LogConfig::default(), Durability::Confirmed)
@@ -455,15 +447,7 @@ fn a_data_directory_restores_every_database() {
         [("chat", player(7)), ("world", player(8))]
     );
     for (meta, state) in expected {
-        let restored = data
-            .restore(
-                &host,
-                &meta,
-                EngineConfig::default(),
-                Box::new(SystemClock),
-                Box::new(SplitMix64::new(1)),
-            )
-            .unwrap();
+        let restored = restore(&data, &host, &meta);
         assert!(restored.module.from_cache, "{}: compiled again", meta.name);
         assert_eq!(tables(restored.ticker.db()), state, "{}", meta.name);
     }
