@@ -280,6 +280,74 @@ fn durability(host: &ModuleHost, module: &Arc<LoadedModule>) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Restart time of a database of 1M rows: a snapshot at 900,000 rows and 100,000
+/// more in the log after it.
+fn restart(host: &ModuleHost, module: &Arc<LoadedModule>) {
+    const ROWS: usize = 1_000_000;
+    const SNAPSHOT_AT: usize = 900_000;
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/restart-bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (snapshots, log) = (dir.join("snapshots"), dir.join("log"));
+    let mut db = Database::new(EngineConfig::default()).expect("db");
+    let system = ModuleSystem::new(host, Arc::clone(module), &mut db, Identity::default()).expect("system");
+    let mut ticker = Ticker::new(db, system, Box::new(SystemClock), Box::new(SplitMix64::new(1)));
+    ticker.keep_log();
+    let end = LogEnd { segment: None, last_tick: None, next_tx: 0, truncated: None };
+    let sink = DurableSink::open(&log, &end, LogConfig::default(), Durability::Relaxed).expect("log");
+    let handle = TickLoop::spawn(ticker, sink, &EngineConfig::default()).expect("loop");
+    let insert = module.reducer_id("insert_item").expect("reducer");
+    let (to, replies) = mpsc::channel();
+    let conn = ConnectionId([1; 16]);
+    let mut submit = |from: usize, to_row: usize| {
+        for start in (from..to_row).step_by(BATCH) {
+            let works = (start..(start + BATCH).min(to_row))
+                .map(|i| {
+                    let reply = Some(ReplyTo { id: i as u64, to: to.clone() });
+                    ModuleWork::call(insert, Identity::default(), conn, &(i as u64).to_le_bytes(), reply)
+                })
+                .collect();
+            handle.submit_batch(works).expect("room");
+            if start >= BATCH * 2 {
+                // Keep a few batches in flight.
+                for _ in 0..BATCH {
+                    replies.recv().expect("reply");
+                }
+            }
+        }
+    };
+    submit(0, SNAPSHOT_AT);
+    while replies.try_recv().is_ok() {}
+    let snapshot_started = Instant::now();
+    tickdb_engine::snapshot::take(&handle, &snapshots).expect("snapshot");
+    let snapshot_time = snapshot_started.elapsed();
+    submit(SNAPSHOT_AT, ROWS);
+    let db = handle.shutdown().expect("shutdown");
+    let rows = db.table(db.table_id("item").expect("item")).len();
+    drop(db);
+
+    let started = Instant::now();
+    let mut db = Database::new(EngineConfig::default()).expect("db");
+    let _system = ModuleSystem::new(host, Arc::clone(module), &mut db, Identity::default()).expect("system");
+    let recovered = tickdb_engine::recover(&snapshots, &log, &mut db).expect("recover");
+    let elapsed = started.elapsed();
+    let restored = db.table(db.table_id("item").expect("item")).len();
+    assert_eq!(restored, rows);
+    println!("\n### Restart of a {rows}-row database: snapshot at {SNAPSHOT_AT} rows, the rest in the log\n");
+    println!("| step | time |");
+    println!("|---|---|");
+    println!(
+        "| take the snapshot (capture on the tick thread, write, fsync, rename) | {:.0} ms |",
+        snapshot_time.as_secs_f64() * 1e3
+    );
+    println!(
+        "| restart: load the snapshot ({} rows) and replay {} transactions | {:.0} ms |",
+        recovered.snapshot.map_or(0, |(_, l)| l.rows),
+        recovered.replayed.transactions,
+        elapsed.as_secs_f64() * 1e3
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Does nothing, as a native system: the cost of a transaction in the tick loop
 /// without a module.
 struct Noop;
@@ -373,7 +441,7 @@ fn load_times() {
 }
 
 /// Sections run: all, or those named on the command line (`ticker`, `overhead`, `loop`,
-/// `load`, `durability`), e.g. `cargo bench -p tickdb-benches --bench modules -- ticker`.
+/// `load`, `durability`, `restart`), e.g. `cargo bench -p tickdb-benches --bench modules -- ticker`.
 fn main() {
     let names: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let run = |section: &str| names.is_empty() || names.iter().any(|n| n == section);
@@ -393,5 +461,8 @@ fn main() {
     }
     if run("durability") {
         durability(&host, &module);
+    }
+    if run("restart") {
+        restart(&host, &module);
     }
 }
