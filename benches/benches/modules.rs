@@ -298,7 +298,7 @@ fn restart(host: &ModuleHost, module: &Arc<LoadedModule>) {
     let insert = module.reducer_id("insert_item").expect("reducer");
     let (to, replies) = mpsc::channel();
     let conn = ConnectionId([1; 16]);
-    let mut submit = |from: usize, to_row: usize| {
+    let submit = |from: usize, to_row: usize| {
         for start in (from..to_row).step_by(BATCH) {
             let works = (start..(start + BATCH).min(to_row))
                 .map(|i| {
