@@ -43,6 +43,41 @@ pub struct DurableSink {
     writer: LogWriter,
     mode: Durability,
     waiting: Waiting,
+    snapshots: Option<Snapshots>,
+}
+
+/// When a database snapshots itself and what it keeps.
+#[derive(Debug, Clone)]
+pub struct SnapshotPolicy {
+    /// A snapshot is taken once the log has grown by this much since the last one.
+    pub every_log_bytes: u64,
+    /// Snapshots kept; older ones, and the log segments they cover, are deleted.
+    pub keep: usize,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy { every_log_bytes: 64 << 20, keep: 2 }
+    }
+}
+
+/// The sink's side of automatic snapshots: captures go to a thread that writes them
+/// once their tick is durable, then prunes.
+#[derive(Debug)]
+struct Snapshots {
+    policy: SnapshotPolicy,
+    since_last: u64,
+    queue: Option<std::sync::mpsc::SyncSender<(u64, Vec<u8>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Snapshots {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl DurableSink {
@@ -83,7 +118,39 @@ impl DurableSink {
             }
         });
         let writer = LogWriter::open_with(dir, end, config, on_durable, opener)?;
-        Ok(DurableSink { writer, mode, waiting })
+        Ok(DurableSink { writer, mode, waiting, snapshots: None })
+    }
+
+    /// Snapshots the database into `dir` by `policy`: captured between ticks on the
+    /// tick thread, written by a thread of their own once the log holds their tick,
+    /// then old snapshots and the log segments they cover are pruned. A snapshot that
+    /// fails to write is reported and skipped; the log still holds everything.
+    pub fn with_snapshots(
+        mut self,
+        dir: &Path,
+        log: &Path,
+        policy: SnapshotPolicy,
+    ) -> std::io::Result<DurableSink> {
+        let (queue, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(1);
+        let (dir, log, watch, keep) =
+            (dir.to_path_buf(), log.to_path_buf(), self.writer.watch(), policy.keep);
+        let thread = std::thread::Builder::new().name("tickdb-snapshot".into()).spawn(move || {
+            for (tick, bytes) in rx {
+                if watch.wait_durable(tick).is_err() {
+                    return; // The log failed: a snapshot past it could not be recovered to.
+                }
+                match crate::snapshot::install(&dir, tick, &bytes) {
+                    Ok(_) => {
+                        if let Err(e) = prune(&dir, &log, keep) {
+                            eprintln!("tickdb: pruning after the snapshot of tick {tick}: {e}");
+                        }
+                    }
+                    Err(e) => eprintln!("tickdb: the snapshot of tick {tick} was not written: {e}"),
+                }
+            }
+        })?;
+        self.snapshots = Some(Snapshots { policy, since_last: 0, queue: Some(queue), thread: Some(thread) });
+        Ok(self)
     }
 
     pub fn writer(&self) -> &LogWriter {
@@ -97,7 +164,33 @@ impl DurableSink {
 }
 
 impl TickSink for DurableSink {
-    fn tick_committed(&mut self, _: &Database, output: TickOutput, releases: Releases) -> Result<(), String> {
+    fn tick_committed(
+        &mut self,
+        db: &Database,
+        output: TickOutput,
+        releases: Releases,
+    ) -> Result<(), String> {
+        let logged = output.log.as_ref().map_or(0, |log| log.payload.len() as u64);
+        self.tick_logged(output, releases)?;
+        if let Some(snapshots) = &mut self.snapshots {
+            snapshots.since_last += logged;
+            if snapshots.since_last >= snapshots.policy.every_log_bytes
+                && let Some(queue) = &snapshots.queue
+            {
+                // Between ticks, so the copy is consistent. If the last one is still
+                // being written, this one waits for the next turn.
+                let capture = crate::snapshot::capture(db);
+                if queue.try_send(capture).is_ok() {
+                    snapshots.since_last = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DurableSink {
+    fn tick_logged(&mut self, output: TickOutput, releases: Releases) -> Result<(), String> {
         if let Some(e) = self.writer.failed() {
             // The log failed while an earlier tick was written: take no more work.
             let why = e.to_string();

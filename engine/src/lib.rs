@@ -29,7 +29,8 @@ pub use changeset::{Changeset, RowList, TableChanges};
 pub use config::{ConfigError, EngineConfig};
 pub use db::{Database, Tx};
 pub use durability::{
-    Durability, DurableSink, RecoverError, Recovered, ReplayError, Replayed, prune, recover, replay,
+    Durability, DurableSink, RecoverError, Recovered, ReplayError, Replayed, SnapshotPolicy, prune, recover,
+    replay,
 };
 pub use error::Error;
 pub use host::{

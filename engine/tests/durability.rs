@@ -452,3 +452,39 @@ fn a_data_directory_restores_every_database() {
         assert_eq!(tables(restored.ticker.db()), state, "{}", meta.name);
     }
 }
+
+/// With a snapshot policy, a database snapshots itself as its log grows, prunes what
+/// the snapshots cover, and recovers to the same state from what is left.
+#[test]
+fn snapshots_are_taken_and_pruned_by_policy() {
+    use tickdb_engine::durability::SnapshotPolicy;
+    let dir = TempDir::new("policy");
+    let host = ModuleHost::new(HostConfig::default()).unwrap();
+    let module = host.load(&wasm("tickdb-test-features")).unwrap();
+    let (snapshots, log) = (dir.0.join("snapshots"), dir.0.join("log"));
+    std::fs::create_dir_all(&log).unwrap();
+    let mut db = Database::new(EngineConfig::default()).unwrap();
+    let system = ModuleSystem::new(&host, Arc::clone(&module), &mut db, OWNER).unwrap();
+    let recovered = tickdb_engine::recover(&snapshots, &log, &mut db).unwrap();
+    let mut ticker = Ticker::new(db, system, Box::new(SystemClock), Box::new(SplitMix64::new(3)));
+    ticker.keep_log();
+    let small = LogConfig { segment_bytes_max: 400, ..LogConfig::default() };
+    let policy = SnapshotPolicy { every_log_bytes: 600, keep: 2 };
+    let sink = DurableSink::open(&log, &recovered.end, small, Durability::Confirmed)
+        .unwrap()
+        .with_snapshots(&snapshots, &log, policy)
+        .unwrap();
+    let handle = TickLoop::spawn(ticker, sink, &EngineConfig::default()).unwrap();
+    let mut client = Client::new(&module);
+    for i in 0..40 {
+        client.call(&handle, "create_hero", player(1), hero_args(&format!("h{i}"), i)).outcome.unwrap();
+    }
+    let expected = tables(&handle.shutdown().unwrap());
+    let taken = tickdb_engine::snapshot::list_snapshots(&snapshots).unwrap();
+    assert!(!taken.is_empty() && taken.len() <= 2, "{taken:?}");
+    let first_segment = tickdb_engine::commitlog::segments::list_segments(&log).unwrap()[0].0;
+    assert!(first_segment > 1, "the segments the snapshots cover were pruned");
+    let (recovered, _, state) = session(&host, &module, &dir.0, &[], None, LogConfig::default());
+    assert_eq!(recovered.snapshot.unwrap().1.tick, taken[0].0);
+    assert_eq!(state, expected);
+}

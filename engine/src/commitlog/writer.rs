@@ -279,6 +279,23 @@ impl LogWatch {
     pub fn failed(&self) -> Option<LogError> {
         self.0.state.lock().expect("log state").failed.clone()
     }
+
+    /// Waits until `tick` is durable; fails if the writer failed or stopped first.
+    pub fn wait_durable(&self, tick: u64) -> Result<(), LogError> {
+        let mut state = self.0.state.lock().expect("log state");
+        loop {
+            if state.durable.is_some_and(|d| d >= tick) {
+                return Ok(());
+            }
+            if let Some(e) = &state.failed {
+                return Err(e.clone());
+            }
+            if state.stopped {
+                return Err(LogError::Stopped);
+            }
+            state = self.0.changed.wait(state).expect("log state");
+        }
+    }
 }
 
 /// The writer thread's side.
