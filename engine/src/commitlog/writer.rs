@@ -74,6 +74,24 @@ struct Shared {
     changed: Condvar,
 }
 
+impl Shared {
+    fn wait_durable(&self, tick: u64) -> Result<(), LogError> {
+        let mut state = self.state.lock().expect("log state");
+        loop {
+            if state.durable.is_some_and(|d| d >= tick) {
+                return Ok(());
+            }
+            if let Some(e) = &state.failed {
+                return Err(e.clone());
+            }
+            if state.stopped {
+                return Err(LogError::Stopped);
+            }
+            state = self.changed.wait(state).expect("log state");
+        }
+    }
+}
+
 /// Told each time a write made ticks durable (the last of them), or once that the
 /// writer failed.
 pub type OnDurable = Box<dyn FnMut(Result<u64, &LogError>) + Send>;
@@ -220,19 +238,7 @@ impl LogWriter {
 
     /// Waits until `tick` is durable; fails if the writer failed first.
     pub fn wait_durable(&self, tick: u64) -> Result<(), LogError> {
-        let mut state = self.shared.state.lock().expect("log state");
-        loop {
-            if state.durable.is_some_and(|d| d >= tick) {
-                return Ok(());
-            }
-            if let Some(e) = &state.failed {
-                return Err(e.clone());
-            }
-            if state.stopped {
-                return Err(LogError::Stopped);
-            }
-            state = self.shared.changed.wait(state).expect("log state");
-        }
+        self.shared.wait_durable(tick)
     }
 
     /// The writer's error, if it failed.
@@ -282,19 +288,7 @@ impl LogWatch {
 
     /// Waits until `tick` is durable; fails if the writer failed or stopped first.
     pub fn wait_durable(&self, tick: u64) -> Result<(), LogError> {
-        let mut state = self.0.state.lock().expect("log state");
-        loop {
-            if state.durable.is_some_and(|d| d >= tick) {
-                return Ok(());
-            }
-            if let Some(e) = &state.failed {
-                return Err(e.clone());
-            }
-            if state.stopped {
-                return Err(LogError::Stopped);
-            }
-            state = self.0.changed.wait(state).expect("log state");
-        }
+        self.0.wait_durable(tick)
     }
 }
 
