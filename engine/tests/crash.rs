@@ -1,5 +1,5 @@
-//! The crash test: a database process under write load is killed with SIGKILL at
-//! random points and restarted, again and again. After every restart, every
+//! The crash test: a database process under write load, snapshotting itself often, is
+//! killed with SIGKILL at random points and restarted, again and again. After every restart, every
 //! acknowledged transaction must be there, no transaction half there (each writes two
 //! rows), and the state must be exactly a prefix of the calls made, in order: what
 //! replaying a model of the calls gives.
@@ -107,5 +107,10 @@ fn killed_databases_lose_no_acknowledged_transaction() {
     last.child.kill().expect("SIGKILL");
     last.child.wait().expect("reaped");
     assert!(calls > 0 && !acked.is_empty(), "the load made progress: {calls} calls");
+    // The kills landed among snapshots and pruning too: both happened.
+    let snapshots = tickdb_engine::snapshot::list_snapshots(&data.join("snapshots")).unwrap();
+    assert!(!snapshots.is_empty(), "no snapshot was taken");
+    let segments = tickdb_engine::commitlog::segments::list_segments(&data.join("log")).unwrap();
+    assert!(segments[0].0 > 1, "no log segment was pruned");
     std::fs::remove_dir_all(&data).unwrap();
 }

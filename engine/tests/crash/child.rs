@@ -1,7 +1,8 @@
 //! The process the crash test kills: a database of the bench module, with its commit
 //! log in confirmed mode, under a steady load of `insert_pair` calls.
 //!
-//! `tickdb-crash-child WASM DATA_DIR`: recovers the database from `DATA_DIR/log`,
+//! `tickdb-crash-child WASM DATA_DIR`: recovers the database from its snapshots and
+//! log in `DATA_DIR` (it snapshots itself often, so kills land in those writes too),
 //! prints `recovered` and every item value it holds, then calls `insert_pair(v)` for
 //! v = 1, 2, 3… above what it recovered, printing `ack v` once each call is
 //! acknowledged, until it is killed.
@@ -12,7 +13,7 @@ use std::sync::{Arc, mpsc};
 use tickdb_engine::commitlog::LogConfig;
 use tickdb_engine::{
     Database, Durability, DurableSink, EngineConfig, HostConfig, ModuleHost, ModuleSystem, ModuleWork,
-    ReplyTo, SplitMix64, SystemClock, TickLoop, Ticker, replay,
+    ReplyTo, SnapshotPolicy, SplitMix64, SystemClock, TickLoop, Ticker, recover,
 };
 use tickdb_wasm_abi::{ColId, ConnectionId, Identity, Value};
 
@@ -24,10 +25,10 @@ fn main() {
     let module = host.load(&std::fs::read(wasm).expect("wasm")).expect("module");
     let mut db = Database::new(EngineConfig::default()).expect("db");
     let system = ModuleSystem::new(&host, Arc::clone(&module), &mut db, Identity::default()).expect("system");
-    let log = data.join("log");
+    let (log, snapshots) = (data.join("log"), data.join("snapshots"));
     std::fs::create_dir_all(&log).expect("log dir");
-    let replayed = replay(&log, &mut db, None).expect("replay");
-    if let Some((file, offset, bytes)) = &replayed.end.truncated {
+    let recovered = recover(&snapshots, &log, &mut db).expect("recover");
+    if let Some((file, offset, bytes)) = &recovered.end.truncated {
         eprintln!("tickdb: cut a torn tail of {bytes} bytes off {} at offset {offset}", file.display());
     }
     let item = db.table_id("item").expect("item table");
@@ -47,8 +48,14 @@ fn main() {
 
     let mut ticker = Ticker::new(db, system, Box::new(SystemClock), Box::new(SplitMix64::from_os()));
     ticker.keep_log();
-    let sink =
-        DurableSink::open(&log, &replayed.end, LogConfig::default(), Durability::Confirmed).expect("log");
+    // Small segments and frequent snapshots, so that kills also land in rotations,
+    // snapshot writes and pruning.
+    let config = LogConfig { segment_bytes_max: 16 << 10, ..LogConfig::default() };
+    let policy = SnapshotPolicy { every_log_bytes: 2 << 10, keep: 2 };
+    let sink = DurableSink::open(&log, &recovered.end, config, Durability::Confirmed)
+        .expect("log")
+        .with_snapshots(&snapshots, &log, policy)
+        .expect("snapshots");
     let handle = TickLoop::spawn(ticker, sink, &EngineConfig::default()).expect("loop");
     let insert_pair = module.reducer_id("insert_pair").expect("reducer");
     let (to, replies) = mpsc::channel();
