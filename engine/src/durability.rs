@@ -402,6 +402,12 @@ pub fn recover(snapshots: &Path, log: &Path, db: &mut Database) -> Result<Recove
     }
     let after = base.as_ref().map(|(_, loaded)| loaded.tick);
     let mut replayed = replay(log, db, after)?;
+    for e in &skipped {
+        eprintln!("tickdb: passed over a snapshot: {e}");
+    }
+    if let Some((file, offset, bytes)) = &replayed.end.truncated {
+        eprintln!("tickdb: cut a torn tail of {bytes} bytes off {} at offset {offset}", file.display());
+    }
     // The log may hold nothing after the snapshot (its older segments pruned): go on
     // from the snapshot's position.
     let mut end = replayed.end.clone();

@@ -28,9 +28,6 @@ fn main() {
     let (log, snapshots) = (data.join("log"), data.join("snapshots"));
     std::fs::create_dir_all(&log).expect("log dir");
     let recovered = recover(&snapshots, &log, &mut db).expect("recover");
-    if let Some((file, offset, bytes)) = &recovered.end.truncated {
-        eprintln!("tickdb: cut a torn tail of {bytes} bytes off {} at offset {offset}", file.display());
-    }
     let item = db.table_id("item").expect("item table");
     let mut values: Vec<u64> = db
         .table(item)
