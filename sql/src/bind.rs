@@ -1,0 +1,466 @@
+//! Binding: a parsed statement checked against the database's tables, with names
+//! resolved to columns and every literal converted to the type of what it is
+//! compared with.
+
+use sqlparser::ast::{
+    BinaryOperator, Expr, LimitClause, ObjectName, OrderByKind, Query, Select, SelectItem, SetExpr, Spanned,
+    Statement, TableFactor, UnaryOperator, Value as SqlValue,
+};
+use sqlparser::tokenizer::Span;
+use tickdb_engine::{Database, TableId};
+use tickdb_wasm_abi::{ColId, Identity, TableSchema, Timestamp, Value, ValueType};
+
+use crate::error::{ErrorKind, SqlError};
+
+/// A comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl CmpOp {
+    fn flipped(self) -> CmpOp {
+        match self {
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::Le => CmpOp::Ge,
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::Ge => CmpOp::Le,
+            other => other,
+        }
+    }
+
+    pub(crate) fn holds(self, ordering: std::cmp::Ordering) -> bool {
+        use std::cmp::Ordering::*;
+        match self {
+            CmpOp::Eq => ordering == Equal,
+            CmpOp::Ne => ordering != Equal,
+            CmpOp::Lt => ordering == Less,
+            CmpOp::Le => ordering != Greater,
+            CmpOp::Gt => ordering == Greater,
+            CmpOp::Ge => ordering != Less,
+        }
+    }
+}
+
+/// A bound `WHERE` condition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pred {
+    /// `column op literal`, the literal of the column's type (inner type for options).
+    Cmp {
+        col: ColId,
+        op: CmpOp,
+        value: Value,
+    },
+    /// `column op column`, both of one type.
+    Cols {
+        left: ColId,
+        op: CmpOp,
+        right: ColId,
+    },
+    In {
+        col: ColId,
+        values: Vec<Value>,
+        negated: bool,
+    },
+    Between {
+        col: ColId,
+        low: Value,
+        high: Value,
+        negated: bool,
+    },
+    IsNull {
+        col: ColId,
+        negated: bool,
+    },
+    And(Vec<Pred>),
+    Or(Vec<Pred>),
+    Not(Box<Pred>),
+    Const(bool),
+}
+
+/// What a query returns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// These columns, under these names.
+    Columns(Vec<(String, ColId)>),
+    /// `COUNT(*)`, under this name.
+    Count(String),
+}
+
+/// A query ready to plan and run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoundQuery {
+    pub table: TableId,
+    pub filter: Option<Pred>,
+    pub output: Output,
+    /// Columns to sort by, each descending or not.
+    pub order_by: Vec<(ColId, bool)>,
+    pub limit: Option<u64>,
+}
+
+fn unsupported(what: &str, span: Span) -> SqlError {
+    SqlError::at(ErrorKind::Unsupported, format!("{what} is not supported yet"), span)
+}
+
+pub(crate) fn bind(db: &Database, statement: &Statement) -> Result<BoundQuery, SqlError> {
+    let Statement::Query(query) = statement else {
+        return Err(unsupported("this kind of statement (only SELECT)", statement.span()));
+    };
+    bind_query(db, query)
+}
+
+fn bind_query(db: &Database, query: &Query) -> Result<BoundQuery, SqlError> {
+    if let Some(with) = &query.with {
+        return Err(unsupported("WITH", with.span()));
+    }
+    let SetExpr::Select(select) = &*query.body else {
+        return Err(unsupported("this query form (UNION, VALUES…)", query.body.span()));
+    };
+    let scope = scope(db, select)?;
+    let schema = db.table(scope.table).schema().clone();
+    let filter = select.selection.as_ref().map(|e| bind_pred(&scope, &schema, e)).transpose()?;
+    let output = bind_output(&scope, &schema, &select.projection)?;
+    let mut order_by = Vec::new();
+    if let Some(order) = &query.order_by {
+        let OrderByKind::Expressions(exprs) = &order.kind else {
+            return Err(unsupported("ORDER BY ALL", order.span()));
+        };
+        for e in exprs {
+            let col = column(&scope, &schema, &e.expr)?;
+            order_by.push((col, e.options.asc == Some(false)));
+        }
+    }
+    let limit = match &query.limit_clause {
+        None => None,
+        Some(LimitClause::LimitOffset { limit, offset: None, limit_by }) if limit_by.is_empty() => {
+            match limit {
+                None => None,
+                Some(Expr::Value(v)) => match &v.value {
+                    SqlValue::Number(n, _) => Some(n.parse::<u64>().map_err(|_| {
+                        SqlError::at(
+                            ErrorKind::TypeMismatch,
+                            format!("LIMIT needs a whole number, not {n}"),
+                            v.span,
+                        )
+                    })?),
+                    _ => return Err(SqlError::at(ErrorKind::TypeMismatch, "LIMIT needs a number", v.span)),
+                },
+                Some(other) => return Err(unsupported("a LIMIT that is not a number", other.span())),
+            }
+        }
+        Some(other) => return Err(unsupported("OFFSET", other.span())),
+    };
+    Ok(BoundQuery { table: scope.table, filter, output, order_by, limit })
+}
+
+/// The table a query reads, and the names it may be called by.
+struct Scope {
+    table: TableId,
+    names: Vec<String>,
+}
+
+fn scope(db: &Database, select: &Select) -> Result<Scope, SqlError> {
+    if select.distinct.is_some() {
+        return Err(unsupported("DISTINCT", select.select_token.0.span));
+    }
+    if let Some(having) = &select.having {
+        return Err(unsupported("HAVING", having.span()));
+    }
+    let [from] = &select.from[..] else {
+        let span = select.from.get(1).map_or(select.span(), |f| f.span());
+        return Err(unsupported("a query over several tables (comma joins)", span));
+    };
+    if let Some(join) = from.joins.first() {
+        return Err(unsupported("JOIN", join.span()));
+    }
+    let TableFactor::Table { name, alias, .. } = &from.relation else {
+        return Err(unsupported("this kind of FROM (subqueries, functions)", from.relation.span()));
+    };
+    let table_name = single_name(name)?;
+    let table = db.table_id(&table_name).map_err(|_| {
+        SqlError::at(ErrorKind::UnknownTable, format!("no table is named `{table_name}`"), name.span())
+    })?;
+    let mut names = vec![table_name];
+    if let Some(alias) = alias {
+        names.push(alias.name.value.clone());
+    }
+    Ok(Scope { table, names })
+}
+
+fn single_name(name: &ObjectName) -> Result<String, SqlError> {
+    match &name.0[..] {
+        [part] => Ok(part.as_ident().map(|i| i.value.clone()).unwrap_or_else(|| part.to_string())),
+        _ => Err(unsupported("qualified table names", name.span())),
+    }
+}
+
+/// The column an expression names: `col`, or `table.col` / `alias.col`.
+fn column(scope: &Scope, schema: &TableSchema, expr: &Expr) -> Result<ColId, SqlError> {
+    let (qualifier, ident) = match expr {
+        Expr::Identifier(ident) => (None, ident),
+        Expr::CompoundIdentifier(parts) if parts.len() == 2 => (Some(&parts[0]), &parts[1]),
+        Expr::Nested(inner) => return column(scope, schema, inner),
+        other => return Err(unsupported("this expression here (only column names)", other.span())),
+    };
+    if let Some(q) = qualifier
+        && !scope.names.contains(&q.value)
+    {
+        return Err(SqlError::at(
+            ErrorKind::UnknownTable,
+            format!("no table or alias `{}` here", q.value),
+            q.span,
+        ));
+    }
+    schema.column(&ident.value).ok_or_else(|| {
+        let why = format!("table `{}` has no column `{}`", schema.name, ident.value);
+        SqlError::at(ErrorKind::UnknownColumn, why, ident.span)
+    })
+}
+
+fn bind_output(scope: &Scope, schema: &TableSchema, items: &[SelectItem]) -> Result<Output, SqlError> {
+    if let [item] = items {
+        let (expr, alias) = match item {
+            SelectItem::UnnamedExpr(e) => (Some(e), None),
+            SelectItem::ExprWithAlias { expr, alias } => (Some(expr), Some(alias.value.clone())),
+            _ => (None, None),
+        };
+        if let Some(Expr::Function(f)) = expr {
+            if f.to_string().eq_ignore_ascii_case("COUNT(*)") {
+                return Ok(Output::Count(alias.unwrap_or_else(|| "count".into())));
+            }
+            return Err(unsupported(&format!("the function `{}`", f.name), f.span()));
+        }
+    }
+    let mut columns = Vec::new();
+    for item in items {
+        match item {
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                columns.extend(
+                    schema.columns.iter().enumerate().map(|(i, c)| (c.name.clone(), ColId(i as u16))),
+                );
+            }
+            SelectItem::UnnamedExpr(e) => {
+                let col = column(scope, schema, e)?;
+                columns.push((schema.columns[col.index()].name.clone(), col));
+            }
+            SelectItem::ExprWithAlias { expr, alias } => {
+                columns.push((alias.value.clone(), column(scope, schema, expr)?))
+            }
+        }
+    }
+    Ok(Output::Columns(columns))
+}
+
+fn cmp_op(op: &BinaryOperator) -> Option<CmpOp> {
+    Some(match op {
+        BinaryOperator::Eq => CmpOp::Eq,
+        BinaryOperator::NotEq => CmpOp::Ne,
+        BinaryOperator::Lt => CmpOp::Lt,
+        BinaryOperator::LtEq => CmpOp::Le,
+        BinaryOperator::Gt => CmpOp::Gt,
+        BinaryOperator::GtEq => CmpOp::Ge,
+        _ => return None,
+    })
+}
+
+fn is_column(e: &Expr) -> bool {
+    match e {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => true,
+        Expr::Nested(inner) => is_column(inner),
+        _ => false,
+    }
+}
+
+fn bind_pred(scope: &Scope, schema: &TableSchema, expr: &Expr) -> Result<Pred, SqlError> {
+    let pred = |e: &Expr| bind_pred(scope, schema, e);
+    let col = |e: &Expr| column(scope, schema, e);
+    let lit = |c: ColId, e: &Expr| literal(&schema.columns[c.index()].ty, &schema.columns[c.index()].name, e);
+    Ok(match expr {
+        Expr::Nested(inner) => pred(inner)?,
+        Expr::BinaryOp { op: op @ (BinaryOperator::And | BinaryOperator::Or), .. } => {
+            // Chains of one operator are flattened without recursion: a long `OR` list
+            // is one level, not thousands.
+            let parts = chain(expr, op).into_iter().map(pred).collect::<Result<Vec<_>, _>>()?;
+            if *op == BinaryOperator::And { Pred::And(parts) } else { Pred::Or(parts) }
+        }
+        Expr::UnaryOp { op: UnaryOperator::Not, expr } => Pred::Not(Box::new(pred(expr)?)),
+        Expr::BinaryOp { left, op, right } => {
+            let Some(op) = cmp_op(op) else {
+                return Err(unsupported(&format!("the operator `{op}`"), expr.span()));
+            };
+            match (is_column(left), is_column(right)) {
+                (true, true) => {
+                    let (l, r) = (col(left)?, col(right)?);
+                    let (lt, rt) = (&schema.columns[l.index()].ty, &schema.columns[r.index()].ty);
+                    if lt != rt {
+                        let why = format!("cannot compare a {lt} with a {rt}");
+                        return Err(SqlError::at(ErrorKind::TypeMismatch, why, expr.span()));
+                    }
+                    Pred::Cols { left: l, op, right: r }
+                }
+                (true, false) => {
+                    let c = col(left)?;
+                    Pred::Cmp { col: c, op, value: lit(c, right)? }
+                }
+                (false, true) => {
+                    let c = col(right)?;
+                    Pred::Cmp { col: c, op: op.flipped(), value: lit(c, left)? }
+                }
+                (false, false) => return Err(unsupported("a comparison without a column", expr.span())),
+            }
+        }
+        Expr::Between { expr: e, negated, low, high } => {
+            let c = col(e)?;
+            Pred::Between { col: c, low: lit(c, low)?, high: lit(c, high)?, negated: *negated }
+        }
+        Expr::InList { expr: e, list, negated } => {
+            let c = col(e)?;
+            let values = list.iter().map(|v| lit(c, v)).collect::<Result<_, _>>()?;
+            Pred::In { col: c, values, negated: *negated }
+        }
+        Expr::IsNull(e) => Pred::IsNull { col: nullable(schema, col(e)?, e)?, negated: false },
+        Expr::IsNotNull(e) => Pred::IsNull { col: nullable(schema, col(e)?, e)?, negated: true },
+        Expr::Value(v) => match v.value {
+            SqlValue::Boolean(b) => Pred::Const(b),
+            _ => {
+                return Err(SqlError::at(
+                    ErrorKind::TypeMismatch,
+                    "a condition must be true or false",
+                    v.span,
+                ));
+            }
+        },
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
+            let c = col(expr)?;
+            if schema.columns[c.index()].ty != ValueType::Bool {
+                let why = format!(
+                    "column `{}` is not a bool, so it cannot be a condition",
+                    schema.columns[c.index()].name
+                );
+                return Err(SqlError::at(ErrorKind::TypeMismatch, why, expr.span()));
+            }
+            Pred::Cmp { col: c, op: CmpOp::Eq, value: Value::Bool(true) }
+        }
+        other => return Err(unsupported("this expression in WHERE", other.span())),
+    })
+}
+
+/// The operands of a chain of `op` (`a OR b OR c`), left to right, found with a stack.
+fn chain<'e>(expr: &'e Expr, op: &BinaryOperator) -> Vec<&'e Expr> {
+    let mut operands = Vec::new();
+    let mut stack = vec![expr];
+    while let Some(e) = stack.pop() {
+        match e {
+            Expr::BinaryOp { left, op: o, right } if o == op => {
+                stack.push(right);
+                stack.push(left);
+            }
+            other => operands.push(other),
+        }
+    }
+    operands
+}
+
+fn nullable(schema: &TableSchema, col: ColId, e: &Expr) -> Result<ColId, SqlError> {
+    match schema.columns[col.index()].ty {
+        ValueType::Option(_) => Ok(col),
+        ref ty => {
+            let why = format!("column `{}` is a {ty}, which is never NULL", schema.columns[col.index()].name);
+            Err(SqlError::at(ErrorKind::TypeMismatch, why, e.span()))
+        }
+    }
+}
+
+/// A literal as a value of column type `ty` (the inner type, for an option).
+fn literal(ty: &ValueType, column: &str, e: &Expr) -> Result<Value, SqlError> {
+    let mismatch = |what: &str| {
+        let why = format!("column `{column}` is a {ty}; {what} cannot be compared with it");
+        SqlError::at(ErrorKind::TypeMismatch, why, e.span())
+    };
+    let (negative, inner) = match e {
+        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => (true, &**expr),
+        Expr::Nested(inner) => return literal(ty, column, inner),
+        _ => (false, e),
+    };
+    let Expr::Value(v) = inner else {
+        return Err(unsupported("this expression here (only literals)", e.span()));
+    };
+    let ty = match ty {
+        ValueType::Option(inner) => &**inner,
+        ty => ty,
+    };
+    let number = |text: &str| if negative { format!("-{text}") } else { text.to_string() };
+    let out_of_range =
+        |text: &str| mismatch(&format!("{} (out of range or not a whole number)", number(text)));
+    Ok(match (&v.value, ty) {
+        (SqlValue::Null, _) => {
+            let why = format!("comparing `{column}` with NULL is never true; use IS NULL");
+            return Err(SqlError::at(ErrorKind::TypeMismatch, why, v.span));
+        }
+        (SqlValue::Number(n, _), ValueType::U8) => Value::U8(number(n).parse().map_err(|_| out_of_range(n))?),
+        (SqlValue::Number(n, _), ValueType::U16) => {
+            Value::U16(number(n).parse().map_err(|_| out_of_range(n))?)
+        }
+        (SqlValue::Number(n, _), ValueType::U32) => {
+            Value::U32(number(n).parse().map_err(|_| out_of_range(n))?)
+        }
+        (SqlValue::Number(n, _), ValueType::U64) => {
+            Value::U64(number(n).parse().map_err(|_| out_of_range(n))?)
+        }
+        (SqlValue::Number(n, _), ValueType::U128) => {
+            Value::U128(number(n).parse().map_err(|_| out_of_range(n))?)
+        }
+        (SqlValue::Number(n, _), ValueType::I8) => Value::I8(number(n).parse().map_err(|_| out_of_range(n))?),
+        (SqlValue::Number(n, _), ValueType::I16) => {
+            Value::I16(number(n).parse().map_err(|_| out_of_range(n))?)
+        }
+        (SqlValue::Number(n, _), ValueType::I32) => {
+            Value::I32(number(n).parse().map_err(|_| out_of_range(n))?)
+        }
+        (SqlValue::Number(n, _), ValueType::I64) => {
+            Value::I64(number(n).parse().map_err(|_| out_of_range(n))?)
+        }
+        (SqlValue::Number(n, _), ValueType::I128) => {
+            Value::I128(number(n).parse().map_err(|_| out_of_range(n))?)
+        }
+        (SqlValue::Number(n, _), ValueType::F32) => {
+            Value::F32(number(n).parse().map_err(|_| out_of_range(n))?)
+        }
+        (SqlValue::Number(n, _), ValueType::F64) => {
+            Value::F64(number(n).parse().map_err(|_| out_of_range(n))?)
+        }
+        (SqlValue::Number(n, _), ValueType::Timestamp) => {
+            Value::Timestamp(Timestamp::from_micros(number(n).parse().map_err(|_| out_of_range(n))?))
+        }
+        (SqlValue::Boolean(b), ValueType::Bool) if !negative => Value::Bool(*b),
+        (SqlValue::SingleQuotedString(s), ValueType::String) if !negative => Value::String(s.as_str().into()),
+        (SqlValue::SingleQuotedString(s) | SqlValue::HexStringLiteral(s), ValueType::Identity)
+            if !negative =>
+        {
+            Value::Identity(Identity(
+                hex32(s).ok_or_else(|| mismatch(&format!("'{s}' (not 64 hex digits)")))?,
+            ))
+        }
+        (SqlValue::Number(n, _), _) => return Err(mismatch(&format!("the number {}", number(n)))),
+        (SqlValue::SingleQuotedString(s), _) => return Err(mismatch(&format!("the string '{s}'"))),
+        (SqlValue::Boolean(b), _) => return Err(mismatch(&format!("{b}"))),
+        (other, _) => return Err(unsupported(&format!("the literal {other}"), v.span)),
+    })
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.strip_prefix("0x").unwrap_or(s);
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}

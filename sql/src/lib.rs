@@ -1,0 +1,51 @@
+//! tickdb's SQL.
+//!
+//! Built so far: one-off `SELECT`s over one table: column projections, `*` and aliases,
+//! `WHERE` with comparisons, `AND`/`OR`/`NOT`, `BETWEEN`, `IN` and `IS [NOT] NULL`,
+//! `ORDER BY`, `LIMIT` and `COUNT(*)`. A query is parsed with sqlparser, bound to the
+//! database's tables (names and literal types checked, with the position of each
+//! mistake), planned onto an index where a predicate allows it, and run with a row and
+//! time budget. Joins, DML and subscriptions are being built.
+
+mod bind;
+mod error;
+mod exec;
+mod plan;
+
+pub use bind::{BoundQuery, Output};
+pub use error::{ErrorKind, Position, SqlError};
+pub use exec::{QueryLimits, QueryResult, run};
+pub use plan::Access;
+
+use sqlparser::dialect::GenericDialect;
+use sqlparser::parser::Parser;
+use tickdb_engine::Database;
+
+/// The longest query accepted, in bytes.
+pub const QUERY_BYTES_MAX: usize = 64 << 10;
+/// How deeply expressions may nest.
+pub const EXPR_DEPTH_MAX: usize = 64;
+
+/// Parses and binds `sql` against `db`'s tables.
+pub fn prepare(db: &Database, sql: &str) -> Result<BoundQuery, SqlError> {
+    if sql.len() > QUERY_BYTES_MAX {
+        let why = format!("the query is {} bytes; at most {QUERY_BYTES_MAX} are accepted", sql.len());
+        return Err(SqlError::new(ErrorKind::TooLarge, why, None));
+    }
+    let statements = Parser::new(&GenericDialect {})
+        .with_recursion_limit(EXPR_DEPTH_MAX)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statements())
+        .map_err(SqlError::parse)?;
+    let [statement] = &statements[..] else {
+        let why = format!("expected one statement, found {}", statements.len());
+        return Err(SqlError::new(ErrorKind::Unsupported, why, None));
+    };
+    bind::bind(db, statement)
+}
+
+/// Parses, binds, plans and runs a one-off query.
+pub fn query(db: &Database, sql: &str, limits: &QueryLimits) -> Result<QueryResult, SqlError> {
+    let bound = prepare(db, sql)?;
+    run(db, &bound, limits)
+}

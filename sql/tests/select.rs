@@ -1,0 +1,220 @@
+//! One-off SELECTs: query text in, access path and rows out; and mistakes, each with
+//! the error and the position it names.
+
+use std::ops::Bound;
+
+use tickdb_engine::{Database, EngineConfig, TableId};
+use tickdb_sql::{Access, ErrorKind, QueryLimits, query};
+use tickdb_wasm_abi::{Identity, TableSchema, Value, ValueType};
+
+/// `player(id pk, identity unique, zone btree, level, name, guild option, x)`, 100 rows.
+fn db() -> (Database, TableId) {
+    let mut db = Database::new(EngineConfig::default()).unwrap();
+    let schema = TableSchema::builder("player")
+        .column("id", ValueType::U64)
+        .column("identity", ValueType::Identity)
+        .column("zone", ValueType::U32)
+        .column("level", ValueType::I32)
+        .column("name", ValueType::String)
+        .column("guild", ValueType::option(ValueType::U32))
+        .column("x", ValueType::F32)
+        .primary_key(["id"])
+        .unique(["identity"])
+        .btree_index(["zone"])
+        .build()
+        .unwrap();
+    let t = db.create_table(schema).unwrap();
+    let mut tx = db.begin();
+    for i in 0..100u64 {
+        let guild = if i % 3 == 0 {
+            Value::Option(None)
+        } else {
+            Value::Option(Some(Box::new(Value::U32(i as u32 % 4))))
+        };
+        let row = [
+            Value::U64(i),
+            Value::Identity(Identity([i as u8; 32])),
+            Value::U32((i % 10) as u32),
+            Value::I32(i as i32 - 50),
+            Value::string(format!("p{i:02}")),
+            guild,
+            Value::F32(i as f32 / 2.0),
+        ];
+        tx.insert_values(t, &row).unwrap();
+    }
+    tx.commit();
+    (db, t)
+}
+
+fn ids(sql: &str) -> (Access, Vec<u64>) {
+    let (db, _) = db();
+    let result = query(&db, sql, &QueryLimits::default()).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let ids = result
+        .rows
+        .iter()
+        .map(|r| match r[0] {
+            Value::U64(id) => id,
+            ref other => panic!("{sql}: {other}"),
+        })
+        .collect();
+    (result.access, ids)
+}
+
+fn sorted(mut v: Vec<u64>) -> Vec<u64> {
+    v.sort();
+    v
+}
+
+#[test]
+fn where_clauses_select_the_right_rows() {
+    let cases: &[(&str, Vec<u64>)] = &[
+        ("SELECT id FROM player WHERE id = 7", vec![7]),
+        ("SELECT id FROM player WHERE 7 = id", vec![7]),
+        ("SELECT id FROM player WHERE id < 3", vec![0, 1, 2]),
+        ("SELECT id FROM player WHERE zone = 3 AND level > 20", vec![73, 83, 93]),
+        ("SELECT id FROM player WHERE zone = 3 AND NOT level > -20", vec![3, 13, 23]),
+        ("SELECT id FROM player WHERE id BETWEEN 10 AND 12", vec![10, 11, 12]),
+        ("SELECT id FROM player WHERE id NOT BETWEEN 2 AND 98", vec![0, 1, 99]),
+        ("SELECT id FROM player WHERE id IN (5, 50, 500)", vec![5, 50]),
+        ("SELECT id FROM player WHERE id < 10 AND guild IS NULL", vec![0, 3, 6, 9]),
+        ("SELECT id FROM player WHERE id < 6 AND guild IS NOT NULL", vec![1, 2, 4, 5]),
+        ("SELECT id FROM player WHERE guild = 2 AND id < 20", vec![2, 10, 14]),
+        ("SELECT id FROM player WHERE name = 'p42'", vec![42]),
+        ("SELECT id FROM player WHERE level = -50", vec![0]),
+        ("SELECT id FROM player WHERE x >= 49.0", vec![98, 99]),
+        ("SELECT id FROM player WHERE id = 1 OR id = 2 OR name = 'p03'", vec![1, 2, 3]),
+        ("SELECT id FROM player p WHERE p.zone = 9 AND p.id > 80", vec![89, 99]),
+        (
+            "SELECT id FROM player WHERE identity = '0x0505050505050505050505050505050505050505050505050505050505050505'",
+            vec![5],
+        ),
+    ];
+    for (sql, expected) in cases {
+        let (_, got) = ids(sql);
+        assert_eq!(sorted(got), *expected, "{sql}");
+    }
+}
+
+#[test]
+fn indexes_are_used_where_they_can_be() {
+    let (access, _) = ids("SELECT id FROM player WHERE id = 7");
+    assert!(matches!(access, Access::Unique { .. }), "{access:?}");
+    let (access, ids_) = ids("SELECT id FROM player WHERE zone = 3 AND level > 20");
+    assert!(matches!(access, Access::Range { lower: Bound::Included(_), upper: Bound::Included(_), .. }));
+    assert_eq!(ids_.len(), 3);
+    let (access, _) = ids("SELECT id FROM player WHERE zone > 7");
+    assert!(matches!(access, Access::Range { lower: Bound::Excluded(_), upper: Bound::Unbounded, .. }));
+    let (access, got) = ids("SELECT id FROM player WHERE zone BETWEEN 8 AND 9");
+    assert!(matches!(access, Access::Range { .. }));
+    assert_eq!(got.len(), 20);
+    let (access, _) = ids("SELECT id FROM player WHERE level > 20");
+    assert_eq!(access, Access::Scan);
+    // The unique lookup reads one row.
+    let (db, _) = db();
+    let r = query(&db, "SELECT * FROM player WHERE identity = '0x0707070707070707070707070707070707070707070707070707070707070707'", &QueryLimits::default()).unwrap();
+    assert_eq!((r.rows_read, r.rows.len()), (1, 1));
+}
+
+#[test]
+fn projections_order_limit_and_count() {
+    let (db, _) = db();
+    let limits = QueryLimits::default();
+    let r = query(
+        &db,
+        "SELECT name AS who, zone FROM player WHERE zone = 4 ORDER BY level DESC LIMIT 3",
+        &limits,
+    )
+    .unwrap();
+    assert_eq!(r.columns, vec![("who".to_string(), ValueType::String), ("zone".to_string(), ValueType::U32)]);
+    let names: Vec<String> = r.rows.iter().map(|row| row[0].to_string()).collect();
+    assert_eq!(names, ["\"p94\"", "\"p84\"", "\"p74\""]);
+    let r = query(&db, "SELECT * FROM player WHERE id = 1", &limits).unwrap();
+    assert_eq!(r.columns.len(), 7);
+    assert_eq!(r.rows[0][4], Value::string("p01"));
+    let r = query(&db, "SELECT COUNT(*) FROM player WHERE zone = 2", &limits).unwrap();
+    assert_eq!(r.rows, vec![vec![Value::U64(10)]]);
+    let r = query(&db, "SELECT COUNT(*) AS n FROM player", &limits).unwrap();
+    assert_eq!((r.columns[0].0.as_str(), &r.rows[0][0]), ("n", &Value::U64(100)));
+    let r = query(&db, "SELECT id FROM player LIMIT 5", &limits).unwrap();
+    assert_eq!((r.rows.len(), r.rows_read), (5, 5), "a LIMIT without ORDER BY stops early");
+}
+
+#[test]
+fn mistakes_are_named_with_their_position() {
+    let (db, _) = db();
+    let limits = QueryLimits::default();
+    type Case<'a> = (&'a str, ErrorKind, &'a str, Option<(u64, u64)>);
+    let cases: &[Case<'_>] = &[
+        ("SELECT id FROM players", ErrorKind::UnknownTable, "no table is named `players`", Some((1, 16))),
+        ("SELECT id, hp FROM player", ErrorKind::UnknownColumn, "no column `hp`", Some((1, 12))),
+        (
+            "SELECT id FROM player\nWHERE zone = 'north'",
+            ErrorKind::TypeMismatch,
+            "column `zone` is a u32",
+            Some((2, 14)),
+        ),
+        (
+            "SELECT id FROM player WHERE zone = 4294967296",
+            ErrorKind::TypeMismatch,
+            "out of range",
+            Some((1, 36)),
+        ),
+        (
+            "SELECT id FROM player WHERE level = 1.5",
+            ErrorKind::TypeMismatch,
+            "not a whole number",
+            Some((1, 37)),
+        ),
+        ("SELECT id FROM player WHERE guild = NULL", ErrorKind::TypeMismatch, "use IS NULL", Some((1, 37))),
+        ("SELECT id FROM player WHERE zone IS NULL", ErrorKind::TypeMismatch, "never NULL", Some((1, 29))),
+        (
+            "SELECT id FROM player WHERE zone = level",
+            ErrorKind::TypeMismatch,
+            "cannot compare a u32 with a i32",
+            Some((1, 29)),
+        ),
+        (
+            "SELECT id FROM player WHERE q.zone = 1",
+            ErrorKind::UnknownTable,
+            "no table or alias `q`",
+            Some((1, 29)),
+        ),
+        ("SELECT id FROM player JOIN guild ON id = id", ErrorKind::Unsupported, "JOIN", None),
+        ("DELETE FROM player", ErrorKind::Unsupported, "only SELECT", None),
+        ("SELEKT id FROM player", ErrorKind::Syntax, "SELEKT", None),
+        ("SELECT id FROM player; SELECT id FROM player", ErrorKind::Unsupported, "one statement", None),
+    ];
+    for (sql, kind, message, position) in cases {
+        let e = query(&db, sql, &limits).expect_err(sql);
+        assert_eq!(e.kind, *kind, "{sql}: {e}");
+        assert!(e.message.contains(message), "{sql}: {e}");
+        if let Some((line, column)) = position {
+            let p = e.position.unwrap_or_else(|| panic!("{sql}: no position in {e}"));
+            assert_eq!((p.line, p.column), (*line, *column), "{sql}: {e}");
+        }
+    }
+}
+
+#[test]
+fn budgets_and_hostile_queries_fail_cleanly() {
+    let (db, _) = db();
+    let tight = QueryLimits { rows_max: 10, ..QueryLimits::default() };
+    let e = query(&db, "SELECT id FROM player WHERE level > 0", &tight).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Budget);
+    assert!(query(&db, "SELECT id FROM player WHERE id = 3", &tight).is_ok(), "an indexed point query fits");
+
+    let long = format!("SELECT id FROM player WHERE {}", vec!["id = 1"; 20_000].join(" OR "));
+    assert_eq!(query(&db, &long, &QueryLimits::default()).unwrap_err().kind, ErrorKind::TooLarge);
+    let deep = format!("SELECT id FROM player WHERE {}id = 1{}", "(".repeat(500), ")".repeat(500));
+    assert_eq!(query(&db, &deep, &QueryLimits::default()).unwrap_err().kind, ErrorKind::TooLarge);
+    // The longest query accepted, as one chain of ORs.
+    let terms = (tickdb_sql::QUERY_BYTES_MAX - 100) / 10;
+    let chain = format!("SELECT COUNT(*) FROM player WHERE {}", vec!["id = 1"; terms].join(" OR "));
+    assert!(chain.len() <= tickdb_sql::QUERY_BYTES_MAX);
+    let r = query(&db, &chain, &QueryLimits::default()).unwrap();
+    assert_eq!(r.rows, vec![vec![Value::U64(1)]]);
+    let list: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
+    let huge_in = format!("SELECT COUNT(*) FROM player WHERE id IN ({})", list.join(","));
+    let r = query(&db, &huge_in, &QueryLimits::default()).unwrap();
+    assert_eq!(r.rows, vec![vec![Value::U64(100)]]);
+}
