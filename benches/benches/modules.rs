@@ -294,6 +294,7 @@ fn restart(host: &ModuleHost, module: &Arc<LoadedModule>) {
     ticker.keep_log();
     let end = LogEnd { segment: None, last_tick: None, next_tx: 0, truncated: None };
     let sink = DurableSink::open(&log, &end, LogConfig::default(), Durability::Relaxed).expect("log");
+    let watch = sink.watch();
     let handle = TickLoop::spawn(ticker, sink, &EngineConfig::default()).expect("loop");
     let insert = module.reducer_id("insert_item").expect("reducer");
     let (to, replies) = mpsc::channel();
@@ -318,7 +319,7 @@ fn restart(host: &ModuleHost, module: &Arc<LoadedModule>) {
     submit(0, SNAPSHOT_AT);
     while replies.try_recv().is_ok() {}
     let snapshot_started = Instant::now();
-    tickdb_engine::snapshot::take(&handle, &snapshots).expect("snapshot");
+    tickdb_engine::snapshot::take(&handle, &watch, &snapshots).expect("snapshot");
     let snapshot_time = snapshot_started.elapsed();
     submit(SNAPSHOT_AT, ROWS);
     let db = handle.shutdown().expect("shutdown");

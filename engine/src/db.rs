@@ -194,7 +194,13 @@ impl Tx<'_> {
 
     /// Inserts an encoded row. Zero in an auto-inc column takes the sequence's next value.
     pub fn insert(&mut self, table: TableId, row: &[u8]) -> Result<RowId, Error> {
-        self.guarded(|tx| tx.insert_row(table, row))
+        self.guarded(|tx| tx.insert_row(table, row, true))
+    }
+
+    /// Inserts a row exactly as given, zeros in auto-inc columns included (restoring
+    /// rows from a snapshot or a log); sequences still move past the values given.
+    pub fn insert_exact(&mut self, table: TableId, row: &[u8]) -> Result<RowId, Error> {
+        self.guarded(|tx| tx.insert_row(table, row, false))
     }
 
     /// Runs one table write, marking the transaction torn until it returns.
@@ -211,7 +217,7 @@ impl Tx<'_> {
         self.writing
     }
 
-    fn insert_row(&mut self, table: TableId, row: &[u8]) -> Result<RowId, Error> {
+    fn insert_row(&mut self, table: TableId, row: &[u8], fill: bool) -> Result<RowId, Error> {
         let t = &mut self.db.tables[table.index()];
         let parts = &mut self.parts;
         t.parse_row_into(row, parts)?;
@@ -221,7 +227,7 @@ impl Tx<'_> {
         } else {
             self.scratch.clear();
             self.scratch.extend_from_slice(row);
-            sequences = t.fill_sequences(&mut self.scratch, parts)?;
+            sequences = t.fill_sequences(&mut self.scratch, parts, fill)?;
             &self.scratch
         };
         match t.insert(row, parts) {

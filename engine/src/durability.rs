@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::commitlog::segments::list_segments;
+use crate::commitlog::segments::read_log_from;
 use crate::commitlog::writer::{DeviceOpener, LogWatch, open_file_device};
-use crate::commitlog::{LogConfig, LogEnd, LogError, LogWriter, read_log};
+use crate::commitlog::{LogConfig, LogEnd, LogError, LogWriter};
 use crate::db::Database;
 use crate::error::Error;
 use crate::ids::TableId;
@@ -67,8 +68,19 @@ impl Default for SnapshotPolicy {
 struct Snapshots {
     policy: SnapshotPolicy,
     since_last: u64,
+    /// Set while a snapshot is being written.
+    busy: Arc<std::sync::atomic::AtomicBool>,
     queue: Option<std::sync::mpsc::SyncSender<(u64, Vec<u8>)>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Clears the busy flag when a snapshot is done with, however it ends.
+struct Idle<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Idle<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl Drop for Snapshots {
@@ -134,8 +146,11 @@ impl DurableSink {
         let (queue, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(1);
         let (dir, log, watch, keep) =
             (dir.to_path_buf(), log.to_path_buf(), self.writer.watch(), policy.keep);
+        let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = Arc::clone(&busy);
         let thread = std::thread::Builder::new().name("tickdb-snapshot".into()).spawn(move || {
             for (tick, bytes) in rx {
+                let _idle = Idle(&done);
                 if watch.wait_durable(tick).is_err() {
                     return; // The log failed: a snapshot past it could not be recovered to.
                 }
@@ -149,7 +164,8 @@ impl DurableSink {
                 }
             }
         })?;
-        self.snapshots = Some(Snapshots { policy, since_last: 0, queue: Some(queue), thread: Some(thread) });
+        self.snapshots =
+            Some(Snapshots { policy, since_last: 0, busy, queue: Some(queue), thread: Some(thread) });
         Ok(self)
     }
 
@@ -174,13 +190,15 @@ impl TickSink for DurableSink {
         self.tick_logged(output, releases)?;
         if let Some(snapshots) = &mut self.snapshots {
             snapshots.since_last += logged;
+            let idle = !snapshots.busy.load(std::sync::atomic::Ordering::Acquire);
             if snapshots.since_last >= snapshots.policy.every_log_bytes
+                && idle
                 && let Some(queue) = &snapshots.queue
             {
-                // Between ticks, so the copy is consistent. If the last one is still
-                // being written, this one waits for the next turn.
-                let capture = crate::snapshot::capture(db);
-                if queue.try_send(capture).is_ok() {
+                // Between ticks, so the copy is consistent. Only when the last one is
+                // written: a busy writer skips turns rather than copying for nothing.
+                snapshots.busy.store(true, std::sync::atomic::Ordering::Release);
+                if queue.try_send(crate::snapshot::capture(db)).is_ok() {
                     snapshots.since_last = 0;
                 }
             }
@@ -263,9 +281,19 @@ pub struct Replayed {
 /// was written against. Ticks at or before `after` (a snapshot's tick) are skipped.
 pub fn replay(dir: &Path, db: &mut Database, after: Option<u64>) -> Result<Replayed, ReplayError> {
     let (mut ticks, mut transactions, mut rows) = (0u64, 0u64, 0u64);
-    let end = read_log(dir, |header, payload| {
+    let end = read_log_from(dir, after, |header, payload| {
         if after.is_some_and(|a| header.tick <= a) {
             return Ok(());
+        }
+        if header.first_tx != db.next_tx() {
+            // A snapshot (or an earlier part of the log) and this frame disagree on
+            // where the log stands: something between them is missing.
+            let why = format!(
+                "its transactions start at {}, but the database is at transaction {}",
+                header.first_tx,
+                db.next_tx()
+            );
+            return Err(ReplayError::Invalid { tick: header.tick, why });
         }
         let applied = apply_tick(db, payload).map_err(|e| match e {
             Apply::Invalid(why) => ReplayError::Invalid { tick: header.tick, why },
@@ -336,7 +364,7 @@ fn apply_tick(db: &mut Database, payload: &[u8]) -> Result<(u32, u64), Apply> {
                         return Err(Apply::Invalid(format!("a row to delete from `{name}` is not there")));
                     }
                 } else {
-                    tx.insert(table, row).map_err(Apply::Engine)?;
+                    tx.insert_exact(table, row).map_err(Apply::Engine)?;
                 }
                 rows += 1;
             }
@@ -380,7 +408,7 @@ pub struct Recovered {
 /// tick); with none usable and the log's start gone, recovery refuses.
 pub fn recover(snapshots: &Path, log: &Path, db: &mut Database) -> Result<Recovered, RecoverError> {
     let first_tick = list_segments(log).map_err(ReplayError::from)?.first().map(|(tick, _)| *tick);
-    let covers = |after: u64| first_tick.is_none_or(|first| first <= after + 1);
+    let covers = |after: u64| first_tick.is_none_or(|first| first <= after.saturating_add(1));
     let mut skipped = Vec::new();
     let mut base = None;
     for (tick, path) in list_snapshots(snapshots)? {
@@ -441,7 +469,7 @@ pub fn prune(snapshots: &Path, log: &Path, keep: usize) -> Result<Vec<PathBuf>, 
     for pair in segments.windows(2) {
         let (_, path) = &pair[0];
         let (next_first, _) = pair[1];
-        if next_first <= oldest_kept + 1 {
+        if next_first <= oldest_kept.saturating_add(1) {
             std::fs::remove_file(path).map_err(|e| io_error(path, e))?;
             deleted.push(path.clone());
         }

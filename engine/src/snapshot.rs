@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use tickdb_wasm_abi::ModuleDef;
 
+use crate::commitlog::writer::LogWatch;
 use crate::db::Database;
 use crate::error::Error;
 use crate::ids::TableId;
@@ -101,7 +102,11 @@ pub fn install(dir: &Path, tick: u64, bytes: &[u8]) -> Result<PathBuf, SnapshotE
     let path = dir.join(snapshot_name(tick));
     let io_error = |source| SnapshotError::Io { path: path.clone(), source };
     std::fs::create_dir_all(dir).map_err(io_error)?;
-    let tmp = path.with_extension("tmp");
+    // A name of its own per writer: a requested and an automatic snapshot of one tick
+    // never share a temporary file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     let mut file = File::create(&tmp).map_err(io_error)?;
     file.write_all(bytes).map_err(io_error)?;
     file.sync_all().map_err(io_error)?;
@@ -189,7 +194,7 @@ pub fn load(path: &Path, db: &mut Database) -> Result<Loaded, SnapshotError> {
         for _ in 0..c.u64()? {
             let len = c.u32()? as usize;
             let row = c.take(len)?;
-            tx.insert(table, row)
+            tx.insert_exact(table, row)
                 .map_err(|source| SnapshotError::Load { path: path.to_path_buf(), source })?;
             rows += 1;
         }
@@ -208,15 +213,20 @@ pub fn load(path: &Path, db: &mut Database) -> Result<Loaded, SnapshotError> {
 }
 
 /// Takes a snapshot of a running database: captured between ticks on its tick thread,
-/// written on the calling thread. Returns its tick and file.
+/// written on the calling thread once `log` holds its tick (a snapshot past the log
+/// could not be continued after a crash). Returns its tick and file.
 pub fn take<W: Send + 'static>(
     handle: &crate::tick::TickHandle<W>,
+    log: &LogWatch,
     dir: &Path,
 ) -> Result<(u64, PathBuf), SnapshotError> {
-    let (tick, bytes) = handle.read(capture).map_err(|e| SnapshotError::Io {
-        path: dir.to_path_buf(),
-        source: std::io::Error::other(format!("the database did not answer: {e}")),
-    })?;
+    let error =
+        |why: String| SnapshotError::Io { path: dir.to_path_buf(), source: std::io::Error::other(why) };
+    let (tick, bytes) =
+        handle.read(capture).map_err(|e| error(format!("the database did not answer: {e}")))?;
+    if tick > 0 {
+        log.wait_durable(tick).map_err(|e| error(format!("the log did not reach tick {tick}: {e}")))?;
+    }
     Ok((tick, install(dir, tick, &bytes)?))
 }
 
@@ -226,10 +236,11 @@ pub fn take<W: Send + 'static>(
 /// written as it is copied is cut off as a torn tail when the copy is recovered).
 pub fn backup<W: Send + 'static>(
     handle: &crate::tick::TickHandle<W>,
+    watch: &LogWatch,
     log: &Path,
     dest: &Path,
 ) -> Result<(u64, PathBuf), SnapshotError> {
-    let snapshot = take(handle, &dest.join("snapshots"))?;
+    let snapshot = take(handle, watch, &dest.join("snapshots"))?;
     let dest_log = dest.join("log");
     let io_error = |path: &Path, source| SnapshotError::Io { path: path.to_path_buf(), source };
     std::fs::create_dir_all(&dest_log).map_err(|e| io_error(&dest_log, e))?;

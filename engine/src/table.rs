@@ -651,10 +651,13 @@ impl Table {
 
     /// Fills the row's zero auto-inc columns from their sequences and moves sequences
     /// past explicit values. Returns each changed sequence's previous `next`.
+    /// With `fill` unset (restoring rows as they were), zeros stay zeros and only the
+    /// moving past explicit values happens.
     pub(crate) fn fill_sequences(
         &mut self,
         row: &mut [u8],
         parts: &RowParts,
+        fill: bool,
     ) -> Result<SmallVec<[(u16, u128); 2]>, Error> {
         let mut changed = SmallVec::new();
         for i in 0..self.sequences.len() {
@@ -665,7 +668,7 @@ impl Table {
             le[..seq.size].copy_from_slice(value);
             let current = u128::from_le_bytes(le);
             let prev = seq.next;
-            if current == 0 {
+            if current == 0 && fill {
                 if seq.next > seq.max {
                     let column = self.schema.columns[seq.col.index()].name.clone();
                     // Leave no trace: put back the sequences this row already moved.
@@ -676,7 +679,7 @@ impl Table {
                 }
                 value.copy_from_slice(&seq.next.to_le_bytes()[..seq.size]);
                 seq.next += 1;
-            } else if current <= seq.max && current >= seq.next {
+            } else if current != 0 && current <= seq.max && current >= seq.next {
                 seq.next = current + 1;
             }
             if seq.next != prev {

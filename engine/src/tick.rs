@@ -487,6 +487,7 @@ impl<S: TickSystem> Ticker<S> {
                 output.committed += 1;
             }
             Err(_) if tx.is_torn() => {
+                self.log.truncate(record_start);
                 eprintln!("tickdb: a panic interrupted a table write; the database stops taking work");
                 std::mem::forget(tx);
                 self.poisoned = true;
@@ -620,6 +621,11 @@ fn run_loop<S: TickSystem>(
         let system_due = ticker.system_due_in().is_some_and(|d| d.is_zero());
         if !work.is_empty() || fixed || system_due {
             let (output, releases) = ticker.run_tick_held(work, fixed);
+            if ticker.is_poisoned() {
+                // The state may be torn: nothing of this tick is logged or released.
+                releases.release(Err("the database stopped: a table write was interrupted"));
+                return None;
+            }
             if let Err(why) = sink.tick_committed(ticker.db(), output, releases) {
                 eprintln!("tickdb: the database stops taking work: {why}");
                 *failure.lock().expect("failure lock") = Some(why);

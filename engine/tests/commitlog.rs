@@ -52,6 +52,17 @@ fn empty_end() -> LogEnd {
     LogEnd { segment: None, last_tick: None, next_tx: 0, truncated: None }
 }
 
+/// Writes each tick in a write of its own (waiting for it before the next).
+fn write_ticks_one_by_one(dir: &Path, ticks: std::ops::Range<u64>) {
+    let (_, end) = frames(dir).unwrap();
+    let mut writer = LogWriter::open(dir, &end, LogConfig::default(), Box::new(|_| {})).unwrap();
+    for tick in ticks {
+        writer.append(tick, 2, payload(tick)).unwrap();
+        writer.wait_durable(tick).unwrap();
+    }
+    writer.close().unwrap();
+}
+
 fn write_ticks(dir: &Path, ticks: std::ops::Range<u64>, config: LogConfig) {
     let (_, end) = frames(dir).unwrap();
     let mut writer = LogWriter::open(dir, &end, config, Box::new(|_| {})).unwrap();
@@ -65,9 +76,12 @@ fn write_ticks(dir: &Path, ticks: std::ops::Range<u64>, config: LogConfig) {
 #[test]
 fn frames_round_trip_and_every_bit_flip_is_caught() {
     let mut bytes = Vec::new();
-    encode_frame(42, 1000, 3, b"hello, log", &mut bytes);
+    encode_frame(42, 1000, 3, 77, b"hello, log", &mut bytes);
     let (header, range) = decode_frame(&bytes).unwrap();
-    assert_eq!(header, FrameHeader { tick: 42, first_tx: 1000, tx_count: 3, payload_len: 10 });
+    assert_eq!(
+        header,
+        FrameHeader { tick: 42, first_tx: 1000, tx_count: 3, payload_len: 10, write_start: 77 }
+    );
     assert_eq!(&bytes[range], b"hello, log");
     for bit in 0..bytes.len() * 8 {
         let mut flipped = bytes.clone();
@@ -109,7 +123,7 @@ fn torn_tail_is_truncated() {
     let segment = std::fs::read_dir(&dir.0).unwrap().next().unwrap().unwrap().path();
     let whole = std::fs::metadata(&segment).unwrap().len();
     let mut torn = Vec::new();
-    encode_frame(6, 10, 2, &payload(6), &mut torn);
+    encode_frame(6, 10, 2, whole, &payload(6), &mut torn);
     let mut bytes = std::fs::read(&segment).unwrap();
     bytes.extend_from_slice(&torn[..torn.len() / 2]);
     std::fs::write(&segment, &bytes).unwrap();
@@ -123,14 +137,15 @@ fn torn_tail_is_truncated() {
     assert_eq!(frames(&dir.0).unwrap().0.len(), 8);
 }
 
-/// Damage before the end is corruption: reading refuses, naming the file and offset.
+/// Damage in a write followed by a later write is corruption (the damaged write had
+/// been synced): reading refuses, naming the file and offset.
 #[test]
 fn corruption_in_the_middle_is_refused() {
     let dir = TempDir::new("corrupt");
-    write_ticks(&dir.0, 1..6, LogConfig::default());
+    write_ticks_one_by_one(&dir.0, 1..6);
     let segment = std::fs::read_dir(&dir.0).unwrap().next().unwrap().unwrap().path();
     let mut bytes = std::fs::read(&segment).unwrap();
-    bytes[16 + 33] ^= 0x10; // in the first frame's payload
+    bytes[16 + 41] ^= 0x10; // in the first frame's payload
     std::fs::write(&segment, &bytes).unwrap();
     match frames(&dir.0) {
         Err(LogError::Corrupt { path, offset, why }) => {
@@ -143,12 +158,12 @@ fn corruption_in_the_middle_is_refused() {
 }
 
 /// Every single-bit flip anywhere in a small segment is caught: reading either refuses
-/// with an error or, for damage in the last frame, drops that frame as a torn tail.
-/// No flip ever yields a frame that was not written.
+/// with an error or, for damage in the last write, drops it as a torn tail. No flip
+/// ever yields a frame that was not written.
 #[test]
 fn every_bit_flip_in_a_segment_is_detected() {
     let dir = TempDir::new("flips");
-    write_ticks(&dir.0, 1..5, LogConfig::default());
+    write_ticks_one_by_one(&dir.0, 1..5);
     let segment = std::fs::read_dir(&dir.0).unwrap().next().unwrap().unwrap().path();
     let original = std::fs::read(&segment).unwrap();
     let (written, _) = frames(&dir.0).unwrap();

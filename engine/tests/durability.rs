@@ -259,14 +259,14 @@ fn session(
     let mut ticker = Ticker::new(db, system, Box::new(SystemClock), Box::new(SplitMix64::new(3)));
     ticker.keep_log();
     let sink = DurableSink::open(&log_dir, &recovered.end, log, Durability::Confirmed).unwrap();
+    let watch = sink.watch();
     let handle = TickLoop::spawn(ticker, sink, &EngineConfig::default()).unwrap();
     let mut client = Client::new(module);
     let mut values = Vec::new();
     for (i, (reducer, args)) in calls.iter().enumerate() {
         values.push(client.call(&handle, reducer, player(1), args.clone()).outcome.unwrap());
         if snapshot_after == Some(i) {
-            let (tick, bytes) = handle.read(tickdb_engine::snapshot::capture).unwrap();
-            tickdb_engine::snapshot::install(&snapshots, tick, &bytes).unwrap();
+            tickdb_engine::snapshot::take(&handle, &watch, &snapshots).unwrap();
         }
     }
     let db = handle.shutdown().unwrap();
@@ -381,12 +381,13 @@ fn hot_backups_recover() {
     ticker.keep_log();
     let sink =
         DurableSink::open(&log_dir, &recovered.end, LogConfig::default(), Durability::Confirmed).unwrap();
+    let watch = sink.watch();
     let handle = TickLoop::spawn(ticker, sink, &EngineConfig::default()).unwrap();
     let mut client = Client::new(&module);
     for i in 0..5 {
         client.call(&handle, "create_hero", player(1), hero_args(&format!("h{i}"), i)).outcome.unwrap();
     }
-    let (tick, _) = tickdb_engine::snapshot::backup(&handle, &log_dir, &copy.0).unwrap();
+    let (tick, _) = tickdb_engine::snapshot::backup(&handle, &watch, &log_dir, &copy.0).unwrap();
     let at_backup = handle.read(tables).unwrap();
     let db = handle.shutdown().unwrap();
     assert_eq!(db.last_tick(), Some(tick));

@@ -9,11 +9,15 @@
 //!     16     8  first transaction offset: the log-wide number of the frame's first transaction
 //!     24     4  transaction count
 //!     28     4  payload length, in bytes
-//!     32     n  payload (the engine's encoding; the log does not read it)
-//!   32+n     4  CRC32C of the 32 header bytes and the payload
+//!     32     8  write start: the segment offset at which the write holding this frame began
+//!     40     n  payload (the engine's encoding; the log does not read it)
+//!   40+n     4  CRC32C of the 40 header bytes and the payload
 //! ```
 //!
-//! Integers are little-endian. A frame is valid only if its magic, version and length
+//! Integers are little-endian. The write start tells recovery which frames were written
+//! together: a crash can leave any part of its last, unsynced write on disk, while an
+//! earlier write was synced before the next one began.
+//! A frame is valid only if its magic, version and length
 //! are sane, the whole frame is present, and its checksum holds: a torn or flipped
 //! frame is never mistaken for a good one.
 
@@ -21,7 +25,7 @@ use std::ops::Range;
 
 pub const FRAME_MAGIC: [u8; 4] = *b"TDBF";
 pub const FRAME_VERSION: u16 = 1;
-pub const FRAME_HEADER_BYTES: usize = 32;
+pub const FRAME_HEADER_BYTES: usize = 40;
 pub const FRAME_TRAILER_BYTES: usize = 4;
 /// The largest payload a frame may carry: far above any tick, small enough that a
 /// flipped length field cannot make a reader allocate without bound.
@@ -34,6 +38,8 @@ pub struct FrameHeader {
     pub first_tx: u64,
     pub tx_count: u32,
     pub payload_len: u32,
+    /// Where the write that carried this frame began, in its segment.
+    pub write_start: u64,
 }
 
 impl FrameHeader {
@@ -65,7 +71,14 @@ pub enum FrameError {
 }
 
 /// Appends one frame to `out`.
-pub fn encode_frame(tick: u64, first_tx: u64, tx_count: u32, payload: &[u8], out: &mut Vec<u8>) {
+pub fn encode_frame(
+    tick: u64,
+    first_tx: u64,
+    tx_count: u32,
+    write_start: u64,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) {
     assert!(payload.len() <= FRAME_PAYLOAD_MAX, "a tick's payload is far below 1 GiB");
     let start = out.len();
     out.extend_from_slice(&FRAME_MAGIC);
@@ -75,6 +88,7 @@ pub fn encode_frame(tick: u64, first_tx: u64, tx_count: u32, payload: &[u8], out
     out.extend_from_slice(&first_tx.to_le_bytes());
     out.extend_from_slice(&tx_count.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&write_start.to_le_bytes());
     out.extend_from_slice(payload);
     let crc = crc32c::crc32c(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -111,6 +125,7 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(FrameHeader, Range<usize>), FrameEr
         first_tx: u64_at(bytes, 16),
         tx_count: u32_at(bytes, 24),
         payload_len: u32_at(bytes, 28),
+        write_start: u64_at(bytes, 32),
     };
     if header.payload_len as usize > FRAME_PAYLOAD_MAX {
         return Err(FrameError::TooLarge(u64::from(header.payload_len)));

@@ -70,12 +70,27 @@ pub struct LogEnd {
 /// tail; returns where the log ends. See the module docs.
 pub fn read_log<E>(
     dir: &Path,
+    visit: impl FnMut(&FrameHeader, &[u8]) -> Result<(), E>,
+) -> Result<Result<LogEnd, E>, LogError> {
+    read_log_from(dir, None, visit)
+}
+
+/// As [`read_log`], skipping the segments whose every tick is at or before `after`
+/// (a snapshot's tick): they are not needed, and not read.
+pub fn read_log_from<E>(
+    dir: &Path,
+    after: Option<u64>,
     mut visit: impl FnMut(&FrameHeader, &[u8]) -> Result<(), E>,
 ) -> Result<Result<LogEnd, E>, LogError> {
     let segments = list_segments(dir)?;
     let mut end = LogEnd { segment: None, last_tick: None, next_tx: 0, truncated: None };
     for (i, (name_tick, path)) in segments.iter().enumerate() {
         let last = i + 1 == segments.len();
+        let covered =
+            segments.get(i + 1).is_some_and(|(next, _)| after.is_some_and(|a| *next <= a.saturating_add(1)));
+        if covered {
+            continue;
+        }
         let io_error = |source| LogError::Io { path: path.clone(), source };
         let bytes = std::fs::read(path).map_err(io_error)?;
         let corrupt =
@@ -91,6 +106,13 @@ pub fn read_log<E>(
             return Err(corrupt(0, "the segment header is missing".into()));
         }
         if bytes[..8] != SEGMENT_MAGIC {
+            if last && !later_write_after(&bytes, 0) {
+                // The crash came while the segment's first write was in flight.
+                truncate(path, 0)?;
+                end.truncated = Some((path.clone(), 0, bytes.len() as u64));
+                end.segment = Some((path.clone(), 0));
+                break;
+            }
             return Err(corrupt(0, "not a tickdb log segment (bad magic)".into()));
         }
         let header_tick = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
@@ -102,7 +124,7 @@ pub fn read_log<E>(
             let (header, payload) = match decode_frame(&bytes[offset..]) {
                 Ok(frame) => frame,
                 Err(e) => {
-                    if last && !valid_frame_after(&bytes, offset + 1) {
+                    if last && !later_write_after(&bytes, offset) {
                         let dropped = (bytes.len() - offset) as u64;
                         truncate(path, offset as u64)?;
                         end.truncated = Some((path.clone(), offset as u64, dropped));
@@ -121,11 +143,13 @@ pub fn read_log<E>(
                 let why = format!("transactions jump from {} to {}", end.next_tx, header.first_tx);
                 return Err(corrupt(offset, why));
             }
+            let next_tx = header.first_tx.checked_add(u64::from(header.tx_count));
+            let next_tx = next_tx.ok_or_else(|| corrupt(offset, "the transaction count overflows".into()))?;
             if let Err(e) = visit(&header, &bytes[offset + payload.start..offset + payload.end]) {
                 return Ok(Err(e));
             }
             end.last_tick = Some(header.tick);
-            end.next_tx = header.next_tx();
+            end.next_tx = next_tx;
             offset += header.frame_len();
         }
         end.segment = Some((path.clone(), offset.min(bytes.len()) as u64));
@@ -137,11 +161,15 @@ fn describe(e: FrameError) -> String {
     format!("invalid frame: {e}")
 }
 
-/// Whether a whole, valid frame starts anywhere at or after `from`.
-fn valid_frame_after(bytes: &[u8], from: usize) -> bool {
-    (from..bytes.len().saturating_sub(3))
+/// Whether a valid frame after `damaged` came from a later write than the damaged
+/// bytes. Writes happen one at a time, each synced before the next begins: if a later
+/// write reached the disk, the damaged one had been synced, so the damage is not a
+/// crash's doing. Frames of the damaged bytes' own write may persist in any order.
+fn later_write_after(bytes: &[u8], damaged: usize) -> bool {
+    (damaged + 1..bytes.len().saturating_sub(3))
         .filter(|&at| bytes[at..at + 4] == FRAME_MAGIC)
-        .any(|at| decode_frame(&bytes[at..]).is_ok())
+        .filter_map(|at| decode_frame(&bytes[at..]).ok())
+        .any(|(header, _)| header.write_start > damaged as u64)
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), LogError> {

@@ -181,6 +181,7 @@ impl LogWriter {
         let thread = std::thread::Builder::new()
             .name("tickdb-log".into())
             .spawn(move || {
+                let shared = Arc::clone(&thread_shared);
                 let mut writer = Writer {
                     dir,
                     config,
@@ -190,7 +191,17 @@ impl LogWriter {
                     on_durable,
                     buf: Vec::new(),
                 };
-                writer.run(rx);
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run(rx)));
+                if outcome.is_err() {
+                    // A bug in the writer: whoever waits on it must hear so, not hang.
+                    let why = "the log writer panicked".to_string();
+                    let e = LogError::WriteFailed { path: writer.dir.clone(), offset: 0, why };
+                    (writer.on_durable)(Err(&e));
+                    let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                    state.failed = Some(e);
+                    state.stopped = true;
+                    shared.changed.notify_all();
+                }
             })
             .map_err(|source| LogError::Io { path: PathBuf::from("tickdb-log thread"), source })?;
         Ok(LogWriter {
@@ -358,7 +369,7 @@ impl Writer {
                 if has_frames && len + frame_bytes(p) > self.config.segment_bytes_max {
                     break;
                 }
-                encode_frame(p.tick, p.first_tx, p.tx_count, &p.payload, &mut self.buf);
+                encode_frame(p.tick, p.first_tx, p.tx_count, segment.len, &p.payload, &mut self.buf);
                 next += 1;
             }
             segment.device.write_durable(segment.len, &self.buf).map_err(|source| LogError::WriteFailed {
