@@ -420,7 +420,14 @@ pub fn recover(snapshots: &Path, log: &Path, db: &mut Database) -> Result<Recove
                 base = Some((path, loaded));
                 break;
             }
-            Err(e @ (SnapshotError::Corrupt { .. } | SnapshotError::Load { .. })) => skipped.push(e),
+            Err(e @ (SnapshotError::Corrupt { .. } | SnapshotError::Load { .. })) => {
+                // Set aside, kept for inspection: never used, and not counted as one of
+                // the snapshots pruning keeps.
+                let aside = path.with_extension("tdbsnap.corrupt");
+                std::fs::rename(&path, &aside)
+                    .map_err(|source| SnapshotError::Io { path: path.clone(), source })?;
+                skipped.push(e);
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -101,7 +101,13 @@ pub fn capture(db: &Database) -> (u64, Vec<u8>) {
 pub fn install(dir: &Path, tick: u64, bytes: &[u8]) -> Result<PathBuf, SnapshotError> {
     let path = dir.join(snapshot_name(tick));
     let io_error = |source| SnapshotError::Io { path: path.clone(), source };
-    std::fs::create_dir_all(dir).map_err(io_error)?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(io_error)?;
+        // The new directory's own entry must be durable too.
+        if let Some(parent) = dir.parent() {
+            File::open(parent).and_then(|d| d.sync_all()).map_err(io_error)?;
+        }
+    }
     // A name of its own per writer: a requested and an automatic snapshot of one tick
     // never share a temporary file.
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -113,6 +113,9 @@ impl DataDir {
         }
         use sha2::Digest;
         let meta = DatabaseMeta { name: name.into(), owner, module_hash: sha2::Sha256::digest(wasm).into() };
+        let databases = self.root.join("databases");
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        std::fs::File::open(&databases).and_then(|d| d.sync_all()).map_err(io(&databases))?;
         write_atomic(&dir.join("module.wasm"), wasm)?;
         std::fs::create_dir_all(self.log(name)).map_err(io(&dir))?;
         write_atomic(&dir.join("database"), &encode_meta(&meta))?;

@@ -336,9 +336,19 @@ fn corrupt_snapshots_are_passed_over_or_refused() {
         recovered.skipped[0]
     );
 
-    // Keep one snapshot (the corrupt one) and prune the log it covers: nothing to fall back on.
+    // The corrupt snapshot was set aside: kept, but no longer one of the snapshots.
+    assert!(newest.with_extension("tdbsnap.corrupt").exists());
+    let left = tickdb_engine::snapshot::list_snapshots(&dir.0.join("snapshots")).unwrap();
+    assert_eq!(left, vec![snapshots[1].clone()]);
+
+    // Prune the log the older snapshot covers, then damage that snapshot too: nothing
+    // is left to fall back on.
     let deleted = tickdb_engine::prune(&dir.0.join("snapshots"), &dir.0.join("log"), 1).unwrap();
     assert!(deleted.iter().any(|p| p.extension().is_some_and(|e| e == "tdblog")), "{deleted:?}");
+    let older = &snapshots[1].1;
+    let mut bytes = std::fs::read(older).unwrap();
+    bytes[20] ^= 0x01;
+    std::fs::write(older, &bytes).unwrap();
     let mut db = Database::new(EngineConfig::default()).unwrap();
     let _system = ModuleSystem::new(&host, Arc::clone(&module), &mut db, OWNER).unwrap();
     let err = tickdb_engine::recover(&dir.0.join("snapshots"), &dir.0.join("log"), &mut db).unwrap_err();

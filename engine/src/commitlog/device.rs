@@ -133,6 +133,8 @@ mod uring {
     pub(super) struct UringDevice {
         file: File,
         ring: IoUring,
+        buf: Vec<u8>,
+        broken: bool,
     }
 
     impl std::fmt::Debug for UringDevice {
@@ -143,23 +145,32 @@ mod uring {
 
     impl UringDevice {
         pub(super) fn new(file: io::Result<File>) -> io::Result<UringDevice> {
-            Ok(UringDevice { file: file?, ring: IoUring::new(8)? })
+            Ok(UringDevice { file: file?, ring: IoUring::new(8)?, buf: Vec::new(), broken: false })
         }
 
         /// Submits a write of `data` at `offset` linked to an fdatasync; returns the
         /// write's result and the sync's.
         fn write_and_sync(&mut self, offset: u64, data: &[u8]) -> io::Result<(i32, i32)> {
+            if self.broken {
+                return Err(io::Error::other(
+                    "an earlier io_uring submission was lost; the device is unusable",
+                ));
+            }
+            // The kernel reads from a buffer of the device's own, which outlives any
+            // submission that is never seen to complete (it is leaked then).
+            self.buf.clear();
+            self.buf.extend_from_slice(data);
             let fd = types::Fd(self.file.as_raw_fd());
-            let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-            let write = opcode::Write::new(fd, data.as_ptr(), len)
+            let len = u32::try_from(self.buf.len()).unwrap_or(u32::MAX);
+            let write = opcode::Write::new(fd, self.buf.as_ptr(), len)
                 .offset(offset)
                 .build()
                 .flags(squeue::Flags::IO_LINK)
                 .user_data(WRITE);
             let sync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data(SYNC);
-            // SAFETY: the entries point into `data`, which outlives this call, and the
-            // call waits below for both completions before returning, so the kernel is
-            // done with the buffer before the borrow ends.
+            // SAFETY: the write entry points into `self.buf`, which is neither touched nor
+            // freed until both completions are seen below; if they never are, the
+            // buffer is leaked rather than freed, so the kernel never reads freed memory.
             unsafe {
                 let mut queue = self.ring.submission();
                 queue.push(&write).map_err(|_| io::Error::other("the submission queue is full"))?;
@@ -170,7 +181,11 @@ mod uring {
                 match self.ring.submit_and_wait(1) {
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        self.broken = true;
+                        std::mem::forget(std::mem::take(&mut self.buf));
+                        return Err(e);
+                    }
                 }
                 for cqe in self.ring.completion() {
                     match cqe.user_data() {
