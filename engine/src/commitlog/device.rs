@@ -46,6 +46,14 @@ pub trait LogDevice: Send {
     /// Writes all of `data` at `offset` and returns once it is durable. An error means
     /// the bytes may be partly written and nothing is known to be durable.
     fn write_durable(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+
+    /// As [`LogDevice::write_durable`], for a buffer the device may keep: it may swap
+    /// `data` with a buffer of its own (io_uring does, to write without a copy), so
+    /// `data` holds unspecified bytes afterwards.
+    fn write_durable_owned(&mut self, offset: u64, data: &mut Vec<u8>) -> io::Result<()> {
+        self.write_durable(offset, data)
+    }
+
     fn kind(&self) -> DeviceKind;
 }
 
@@ -150,19 +158,19 @@ mod uring {
 
         /// Submits a write of `data` at `offset` linked to an fdatasync; returns the
         /// write's result and the sync's.
-        fn write_and_sync(&mut self, offset: u64, data: &[u8]) -> io::Result<(i32, i32)> {
+        /// Writes `self.buf[start..]` at `offset`, linked to an fdatasync. The kernel
+        /// reads from the device's own buffer, which outlives any submission that is
+        /// never seen to complete (it is leaked then).
+        fn write_and_sync(&mut self, offset: u64, start: usize) -> io::Result<(i32, i32)> {
             if self.broken {
                 return Err(io::Error::other(
                     "an earlier io_uring submission was lost; the device is unusable",
                 ));
             }
-            // The kernel reads from a buffer of the device's own, which outlives any
-            // submission that is never seen to complete (it is leaked then).
-            self.buf.clear();
-            self.buf.extend_from_slice(data);
+            let data = &self.buf[start..];
             let fd = types::Fd(self.file.as_raw_fd());
-            let len = u32::try_from(self.buf.len()).unwrap_or(u32::MAX);
-            let write = opcode::Write::new(fd, self.buf.as_ptr(), len)
+            let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+            let write = opcode::Write::new(fd, data.as_ptr(), len)
                 .offset(offset)
                 .build()
                 .flags(squeue::Flags::IO_LINK)
@@ -198,10 +206,13 @@ mod uring {
         }
     }
 
-    impl LogDevice for UringDevice {
-        fn write_durable(&mut self, mut offset: u64, mut data: &[u8]) -> io::Result<()> {
+    impl UringDevice {
+        /// Writes all of `self.buf` at `offset` and syncs it.
+        fn write_buffer(&mut self, mut offset: u64) -> io::Result<()> {
+            let mut start = 0;
             loop {
-                let (written, synced) = self.write_and_sync(offset, data)?;
+                let remaining = self.buf.len() - start;
+                let (written, synced) = self.write_and_sync(offset, start)?;
                 if written < 0 {
                     let e = io::Error::from_raw_os_error(-written);
                     if e.kind() == io::ErrorKind::Interrupted {
@@ -209,15 +220,15 @@ mod uring {
                     }
                     return Err(e);
                 }
-                if written == 0 && !data.is_empty() {
+                if written == 0 && remaining > 0 {
                     return Err(io::Error::new(io::ErrorKind::WriteZero, "the disk took no bytes"));
                 }
                 let written = written as usize;
-                if written < data.len() {
+                if written < remaining {
                     // A short write breaks the link: the sync was cancelled. Write the
                     // rest (and sync) again.
                     offset += written as u64;
-                    data = &data[written..];
+                    start += written;
                     continue;
                 }
                 if synced < 0 {
@@ -225,6 +236,19 @@ mod uring {
                 }
                 return Ok(());
             }
+        }
+    }
+
+    impl LogDevice for UringDevice {
+        fn write_durable(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.buf.clear();
+            self.buf.extend_from_slice(data);
+            self.write_buffer(offset)
+        }
+
+        fn write_durable_owned(&mut self, offset: u64, data: &mut Vec<u8>) -> io::Result<()> {
+            std::mem::swap(&mut self.buf, data);
+            self.write_buffer(offset)
         }
 
         fn kind(&self) -> DeviceKind {

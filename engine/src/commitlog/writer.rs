@@ -372,12 +372,15 @@ impl Writer {
                 encode_frame(p.tick, p.first_tx, p.tx_count, segment.len, &p.payload, &mut self.buf);
                 next += 1;
             }
-            segment.device.write_durable(segment.len, &self.buf).map_err(|source| LogError::WriteFailed {
-                path: segment.path.clone(),
-                offset: segment.len,
-                why: source.to_string(),
+            let written = self.buf.len() as u64;
+            segment.device.write_durable_owned(segment.len, &mut self.buf).map_err(|source| {
+                LogError::WriteFailed {
+                    path: segment.path.clone(),
+                    offset: segment.len,
+                    why: source.to_string(),
+                }
             })?;
-            segment.len += self.buf.len() as u64;
+            segment.len += written;
             if next < batch.len() {
                 // The segment is full: the rest goes into a new one.
                 self.segment = None;
