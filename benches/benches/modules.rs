@@ -225,7 +225,7 @@ fn durability(host: &ModuleHost, module: &Arc<LoadedModule>) {
         let mut baseline = 0.0;
         for mode in [None, Some(Durability::Relaxed), Some(Durability::Confirmed)] {
             let mut rates = Vec::new();
-            for _ in 0..3 {
+            for _ in 0..7 {
                 let _ = std::fs::remove_dir_all(&dir);
                 let bench = Bench::new(host, module);
                 let rounds: Vec<_> =
