@@ -3,8 +3,9 @@
 //! compared with.
 
 use sqlparser::ast::{
-    BinaryOperator, Expr, LimitClause, ObjectName, OrderByKind, Query, Select, SelectItem, SetExpr, Spanned,
-    Statement, TableFactor, UnaryOperator, Value as SqlValue,
+    BinaryOperator, Expr, JoinConstraint, JoinOperator, LimitClause, ObjectName, OrderByKind, Query, Select,
+    SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Spanned, Statement, TableFactor, UnaryOperator,
+    Value as SqlValue,
 };
 use sqlparser::tokenizer::Span;
 use tickdb_engine::{Database, TableId};
@@ -47,34 +48,41 @@ impl CmpOp {
     }
 }
 
-/// A bound `WHERE` condition.
+/// A column of one of the query's tables: the table's place in `FROM`, and the column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ColRef {
+    pub table: usize,
+    pub col: ColId,
+}
+
+/// A bound condition (`WHERE` and `ON`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pred {
     /// `column op literal`, the literal of the column's type (inner type for options).
     Cmp {
-        col: ColId,
+        col: ColRef,
         op: CmpOp,
         value: Value,
     },
     /// `column op column`, both of one type.
     Cols {
-        left: ColId,
+        left: ColRef,
         op: CmpOp,
-        right: ColId,
+        right: ColRef,
     },
     In {
-        col: ColId,
+        col: ColRef,
         values: Vec<Value>,
         negated: bool,
     },
     Between {
-        col: ColId,
+        col: ColRef,
         low: Value,
         high: Value,
         negated: bool,
     },
     IsNull {
-        col: ColId,
+        col: ColRef,
         negated: bool,
     },
     And(Vec<Pred>),
@@ -83,11 +91,28 @@ pub enum Pred {
     Const(bool),
 }
 
+impl Pred {
+    /// The highest table (in `FROM` order) the condition reads: it can be checked once
+    /// that table's row is chosen.
+    pub(crate) fn last_table(&self) -> usize {
+        match self {
+            Pred::Cmp { col, .. }
+            | Pred::In { col, .. }
+            | Pred::Between { col, .. }
+            | Pred::IsNull { col, .. } => col.table,
+            Pred::Cols { left, right, .. } => left.table.max(right.table),
+            Pred::And(parts) | Pred::Or(parts) => parts.iter().map(Pred::last_table).max().unwrap_or(0),
+            Pred::Not(inner) => inner.last_table(),
+            Pred::Const(_) => 0,
+        }
+    }
+}
+
 /// What a query returns.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// These columns, under these names.
-    Columns(Vec<(String, ColId)>),
+    Columns(Vec<(String, ColRef)>),
     /// `COUNT(*)`, under this name.
     Count(String),
 }
@@ -95,13 +120,18 @@ pub enum Output {
 /// A query ready to plan and run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BoundQuery {
-    pub table: TableId,
+    /// The tables, in `FROM` order: the first, then each joined one.
+    pub tables: Vec<TableId>,
+    /// The whole condition: `WHERE` and every `ON`.
     pub filter: Option<Pred>,
     pub output: Output,
     /// Columns to sort by, each descending or not.
-    pub order_by: Vec<(ColId, bool)>,
+    pub order_by: Vec<(ColRef, bool)>,
     pub limit: Option<u64>,
 }
+
+/// The most tables one query may join.
+pub const JOIN_TABLES_MAX: usize = 8;
 
 fn unsupported(what: &str, span: Span) -> SqlError {
     SqlError::at(ErrorKind::Unsupported, format!("{what} is not supported yet"), span)
@@ -121,18 +151,24 @@ fn bind_query(db: &Database, query: &Query) -> Result<BoundQuery, SqlError> {
     let SetExpr::Select(select) = &*query.body else {
         return Err(unsupported("this query form (UNION, VALUES…)", query.body.span()));
     };
-    let scope = scope(db, select)?;
-    let schema = db.table(scope.table).schema().clone();
-    let filter = select.selection.as_ref().map(|e| bind_pred(&scope, &schema, e)).transpose()?;
-    let output = bind_output(&scope, &schema, &select.projection)?;
+    let (scope, on) = scope(db, select)?;
+    let mut conditions = on.into_iter().map(|e| bind_pred(&scope, e)).collect::<Result<Vec<_>, _>>()?;
+    if let Some(e) = &select.selection {
+        conditions.push(bind_pred(&scope, e)?);
+    }
+    let filter = match conditions.len() {
+        0 => None,
+        1 => conditions.pop(),
+        _ => Some(Pred::And(conditions)),
+    };
+    let output = bind_output(&scope, &select.projection)?;
     let mut order_by = Vec::new();
     if let Some(order) = &query.order_by {
         let OrderByKind::Expressions(exprs) = &order.kind else {
             return Err(unsupported("ORDER BY ALL", order.span()));
         };
         for e in exprs {
-            let col = column(&scope, &schema, &e.expr)?;
-            order_by.push((col, e.options.asc == Some(false)));
+            order_by.push((column(&scope, &e.expr)?, e.options.asc == Some(false)));
         }
     }
     let limit = match &query.limit_clause {
@@ -155,16 +191,24 @@ fn bind_query(db: &Database, query: &Query) -> Result<BoundQuery, SqlError> {
         }
         Some(other) => return Err(unsupported("OFFSET", other.span())),
     };
-    Ok(BoundQuery { table: scope.table, filter, output, order_by, limit })
+    let tables = scope.tables.iter().map(|t| t.id).collect();
+    Ok(BoundQuery { tables, filter, output, order_by, limit })
 }
 
-/// The table a query reads, and the names it may be called by.
-struct Scope {
-    table: TableId,
+/// One table of the query and the names it may be called by.
+struct ScopeTable {
+    id: TableId,
+    schema: std::sync::Arc<TableSchema>,
     names: Vec<String>,
 }
 
-fn scope(db: &Database, select: &Select) -> Result<Scope, SqlError> {
+/// The tables a query reads, in `FROM` order.
+struct Scope {
+    tables: Vec<ScopeTable>,
+}
+
+/// The query's tables, and its `ON` conditions.
+fn scope<'s>(db: &Database, select: &'s Select) -> Result<(Scope, Vec<&'s Expr>), SqlError> {
     if select.distinct.is_some() {
         return Err(unsupported("DISTINCT", select.select_token.0.span));
     }
@@ -173,23 +217,46 @@ fn scope(db: &Database, select: &Select) -> Result<Scope, SqlError> {
     }
     let [from] = &select.from[..] else {
         let span = select.from.get(1).map_or(select.span(), |f| f.span());
-        return Err(unsupported("a query over several tables (comma joins)", span));
+        return Err(unsupported("a query over several tables without JOIN (comma joins)", span));
     };
-    if let Some(join) = from.joins.first() {
-        return Err(unsupported("JOIN", join.span()));
+    let mut scope = Scope { tables: vec![scope_table(db, &from.relation)?] };
+    let mut on = Vec::new();
+    for join in &from.joins {
+        let constraint = match &join.join_operator {
+            JoinOperator::Join(c) | JoinOperator::Inner(c) => c,
+            _ => return Err(unsupported("this kind of join (only inner joins)", join.span())),
+        };
+        let JoinConstraint::On(condition) = constraint else {
+            return Err(unsupported("a join without ON", join.span()));
+        };
+        if scope.tables.len() == JOIN_TABLES_MAX {
+            let why = format!("a query joins at most {JOIN_TABLES_MAX} tables");
+            return Err(SqlError::at(ErrorKind::TooLarge, why, join.span()));
+        }
+        let table = scope_table(db, &join.relation)?;
+        if let Some(clash) = table.names.iter().find(|n| scope.tables.iter().any(|t| t.names.contains(n))) {
+            let why = format!("`{clash}` names two tables here; give one an alias");
+            return Err(SqlError::at(ErrorKind::Unsupported, why, join.relation.span()));
+        }
+        scope.tables.push(table);
+        on.push(condition);
     }
-    let TableFactor::Table { name, alias, .. } = &from.relation else {
-        return Err(unsupported("this kind of FROM (subqueries, functions)", from.relation.span()));
+    Ok((scope, on))
+}
+
+fn scope_table(db: &Database, factor: &TableFactor) -> Result<ScopeTable, SqlError> {
+    let TableFactor::Table { name, alias, .. } = factor else {
+        return Err(unsupported("this kind of FROM (subqueries, functions)", factor.span()));
     };
     let table_name = single_name(name)?;
-    let table = db.table_id(&table_name).map_err(|_| {
+    let id = db.table_id(&table_name).map_err(|_| {
         SqlError::at(ErrorKind::UnknownTable, format!("no table is named `{table_name}`"), name.span())
     })?;
     let mut names = vec![table_name];
     if let Some(alias) = alias {
-        names.push(alias.name.value.clone());
+        names = vec![alias.name.value.clone()];
     }
-    Ok(Scope { table, names })
+    Ok(ScopeTable { id, schema: db.table(id).schema().clone(), names })
 }
 
 fn single_name(name: &ObjectName) -> Result<String, SqlError> {
@@ -199,30 +266,63 @@ fn single_name(name: &ObjectName) -> Result<String, SqlError> {
     }
 }
 
+impl Scope {
+    fn ty(&self, c: ColRef) -> &ValueType {
+        &self.tables[c.table].schema.columns[c.col.index()].ty
+    }
+
+    fn name(&self, c: ColRef) -> &str {
+        &self.tables[c.table].schema.columns[c.col.index()].name
+    }
+
+    /// The table a qualifier names.
+    fn table_named(&self, q: &sqlparser::ast::Ident) -> Result<usize, SqlError> {
+        self.tables.iter().position(|t| t.names.contains(&q.value)).ok_or_else(|| {
+            SqlError::at(ErrorKind::UnknownTable, format!("no table or alias `{}` here", q.value), q.span)
+        })
+    }
+}
+
 /// The column an expression names: `col`, or `table.col` / `alias.col`.
-fn column(scope: &Scope, schema: &TableSchema, expr: &Expr) -> Result<ColId, SqlError> {
+fn column(scope: &Scope, expr: &Expr) -> Result<ColRef, SqlError> {
     let (qualifier, ident) = match expr {
         Expr::Identifier(ident) => (None, ident),
         Expr::CompoundIdentifier(parts) if parts.len() == 2 => (Some(&parts[0]), &parts[1]),
-        Expr::Nested(inner) => return column(scope, schema, inner),
+        Expr::Nested(inner) => return column(scope, inner),
         other => return Err(unsupported("this expression here (only column names)", other.span())),
     };
-    if let Some(q) = qualifier
-        && !scope.names.contains(&q.value)
-    {
-        return Err(SqlError::at(
-            ErrorKind::UnknownTable,
-            format!("no table or alias `{}` here", q.value),
-            q.span,
-        ));
+    let candidates: Vec<usize> = match qualifier {
+        Some(q) => vec![scope.table_named(q)?],
+        None => (0..scope.tables.len()).collect(),
+    };
+    let found: Vec<ColRef> = candidates
+        .into_iter()
+        .filter_map(|t| scope.tables[t].schema.column(&ident.value).map(|col| ColRef { table: t, col }))
+        .collect();
+    match found[..] {
+        [one] => Ok(one),
+        [] => {
+            let tables: Vec<&str> = scope.tables.iter().map(|t| t.schema.name.as_str()).collect();
+            let why = format!("table `{}` has no column `{}`", tables.join("` or `"), ident.value);
+            Err(SqlError::at(ErrorKind::UnknownColumn, why, ident.span))
+        }
+        _ => {
+            let why = format!("column `{}` is in more than one table; qualify it", ident.value);
+            Err(SqlError::at(ErrorKind::UnknownColumn, why, ident.span))
+        }
     }
-    schema.column(&ident.value).ok_or_else(|| {
-        let why = format!("table `{}` has no column `{}`", schema.name, ident.value);
-        SqlError::at(ErrorKind::UnknownColumn, why, ident.span)
-    })
 }
 
-fn bind_output(scope: &Scope, schema: &TableSchema, items: &[SelectItem]) -> Result<Output, SqlError> {
+fn all_columns(scope: &Scope, table: usize) -> impl Iterator<Item = (String, ColRef)> + '_ {
+    let schema = &scope.tables[table].schema;
+    schema
+        .columns
+        .iter()
+        .enumerate()
+        .map(move |(i, c)| (c.name.clone(), ColRef { table, col: ColId(i as u16) }))
+}
+
+fn bind_output(scope: &Scope, items: &[SelectItem]) -> Result<Output, SqlError> {
     if let [item] = items {
         let (expr, alias) = match item {
             SelectItem::UnnamedExpr(e) => (Some(e), None),
@@ -239,17 +339,24 @@ fn bind_output(scope: &Scope, schema: &TableSchema, items: &[SelectItem]) -> Res
     let mut columns = Vec::new();
     for item in items {
         match item {
-            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
-                columns.extend(
-                    schema.columns.iter().enumerate().map(|(i, c)| (c.name.clone(), ColId(i as u16))),
-                );
+            SelectItem::Wildcard(_) => {
+                (0..scope.tables.len()).for_each(|t| columns.extend(all_columns(scope, t)))
             }
+            SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(name), _) => {
+                let [part] = &name.0[..] else {
+                    return Err(unsupported("qualified table names", name.span()));
+                };
+                let ident =
+                    part.as_ident().cloned().unwrap_or_else(|| sqlparser::ast::Ident::new(part.to_string()));
+                columns.extend(all_columns(scope, scope.table_named(&ident)?));
+            }
+            SelectItem::QualifiedWildcard(_, _) => return Err(unsupported("this wildcard", item.span())),
             SelectItem::UnnamedExpr(e) => {
-                let col = column(scope, schema, e)?;
-                columns.push((schema.columns[col.index()].name.clone(), col));
+                let col = column(scope, e)?;
+                columns.push((scope.name(col).to_string(), col));
             }
             SelectItem::ExprWithAlias { expr, alias } => {
-                columns.push((alias.value.clone(), column(scope, schema, expr)?))
+                columns.push((alias.value.clone(), column(scope, expr)?))
             }
         }
     }
@@ -276,10 +383,10 @@ fn is_column(e: &Expr) -> bool {
     }
 }
 
-fn bind_pred(scope: &Scope, schema: &TableSchema, expr: &Expr) -> Result<Pred, SqlError> {
-    let pred = |e: &Expr| bind_pred(scope, schema, e);
-    let col = |e: &Expr| column(scope, schema, e);
-    let lit = |c: ColId, e: &Expr| literal(&schema.columns[c.index()].ty, &schema.columns[c.index()].name, e);
+fn bind_pred(scope: &Scope, expr: &Expr) -> Result<Pred, SqlError> {
+    let pred = |e: &Expr| bind_pred(scope, e);
+    let col = |e: &Expr| column(scope, e);
+    let lit = |c: ColRef, e: &Expr| literal(scope.ty(c), scope.name(c), e);
     Ok(match expr {
         Expr::Nested(inner) => pred(inner)?,
         Expr::BinaryOp { op: op @ (BinaryOperator::And | BinaryOperator::Or), .. } => {
@@ -296,7 +403,7 @@ fn bind_pred(scope: &Scope, schema: &TableSchema, expr: &Expr) -> Result<Pred, S
             match (is_column(left), is_column(right)) {
                 (true, true) => {
                     let (l, r) = (col(left)?, col(right)?);
-                    let (lt, rt) = (&schema.columns[l.index()].ty, &schema.columns[r.index()].ty);
+                    let (lt, rt) = (scope.ty(l), scope.ty(r));
                     if lt != rt {
                         let why = format!("cannot compare a {lt} with a {rt}");
                         return Err(SqlError::at(ErrorKind::TypeMismatch, why, expr.span()));
@@ -323,8 +430,8 @@ fn bind_pred(scope: &Scope, schema: &TableSchema, expr: &Expr) -> Result<Pred, S
             let values = list.iter().map(|v| lit(c, v)).collect::<Result<_, _>>()?;
             Pred::In { col: c, values, negated: *negated }
         }
-        Expr::IsNull(e) => Pred::IsNull { col: nullable(schema, col(e)?, e)?, negated: false },
-        Expr::IsNotNull(e) => Pred::IsNull { col: nullable(schema, col(e)?, e)?, negated: true },
+        Expr::IsNull(e) => Pred::IsNull { col: nullable(scope, col(e)?, e)?, negated: false },
+        Expr::IsNotNull(e) => Pred::IsNull { col: nullable(scope, col(e)?, e)?, negated: true },
         Expr::Value(v) => match v.value {
             SqlValue::Boolean(b) => Pred::Const(b),
             _ => {
@@ -337,11 +444,8 @@ fn bind_pred(scope: &Scope, schema: &TableSchema, expr: &Expr) -> Result<Pred, S
         },
         Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
             let c = col(expr)?;
-            if schema.columns[c.index()].ty != ValueType::Bool {
-                let why = format!(
-                    "column `{}` is not a bool, so it cannot be a condition",
-                    schema.columns[c.index()].name
-                );
+            if *scope.ty(c) != ValueType::Bool {
+                let why = format!("column `{}` is not a bool, so it cannot be a condition", scope.name(c));
                 return Err(SqlError::at(ErrorKind::TypeMismatch, why, expr.span()));
             }
             Pred::Cmp { col: c, op: CmpOp::Eq, value: Value::Bool(true) }
@@ -366,11 +470,11 @@ fn chain<'e>(expr: &'e Expr, op: &BinaryOperator) -> Vec<&'e Expr> {
     operands
 }
 
-fn nullable(schema: &TableSchema, col: ColId, e: &Expr) -> Result<ColId, SqlError> {
-    match schema.columns[col.index()].ty {
+fn nullable(scope: &Scope, col: ColRef, e: &Expr) -> Result<ColRef, SqlError> {
+    match scope.ty(col) {
         ValueType::Option(_) => Ok(col),
-        ref ty => {
-            let why = format!("column `{}` is a {ty}, which is never NULL", schema.columns[col.index()].name);
+        ty => {
+            let why = format!("column `{}` is a {ty}, which is never NULL", scope.name(col));
             Err(SqlError::at(ErrorKind::TypeMismatch, why, e.span()))
         }
     }

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use tickdb_engine::key::{KeyBytes, prefix_successor};
 use tickdb_engine::{Database, RowId, RowRef, Table};
-use tickdb_wasm_abi::{ColId, Value, ValueType};
+use tickdb_wasm_abi::{ColId, TableSchema, Value, ValueType};
 
-use crate::bind::{BoundQuery, Output, Pred};
+use crate::bind::{BoundQuery, ColRef, Output, Pred};
 use crate::error::{ErrorKind, SqlError};
-use crate::plan::{Access, access};
+use crate::plan::{Access, JoinAccess, Plan, conjuncts, plan};
 
 /// How much one query may read and how long it may take, so that it never holds the
 /// tick loop for long.
@@ -32,58 +32,69 @@ pub struct QueryResult {
     /// Column names and types.
     pub columns: Vec<(String, ValueType)>,
     pub rows: Vec<Vec<Value>>,
-    /// How the table was read.
-    pub access: Access,
+    /// How the tables were read.
+    pub plan: Plan,
     /// Rows read to answer it.
     pub rows_read: u64,
 }
 
+/// The state of one run: what it has read and found so far.
+struct Run<'q, 'd> {
+    tables: Vec<&'d Table>,
+    plan: &'q Plan,
+    /// Per table, the conditions that can be checked once its row is chosen.
+    checks: Vec<Vec<&'q Pred>>,
+    limits: &'q QueryLimits,
+    started: Instant,
+    rows_read: u64,
+    count: u64,
+    matched: Vec<Vec<Value>>,
+    /// The columns the output, then the sort, needs.
+    wanted: Vec<ColRef>,
+    early_limit: Option<u64>,
+}
+
+/// Why a run stopped before the end: its budget, or its `LIMIT` was met.
+enum Stop {
+    Limit,
+    Error(SqlError),
+}
+
 /// Runs a bound query.
 pub fn run(db: &Database, query: &BoundQuery, limits: &QueryLimits) -> Result<QueryResult, SqlError> {
-    let table = db.table(query.table);
-    let schema = table.schema();
-    let access = access(schema, query.filter.as_ref());
-    let started = Instant::now();
-    let mut rows_read = 0u64;
-    let mut matched: Vec<Vec<Value>> = Vec::new();
-    let mut count = 0u64;
-    let wanted: Vec<ColId> = match &query.output {
+    let tables: Vec<&Table> = query.tables.iter().map(|&t| db.table(t)).collect();
+    let schemas: Vec<&TableSchema> = tables.iter().map(|t| &**t.schema()).collect();
+    let plan = plan(&schemas, query.filter.as_ref());
+    let mut checks = vec![Vec::new(); tables.len()];
+    for condition in query.filter.as_ref().map(conjuncts).unwrap_or_default() {
+        checks[condition.last_table()].push(condition);
+    }
+    let mut wanted: Vec<ColRef> = match &query.output {
         Output::Columns(columns) => columns.iter().map(|(_, c)| *c).collect(),
         Output::Count(_) => Vec::new(),
     };
-    let sort_keys: Vec<ColId> = query.order_by.iter().map(|(c, _)| *c).collect();
+    let at = wanted.len();
+    wanted.extend(query.order_by.iter().map(|(c, _)| *c));
     let early_limit = if query.order_by.is_empty() { query.limit } else { None };
-    for id in candidates(table, &access)? {
-        rows_read += 1;
-        if rows_read > limits.rows_max {
-            let why = format!(
-                "the query read more than {} rows; narrow it with an indexed condition",
-                limits.rows_max
-            );
-            return Err(SqlError::new(ErrorKind::Budget, why, None));
-        }
-        if rows_read.is_multiple_of(1024) && started.elapsed() > limits.time_max {
-            let why = format!("the query ran longer than {} ms", limits.time_max.as_millis());
-            return Err(SqlError::new(ErrorKind::Budget, why, None));
-        }
-        let Some(row) = table.get(id) else { continue };
-        if let Some(filter) = &query.filter
-            && eval(filter, &row) != Some(true)
-        {
-            continue;
-        }
-        count += 1;
-        if !wanted.is_empty() || !sort_keys.is_empty() {
-            let mut values: Vec<Value> = wanted.iter().map(|c| row.value(*c)).collect();
-            values.extend(sort_keys.iter().map(|c| row.value(*c)));
-            matched.push(values);
-        }
-        if early_limit.is_some_and(|l| count >= l) {
-            break;
-        }
+    let mut run = Run {
+        tables,
+        plan: &plan,
+        checks,
+        limits,
+        started: Instant::now(),
+        rows_read: 0,
+        count: 0,
+        matched: Vec::new(),
+        wanted,
+        early_limit,
+    };
+    let mut rows = Vec::with_capacity(run.tables.len());
+    match run.descend(0, &mut rows) {
+        Ok(()) | Err(Stop::Limit) => {}
+        Err(Stop::Error(e)) => return Err(e),
     }
+    let (count, mut matched, rows_read) = (run.count, run.matched, run.rows_read);
     if !query.order_by.is_empty() {
-        let at = wanted.len();
         matched.sort_by(|a, b| {
             query
                 .order_by
@@ -103,13 +114,90 @@ pub fn run(db: &Database, query: &BoundQuery, limits: &QueryLimits) -> Result<Qu
     }
     let (columns, rows) = match &query.output {
         Output::Columns(columns) => {
-            let columns =
-                columns.iter().map(|(n, c)| (n.clone(), schema.columns[c.index()].ty.clone())).collect();
-            (columns, matched)
+            let ty = |c: &ColRef| schemas[c.table].columns[c.col.index()].ty.clone();
+            (columns.iter().map(|(n, c)| (n.clone(), ty(c))).collect(), matched)
         }
         Output::Count(name) => (vec![(name.clone(), ValueType::U64)], vec![vec![Value::U64(count)]]),
     };
-    Ok(QueryResult { columns, rows, access, rows_read })
+    Ok(QueryResult { columns, rows, plan, rows_read })
+}
+
+impl<'d> Run<'_, 'd> {
+    /// Chooses a row of table `k` for each candidate, given the rows before it.
+    fn descend(&mut self, k: usize, rows: &mut Vec<RowRef<'d>>) -> Result<(), Stop> {
+        let table = self.tables[k];
+        let ids: Box<dyn Iterator<Item = RowId> + 'd> = if k == 0 {
+            candidates(table, &self.plan.first).map_err(Stop::Error)?
+        } else {
+            Box::new(join_candidates(table, self.plan.joins[k - 1], rows).map_err(Stop::Error)?.into_iter())
+        };
+        for id in ids {
+            self.rows_read += 1;
+            if self.rows_read > self.limits.rows_max {
+                let why = format!(
+                    "the query read more than {} rows; narrow it with an indexed condition",
+                    self.limits.rows_max
+                );
+                return Err(Stop::Error(SqlError::new(ErrorKind::Budget, why, None)));
+            }
+            if self.rows_read.is_multiple_of(1024) && self.started.elapsed() > self.limits.time_max {
+                let why = format!("the query ran longer than {} ms", self.limits.time_max.as_millis());
+                return Err(Stop::Error(SqlError::new(ErrorKind::Budget, why, None)));
+            }
+            let Some(row) = table.get(id) else { continue };
+            rows.push(row);
+            let pass = self.checks[k].iter().all(|c| eval(c, rows) == Some(true));
+            let outcome = match (pass, k + 1 == self.tables.len()) {
+                (false, _) => Ok(()),
+                (true, false) => self.descend(k + 1, rows),
+                (true, true) => self.emit(rows),
+            };
+            rows.pop();
+            outcome?;
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, rows: &[RowRef<'d>]) -> Result<(), Stop> {
+        self.count += 1;
+        if !self.wanted.is_empty() {
+            self.matched.push(self.wanted.iter().map(|c| rows[c.table].value(c.col)).collect());
+        }
+        match self.early_limit {
+            Some(limit) if self.count >= limit => Err(Stop::Limit),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Rows of a joined table matching the rows before it, by its plan.
+fn join_candidates(table: &Table, access: JoinAccess, rows: &[RowRef<'_>]) -> Result<Vec<RowId>, SqlError> {
+    let outer_value = |outer: ColRef| rows[outer.table].value(outer.col);
+    Ok(match access {
+        JoinAccess::Scan => table.iter().map(|r| r.id()).collect(),
+        JoinAccess::Unique { constraint, outer } => {
+            let value = outer_value(outer);
+            if value == Value::Option(None) {
+                return Ok(Vec::new()); // NULL equals nothing.
+            }
+            let columns = &table.schema().unique[constraint].columns;
+            let key = table.key_from_values(columns, &[value]).map_err(engine_error)?;
+            table.find_unique(constraint, &key).into_iter().collect()
+        }
+        JoinAccess::Point { index, outer } => {
+            let value = outer_value(outer);
+            if value == Value::Option(None) {
+                return Ok(Vec::new());
+            }
+            let columns = &table.schema().indexes[index].columns;
+            let key = table.key_from_values(&columns[..1], &[value]).map_err(engine_error)?;
+            table.index_prefix(index, &key).collect()
+        }
+    })
+}
+
+fn engine_error(e: tickdb_engine::Error) -> SqlError {
+    SqlError::new(ErrorKind::TypeMismatch, e.to_string(), None)
 }
 
 /// The value a bound literal stands for in an index key over column `col`.
@@ -181,32 +269,34 @@ fn bound_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 }
 
 /// A column's value for comparison: `None` for a NULL option.
-fn operand(row: &RowRef<'_>, col: ColId) -> Option<Value> {
-    match row.value(col) {
+fn operand(rows: &[RowRef<'_>], c: ColRef) -> Option<Value> {
+    match rows[c.table].value(c.col) {
         Value::Option(inner) => inner.map(|v| *v),
         v => Some(v),
     }
 }
 
 /// Three-valued: `None` is unknown (a NULL was compared).
-fn eval(pred: &Pred, row: &RowRef<'_>) -> Option<bool> {
+fn eval(pred: &Pred, rows: &[RowRef<'_>]) -> Option<bool> {
     match pred {
-        Pred::Cmp { col, op, value } => operand(row, *col).map(|v| op.holds(v.cmp(value))),
+        Pred::Cmp { col, op, value } => operand(rows, *col).map(|v| op.holds(v.cmp(value))),
         Pred::Cols { left, op, right } => {
-            let (l, r) = (operand(row, *left)?, operand(row, *right)?);
+            let (l, r) = (operand(rows, *left)?, operand(rows, *right)?);
             Some(op.holds(l.cmp(&r)))
         }
-        Pred::In { col, values, negated } => operand(row, *col).map(|v| values.contains(&v) != *negated),
+        Pred::In { col, values, negated } => operand(rows, *col).map(|v| values.contains(&v) != *negated),
         Pred::Between { col, low, high, negated } => {
-            operand(row, *col).map(|v| (v >= *low && v <= *high) != *negated)
+            operand(rows, *col).map(|v| (v >= *low && v <= *high) != *negated)
         }
-        Pred::IsNull { col, negated } => Some((row.value(*col) == Value::Option(None)) != *negated),
+        Pred::IsNull { col, negated } => {
+            Some((rows[col.table].value(col.col) == Value::Option(None)) != *negated)
+        }
         Pred::Const(b) => Some(*b),
-        Pred::Not(inner) => eval(inner, row).map(|b| !b),
+        Pred::Not(inner) => eval(inner, rows).map(|b| !b),
         Pred::And(parts) => {
             let mut result = Some(true);
             for part in parts {
-                match eval(part, row) {
+                match eval(part, rows) {
                     Some(false) => return Some(false),
                     None => result = None,
                     Some(true) => {}
@@ -217,7 +307,7 @@ fn eval(pred: &Pred, row: &RowRef<'_>) -> Option<bool> {
         Pred::Or(parts) => {
             let mut result = Some(false);
             for part in parts {
-                match eval(part, row) {
+                match eval(part, rows) {
                     Some(true) => return Some(true),
                     None => result = None,
                     Some(false) => {}

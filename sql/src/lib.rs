@@ -1,21 +1,22 @@
 //! tickdb's SQL.
 //!
-//! Built so far: one-off `SELECT`s over one table: column projections, `*` and aliases,
-//! `WHERE` with comparisons, `AND`/`OR`/`NOT`, `BETWEEN`, `IN` and `IS [NOT] NULL`,
-//! `ORDER BY`, `LIMIT` and `COUNT(*)`. A query is parsed with sqlparser, bound to the
-//! database's tables (names and literal types checked, with the position of each
-//! mistake), planned onto an index where a predicate allows it, and run with a row and
-//! time budget. Joins, DML and subscriptions are being built.
+//! Built so far: one-off `SELECT`s: column projections, `*`, `t.*` and aliases, inner
+//! `JOIN ... ON` over several tables, `WHERE` with comparisons, `AND`/`OR`/`NOT`,
+//! `BETWEEN`, `IN` and `IS [NOT] NULL`, `ORDER BY`, `LIMIT` and `COUNT(*)`. A query is
+//! parsed with sqlparser, bound to the database's tables (names and literal types
+//! checked, with the position of each mistake), planned onto indexes where the
+//! conditions allow (a joined table is looked up through an index on its joined
+//! column), and run with a row and time budget. DML and subscriptions are being built.
 
 mod bind;
 mod error;
 mod exec;
 mod plan;
 
-pub use bind::{BoundQuery, Output};
+pub use bind::{BoundQuery, ColRef, JOIN_TABLES_MAX, Output};
 pub use error::{ErrorKind, Position, SqlError};
 pub use exec::{QueryLimits, QueryResult, run};
-pub use plan::Access;
+pub use plan::{Access, JoinAccess, Plan};
 
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;

@@ -57,7 +57,7 @@ fn ids(sql: &str) -> (Access, Vec<u64>) {
             ref other => panic!("{sql}: {other}"),
         })
         .collect();
-    (result.access, ids)
+    (result.plan.first, ids)
 }
 
 fn sorted(mut v: Vec<u64>) -> Vec<u64> {
@@ -179,7 +179,6 @@ fn mistakes_are_named_with_their_position() {
             "no table or alias `q`",
             Some((1, 29)),
         ),
-        ("SELECT id FROM player JOIN guild ON id = id", ErrorKind::Unsupported, "JOIN", None),
         ("DELETE FROM player", ErrorKind::Unsupported, "only SELECT", None),
         ("SELEKT id FROM player", ErrorKind::Syntax, "SELEKT", None),
         ("SELECT id FROM player; SELECT id FROM player", ErrorKind::Unsupported, "one statement", None),
@@ -217,4 +216,89 @@ fn budgets_and_hostile_queries_fail_cleanly() {
     let huge_in = format!("SELECT COUNT(*) FROM player WHERE id IN ({})", list.join(","));
     let r = query(&db, &huge_in, &QueryLimits::default()).unwrap();
     assert_eq!(r.rows, vec![vec![Value::U64(100)]]);
+}
+
+/// `player` joined with `guild_member(player_id btree, guild)` and `guild(id pk, name)`.
+fn guild_db() -> Database {
+    let (mut db, _) = db();
+    let member = TableSchema::builder("guild_member")
+        .column("player_id", ValueType::U64)
+        .column("guild", ValueType::U32)
+        .btree_index(["player_id"])
+        .build()
+        .unwrap();
+    let guild = TableSchema::builder("guild")
+        .column("id", ValueType::U32)
+        .column("name", ValueType::String)
+        .primary_key(["id"])
+        .build()
+        .unwrap();
+    let (m, g) = (db.create_table(member).unwrap(), db.create_table(guild).unwrap());
+    let mut tx = db.begin();
+    for p in (0..100u64).step_by(7) {
+        tx.insert_values(m, &[Value::U64(p), Value::U32((p % 3) as u32 + 6)]).unwrap();
+    }
+    tx.insert_values(m, &[Value::U64(14), Value::U32(9)]).unwrap();
+    for (id, name) in [(6, "red"), (7, "green"), (8, "blue")] {
+        tx.insert_values(g, &[Value::U32(id), Value::string(name)]).unwrap();
+    }
+    tx.commit();
+    db
+}
+
+#[test]
+fn joins_match_rows_across_tables() {
+    let db = guild_db();
+    let limits = QueryLimits::default();
+    // The issue's subscription shape: players of guild 7.
+    let r = query(
+        &db,
+        "SELECT p.* FROM player p JOIN guild_member m ON p.id = m.player_id WHERE m.guild = 7",
+        &limits,
+    )
+    .unwrap();
+    let mut ids: Vec<Value> = r.rows.iter().map(|row| row[0].clone()).collect();
+    ids.sort();
+    // Members p with p % 3 == 1, among multiples of 7: 7, 28, 49, 70, 91.
+    assert_eq!(ids, [7, 28, 49, 70, 91].map(Value::U64));
+    assert_eq!(r.columns.len(), 7, "p.* is the player's columns");
+    assert!(matches!(r.plan.joins[..], [tickdb_sql::JoinAccess::Point { .. }]), "{:?}", r.plan);
+
+    // Three tables, the joined ones looked up through their keys; player 14 is in two guilds.
+    let r = query(
+        &db,
+        "SELECT g.name, p.name FROM guild_member m JOIN player p ON p.id = m.player_id \
+         JOIN guild g ON g.id = m.guild WHERE p.id < 15 ORDER BY p.id, g.name",
+        &limits,
+    )
+    .unwrap();
+    let pairs: Vec<(String, String)> =
+        r.rows.iter().map(|row| (row[0].to_string(), row[1].to_string())).collect();
+    // Player 14's second membership names guild 9, which does not exist: no row for it.
+    let expected: Vec<(String, String)> = [("red", "p00"), ("green", "p07"), ("blue", "p14")]
+        .iter()
+        .map(|(g, p)| (format!("\"{g}\""), format!("\"{p}\"")))
+        .collect();
+    assert_eq!(pairs, expected);
+    assert!(matches!(
+        r.plan.joins[..],
+        [tickdb_sql::JoinAccess::Unique { .. }, tickdb_sql::JoinAccess::Unique { .. }]
+    ));
+
+    let r = query(&db, "SELECT COUNT(*) FROM player JOIN guild_member ON id = player_id", &limits).unwrap();
+    assert_eq!(r.rows, vec![vec![Value::U64(16)]]);
+}
+
+#[test]
+fn join_mistakes_are_named() {
+    let db = guild_db();
+    let limits = QueryLimits::default();
+    let e = query(&db, "SELECT id FROM player JOIN guild ON id = id", &limits).unwrap_err();
+    assert!(e.message.contains("more than one table"), "{e}");
+    let e = query(&db, "SELECT 1 FROM player JOIN player ON player.id = player.id", &limits).unwrap_err();
+    assert!(e.message.contains("give one an alias"), "{e}");
+    let e = query(&db, "SELECT p.id FROM player p LEFT JOIN guild g ON p.id = g.id", &limits).unwrap_err();
+    assert!(e.message.contains("only inner joins"), "{e}");
+    let e = query(&db, "SELECT p.id FROM player p JOIN guild g ON p.name = g.id", &limits).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::TypeMismatch, "{e}");
 }
