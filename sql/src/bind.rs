@@ -133,7 +133,7 @@ pub struct BoundQuery {
 /// The most tables one query may join.
 pub const JOIN_TABLES_MAX: usize = 8;
 
-fn unsupported(what: &str, span: Span) -> SqlError {
+pub(crate) fn unsupported(what: &str, span: Span) -> SqlError {
     SqlError::at(ErrorKind::Unsupported, format!("{what} is not supported yet"), span)
 }
 
@@ -196,15 +196,15 @@ fn bind_query(db: &Database, query: &Query) -> Result<BoundQuery, SqlError> {
 }
 
 /// One table of the query and the names it may be called by.
-struct ScopeTable {
-    id: TableId,
-    schema: std::sync::Arc<TableSchema>,
+pub(crate) struct ScopeTable {
+    pub(crate) id: TableId,
+    pub(crate) schema: std::sync::Arc<TableSchema>,
     names: Vec<String>,
 }
 
 /// The tables a query reads, in `FROM` order.
-struct Scope {
-    tables: Vec<ScopeTable>,
+pub(crate) struct Scope {
+    pub(crate) tables: Vec<ScopeTable>,
 }
 
 /// The query's tables, and its `ON` conditions.
@@ -244,7 +244,7 @@ fn scope<'s>(db: &Database, select: &'s Select) -> Result<(Scope, Vec<&'s Expr>)
     Ok((scope, on))
 }
 
-fn scope_table(db: &Database, factor: &TableFactor) -> Result<ScopeTable, SqlError> {
+pub(crate) fn scope_table(db: &Database, factor: &TableFactor) -> Result<ScopeTable, SqlError> {
     let TableFactor::Table { name, alias, .. } = factor else {
         return Err(unsupported("this kind of FROM (subqueries, functions)", factor.span()));
     };
@@ -284,7 +284,7 @@ impl Scope {
 }
 
 /// The column an expression names: `col`, or `table.col` / `alias.col`.
-fn column(scope: &Scope, expr: &Expr) -> Result<ColRef, SqlError> {
+pub(crate) fn column(scope: &Scope, expr: &Expr) -> Result<ColRef, SqlError> {
     let (qualifier, ident) = match expr {
         Expr::Identifier(ident) => (None, ident),
         Expr::CompoundIdentifier(parts) if parts.len() == 2 => (Some(&parts[0]), &parts[1]),
@@ -383,7 +383,7 @@ fn is_column(e: &Expr) -> bool {
     }
 }
 
-fn bind_pred(scope: &Scope, expr: &Expr) -> Result<Pred, SqlError> {
+pub(crate) fn bind_pred(scope: &Scope, expr: &Expr) -> Result<Pred, SqlError> {
     let pred = |e: &Expr| bind_pred(scope, e);
     let col = |e: &Expr| column(scope, e);
     let lit = |c: ColRef, e: &Expr| literal(scope.ty(c), scope.name(c), e);
@@ -481,7 +481,7 @@ fn nullable(scope: &Scope, col: ColRef, e: &Expr) -> Result<ColRef, SqlError> {
 }
 
 /// A literal as a value of column type `ty` (the inner type, for an option).
-fn literal(ty: &ValueType, column: &str, e: &Expr) -> Result<Value, SqlError> {
+pub(crate) fn literal(ty: &ValueType, column: &str, e: &Expr) -> Result<Value, SqlError> {
     let mismatch = |what: &str| {
         let why = format!("column `{column}` is a {ty}; {what} cannot be compared with it");
         SqlError::at(ErrorKind::TypeMismatch, why, e.span())

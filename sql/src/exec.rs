@@ -5,7 +5,7 @@ use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use tickdb_engine::key::{KeyBytes, prefix_successor};
-use tickdb_engine::{Database, RowId, RowRef, Table};
+use tickdb_engine::{Database, RowId, RowRef, Table, TableId};
 use tickdb_wasm_abi::{ColId, TableSchema, Value, ValueType};
 
 use crate::bind::{BoundQuery, ColRef, Output, Pred};
@@ -133,17 +133,7 @@ impl<'d> Run<'_, 'd> {
         };
         for id in ids {
             self.rows_read += 1;
-            if self.rows_read > self.limits.rows_max {
-                let why = format!(
-                    "the query read more than {} rows; narrow it with an indexed condition",
-                    self.limits.rows_max
-                );
-                return Err(Stop::Error(SqlError::new(ErrorKind::Budget, why, None)));
-            }
-            if self.rows_read.is_multiple_of(1024) && self.started.elapsed() > self.limits.time_max {
-                let why = format!("the query ran longer than {} ms", self.limits.time_max.as_millis());
-                return Err(Stop::Error(SqlError::new(ErrorKind::Budget, why, None)));
-            }
+            budget(self.rows_read, self.started, self.limits).map_err(Stop::Error)?;
             let Some(row) = table.get(id) else { continue };
             rows.push(row);
             let pass = self.checks[k].iter().all(|c| eval(c, rows) == Some(true));
@@ -168,6 +158,43 @@ impl<'d> Run<'_, 'd> {
             _ => Ok(()),
         }
     }
+}
+
+/// Fails once a query has read more rows, or run longer, than its limits allow.
+fn budget(rows_read: u64, started: Instant, limits: &QueryLimits) -> Result<(), SqlError> {
+    if rows_read > limits.rows_max {
+        let why =
+            format!("the query read more than {} rows; narrow it with an indexed condition", limits.rows_max);
+        return Err(SqlError::new(ErrorKind::Budget, why, None));
+    }
+    if rows_read.is_multiple_of(1024) && started.elapsed() > limits.time_max {
+        let why = format!("the query ran longer than {} ms", limits.time_max.as_millis());
+        return Err(SqlError::new(ErrorKind::Budget, why, None));
+    }
+    Ok(())
+}
+
+/// The rows of one table that meet `filter`, read as a query would (DML uses this).
+pub(crate) fn matching_rows(
+    db: &Database,
+    table: TableId,
+    filter: Option<&Pred>,
+    limits: &QueryLimits,
+) -> Result<Vec<RowId>, SqlError> {
+    let t = db.table(table);
+    let plan = plan(&[&**t.schema()], filter);
+    let started = Instant::now();
+    let mut rows_read = 0;
+    let mut out = Vec::new();
+    for id in candidates(t, &plan.first)? {
+        rows_read += 1;
+        budget(rows_read, started, limits)?;
+        let Some(row) = t.get(id) else { continue };
+        if filter.is_none_or(|f| eval(f, std::slice::from_ref(&row)) == Some(true)) {
+            out.push(id);
+        }
+    }
+    Ok(out)
 }
 
 /// Rows of a joined table matching the rows before it, by its plan.

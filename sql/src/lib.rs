@@ -6,14 +6,18 @@
 //! parsed with sqlparser, bound to the database's tables (names and literal types
 //! checked, with the position of each mistake), planned onto indexes where the
 //! conditions allow (a joined table is looked up through an index on its joined
-//! column), and run with a row and time budget. DML and subscriptions are being built.
+//! column), and run with a row and time budget. `INSERT`, `UPDATE` and `DELETE` run
+//! for the database's owner as transactions in the tick loop ([`dml_work`]).
+//! Subscriptions are being built.
 
 mod bind;
+mod dml;
 mod error;
 mod exec;
 mod plan;
 
 pub use bind::{BoundQuery, ColRef, JOIN_TABLES_MAX, Output};
+pub use dml::{dml_work, execute};
 pub use error::{ErrorKind, Position, SqlError};
 pub use exec::{QueryLimits, QueryResult, run};
 pub use plan::{Access, JoinAccess, Plan};

@@ -76,13 +76,24 @@ pub enum CallError {
 #[derive(Debug)]
 pub struct ModuleWork(Work);
 
-#[derive(Debug)]
+/// A transaction the host runs natively (SQL DML, say).
+pub type NativeFn = Box<dyn FnOnce(&mut Tx<'_>) -> Result<Vec<u8>, String> + Send>;
+
 enum Work {
     Call {
         reducer: u32,
         caller: Identity,
         connection: ConnectionId,
         args: Args,
+        reply: Option<ReplyTo>,
+    },
+    /// Logged as a call of `label` with `args` (the SQL text, say).
+    Native {
+        label: String,
+        caller: Identity,
+        connection: ConnectionId,
+        args: Vec<u8>,
+        run: NativeFn,
         reply: Option<ReplyTo>,
     },
     Lifecycle {
@@ -109,7 +120,34 @@ enum Work {
 /// Arguments stay inline up to this size: most reducer calls allocate nothing.
 type Args = SmallVec<[u8; 40]>;
 
+impl std::fmt::Debug for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Work::Call { reducer, .. } => write!(f, "Call({reducer})"),
+            Work::Native { label, .. } => write!(f, "Native({label})"),
+            Work::Lifecycle { which, .. } => write!(f, "Lifecycle({which:?})"),
+            Work::Tick { system, .. } => write!(f, "Tick({system})"),
+            Work::Scheduled { schedule, .. } => write!(f, "Scheduled({schedule})"),
+            Work::Cleanup { schedule, .. } => write!(f, "Cleanup({schedule})"),
+        }
+    }
+}
+
 impl ModuleWork {
+    /// A transaction run natively rather than by the module: `run` gets the
+    /// transaction; its `Ok` bytes are the reply's value, its `Err` rolls back. The
+    /// commit log records it as a call of `label` by `caller` with `args`.
+    pub fn native(
+        label: impl Into<String>,
+        caller: Identity,
+        connection: ConnectionId,
+        args: Vec<u8>,
+        run: NativeFn,
+        reply: Option<ReplyTo>,
+    ) -> ModuleWork {
+        ModuleWork(Work::Native { label: label.into(), caller, connection, args, run, reply })
+    }
+
     /// A call of reducer `reducer` (see [`LoadedModule::reducer_id`]) with encoded arguments.
     pub fn call(
         reducer: u32,
@@ -568,6 +606,10 @@ impl TickSystem for ModuleSystem {
                 };
                 self.finish(reply, outcome)
             }
+            Work::Native { run, reply, .. } => {
+                let outcome = run(tx).map_err(CallError::Failed);
+                self.finish(reply, outcome)
+            }
             Work::Lifecycle { which, caller, connection, reply } => {
                 let outcome = match self.lifecycle.get(&which) {
                     Some(&reducer) => self.invoke(tx, ctx, reducer, caller, connection, &[], zero),
@@ -638,6 +680,9 @@ impl TickSystem for ModuleSystem {
             Work::Call { reducer, caller, connection, args, .. } => {
                 let name = self.names.get(*reducer as usize).map_or("", |n| n);
                 (name, *caller, *connection, args)
+            }
+            Work::Native { label, caller, connection, args, .. } => {
+                (label.as_str(), *caller, *connection, &args[..])
             }
             Work::Lifecycle { which, caller, connection, .. } => {
                 let name = self.lifecycle.get(which).map_or("", |&r| &self.names[r as usize]);
