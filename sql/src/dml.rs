@@ -4,32 +4,17 @@
 use sqlparser::ast::{
     AssignmentTarget, Expr, FromTable, SetExpr, Spanned, Statement, TableObject, Value as SqlValue,
 };
-use sqlparser::dialect::GenericDialect;
-use sqlparser::parser::Parser;
 use tickdb_engine::{ModuleWork, ReplyTo, RowId, TableId, Tx};
 use tickdb_wasm_abi::{ColId, ConnectionId, Identity, TableSchema, Value, ValueType};
 
 use crate::bind::{Pred, Scope, bind_pred, column, literal, scope_table, unsupported};
 use crate::error::{ErrorKind, SqlError};
 use crate::exec::{QueryLimits, matching_rows};
-use crate::{EXPR_DEPTH_MAX, QUERY_BYTES_MAX};
 
 /// Runs one `INSERT`, `UPDATE` or `DELETE` in `tx`; returns the rows it changed.
 pub fn execute(tx: &mut Tx<'_>, sql: &str, limits: &QueryLimits) -> Result<u64, SqlError> {
-    if sql.len() > QUERY_BYTES_MAX {
-        let why = format!("the statement is {} bytes; at most {QUERY_BYTES_MAX} are accepted", sql.len());
-        return Err(SqlError::new(ErrorKind::TooLarge, why, None));
-    }
-    let statements = Parser::new(&GenericDialect {})
-        .with_recursion_limit(EXPR_DEPTH_MAX)
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_statements())
-        .map_err(SqlError::parse)?;
-    let [statement] = &statements[..] else {
-        let why = format!("expected one statement, found {}", statements.len());
-        return Err(SqlError::new(ErrorKind::Unsupported, why, None));
-    };
-    match statement {
+    let statement = crate::parse_one(sql)?;
+    match &statement {
         Statement::Insert(insert) => {
             let TableObject::TableName(name) = &insert.table else {
                 return Err(unsupported("inserting into a table function", insert.table.span()));

@@ -33,6 +33,11 @@ pub const EXPR_DEPTH_MAX: usize = 64;
 
 /// Parses and binds `sql` against `db`'s tables.
 pub fn prepare(db: &Database, sql: &str) -> Result<BoundQuery, SqlError> {
+    bind::bind(db, &parse_one(sql)?)
+}
+
+/// Parses exactly one statement, within the size and nesting limits.
+pub(crate) fn parse_one(sql: &str) -> Result<sqlparser::ast::Statement, SqlError> {
     if sql.len() > QUERY_BYTES_MAX {
         let why = format!("the query is {} bytes; at most {QUERY_BYTES_MAX} are accepted", sql.len());
         return Err(SqlError::new(ErrorKind::TooLarge, why, None));
@@ -42,11 +47,14 @@ pub fn prepare(db: &Database, sql: &str) -> Result<BoundQuery, SqlError> {
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_statements())
         .map_err(SqlError::parse)?;
-    let [statement] = &statements[..] else {
-        let why = format!("expected one statement, found {}", statements.len());
-        return Err(SqlError::new(ErrorKind::Unsupported, why, None));
-    };
-    bind::bind(db, statement)
+    let mut statements = statements.into_iter();
+    match (statements.next(), statements.len()) {
+        (Some(statement), 0) => Ok(statement),
+        (first, rest) => {
+            let why = format!("expected one statement, found {}", usize::from(first.is_some()) + rest);
+            Err(SqlError::new(ErrorKind::Unsupported, why, None))
+        }
+    }
 }
 
 /// Parses, binds, plans and runs a one-off query.
