@@ -136,7 +136,7 @@ impl<'d> Run<'_, 'd> {
             budget(self.rows_read, self.started, self.limits).map_err(Stop::Error)?;
             let Some(row) = table.get(id) else { continue };
             rows.push(row);
-            let pass = self.checks[k].iter().all(|c| eval(c, rows) == Some(true));
+            let pass = self.checks[k].iter().all(|c| eval(c, &rows[..]) == Some(true));
             let outcome = match (pass, k + 1 == self.tables.len()) {
                 (false, _) => Ok(()),
                 (true, false) => self.descend(k + 1, rows),
@@ -295,16 +295,37 @@ fn bound_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     }
 }
 
+/// Where a condition reads column values: live rows of the query's tables, or the
+/// decoded values of one row (a subscription checking a changed row).
+pub(crate) trait RowSource {
+    fn value(&self, c: ColRef) -> Value;
+}
+
+impl RowSource for [RowRef<'_>] {
+    fn value(&self, c: ColRef) -> Value {
+        self[c.table].value(c.col)
+    }
+}
+
+/// One table's row, decoded: its column values in order.
+pub(crate) struct Decoded<'a>(pub(crate) &'a [Value]);
+
+impl RowSource for Decoded<'_> {
+    fn value(&self, c: ColRef) -> Value {
+        self.0[c.col.index()].clone()
+    }
+}
+
 /// A column's value for comparison: `None` for a NULL option.
-fn operand(rows: &[RowRef<'_>], c: ColRef) -> Option<Value> {
-    match rows[c.table].value(c.col) {
+fn operand<R: RowSource + ?Sized>(rows: &R, c: ColRef) -> Option<Value> {
+    match rows.value(c) {
         Value::Option(inner) => inner.map(|v| *v),
         v => Some(v),
     }
 }
 
 /// Three-valued: `None` is unknown (a NULL was compared).
-fn eval(pred: &Pred, rows: &[RowRef<'_>]) -> Option<bool> {
+pub(crate) fn eval<R: RowSource + ?Sized>(pred: &Pred, rows: &R) -> Option<bool> {
     match pred {
         Pred::Cmp { col, op, value } => operand(rows, *col).map(|v| op.holds(v.cmp(value))),
         Pred::Cols { left, op, right } => {
@@ -315,9 +336,7 @@ fn eval(pred: &Pred, rows: &[RowRef<'_>]) -> Option<bool> {
         Pred::Between { col, low, high, negated } => {
             operand(rows, *col).map(|v| (v >= *low && v <= *high) != *negated)
         }
-        Pred::IsNull { col, negated } => {
-            Some((rows[col.table].value(col.col) == Value::Option(None)) != *negated)
-        }
+        Pred::IsNull { col, negated } => Some((rows.value(*col) == Value::Option(None)) != *negated),
         Pred::Const(b) => Some(*b),
         Pred::Not(inner) => eval(inner, rows).map(|b| !b),
         Pred::And(parts) => {

@@ -8,19 +8,23 @@
 //! conditions allow (a joined table is looked up through an index on its joined
 //! column), and run with a row and time budget. `INSERT`, `UPDATE` and `DELETE` run
 //! for the database's owner as transactions in the tick loop ([`dml_work`]).
-//! Subscriptions are being built.
+//! Subscriptions over one table keep their result up to date from each tick's changes
+//! ([`Subscription`]); joins, sharing and area-of-interest indexes for them are being
+//! built.
 
 mod bind;
 mod dml;
 mod error;
 mod exec;
 mod plan;
+mod subscribe;
 
 pub use bind::{BoundQuery, ColRef, JOIN_TABLES_MAX, Output};
 pub use dml::{dml_work, execute};
 pub use error::{ErrorKind, Position, SqlError};
 pub use exec::{QueryLimits, QueryResult, run};
 pub use plan::{Access, JoinAccess, Plan};
+pub use subscribe::{Delta, Subscription};
 
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
