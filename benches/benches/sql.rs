@@ -1,5 +1,6 @@
 //! SQL in-process: a one-off point query through the primary key, end to end (parse,
-//! bind, plan, run, result values), against 100,000 players; and a btree point query.
+//! bind, plan, run, result values), against 100,000 players; a btree point query; and
+//! the deltas of 10,000 `zone = ?` subscriptions for a tick that updates 10,000 players.
 //!
 //! Run with `cargo bench -p tickdb-benches --bench sql`.
 
@@ -7,7 +8,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use tickdb_engine::{Database, EngineConfig};
-use tickdb_sql::{QueryLimits, query};
+use tickdb_sql::{QueryLimits, SubscriptionSet, query};
 use tickdb_wasm_abi::{Identity, TableSchema, Value, ValueType};
 
 const ROWS: u64 = 100_000;
@@ -67,4 +68,48 @@ fn main() {
         let q = |q| h.value_at_quantile(q) as f64 / 1000.0;
         println!("| {name} | {} | {:.2} | {:.2} | {:.2} |", h.len(), q(0.5), q(0.9), q(0.99));
     }
+    subscriptions(&mut db, t);
+}
+
+/// 10,000 subscriptions `SELECT * FROM player WHERE zone = ?` over 10,000 zones, and
+/// ticks that each update 10,000 players (a tenth of them change zone): the time to
+/// compute every subscription's delta from the tick's changes.
+fn subscriptions(db: &mut Database, t: tickdb_engine::TableId) {
+    let mut set = SubscriptionSet::default();
+    for zone in 0..10_000 {
+        set.subscribe(db, &format!("SELECT * FROM player WHERE zone = {zone}")).expect("subscribe");
+    }
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    let mut changed_queries = 0;
+    for round in 0..30u64 {
+        let mut tx = db.begin();
+        for k in 0..10_000u64 {
+            let id = (round * 10_000 + k * 7) % ROWS;
+            let found = tx.find_by_primary_key(t, &[Value::U64(id)]).expect("key").expect("row");
+            let mut values = tx.table(t).get(found).expect("live").to_values();
+            values[3] = Value::F32(round as f32);
+            if k % 10 == 0 {
+                values[2] = Value::U32(((id + round) % 10_000) as u32);
+            }
+            tx.update_values(t, found, &values).expect("update");
+        }
+        let changes = tx.commit().table_changes(db);
+        let started = Instant::now();
+        let deltas = set.evaluate(&changes);
+        let elapsed = started.elapsed();
+        changed_queries = deltas.len();
+        if round >= 5 {
+            h.saturating_record(elapsed.as_micros() as u64);
+        }
+    }
+    println!("\n| subscriptions | tick | ticks | ms p50 | ms p90 | ms p99 | queries with a delta |");
+    println!("|---|---|---|---|---|---|---|");
+    let q = |q| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "| 10,000 `zone = ?` | 10,000 players updated | {} | {:.2} | {:.2} | {:.2} | {changed_queries} |",
+        h.len(),
+        q(0.5),
+        q(0.9),
+        q(0.99)
+    );
 }

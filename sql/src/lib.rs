@@ -24,7 +24,7 @@ pub use dml::{dml_work, execute};
 pub use error::{ErrorKind, Position, SqlError};
 pub use exec::{QueryLimits, QueryResult, run};
 pub use plan::{Access, JoinAccess, Plan};
-pub use subscribe::{Delta, Subscription};
+pub use subscribe::{Delta, QueryId, Subscription, SubscriptionSet};
 
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;

@@ -3,11 +3,14 @@
 //! was and as it is: it enters the result, leaves it, or changes within it. The
 //! query is never run again.
 //!
-//! Joins (semijoins), sharing between subscribers, grouping of `col = literal`
-//! subscriptions and area-of-interest indexes are being built.
+//! A [`SubscriptionSet`] evaluates all of a database's queries per tick: identical
+//! queries once, `col = literal` queries grouped by column. Joins (semijoins),
+//! parallel evaluation and area-of-interest indexes are being built.
+
+use std::collections::HashMap;
 
 use tickdb_engine::{Database, TableChanges, TableId};
-use tickdb_wasm_abi::{ProductType, Value, ValueType, decode_exact};
+use tickdb_wasm_abi::{ColId, ProductType, Value, ValueType, decode_exact};
 
 use crate::bind::{BoundQuery, Output, Pred};
 use crate::error::{ErrorKind, SqlError};
@@ -110,5 +113,185 @@ impl Subscription {
             }
         }
         delta
+    }
+}
+
+/// A distinct subscription query in a [`SubscriptionSet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueryId(pub u32);
+
+/// Every subscription query of a database, evaluated together each tick.
+///
+/// Identical queries (the same bound query, however written) are one query, however
+/// many clients hold it. Queries of the form `col = literal` are grouped by column: a
+/// changed row's value finds the queries it concerns in one lookup, rather than each
+/// query testing each row. Other queries are evaluated one by one.
+#[derive(Debug, Default)]
+pub struct SubscriptionSet {
+    queries: Vec<Option<Entry>>,
+    by_key: HashMap<String, QueryId>,
+    /// Per table and column, the `col = literal` queries by their literal.
+    groups: HashMap<(TableId, ColId), HashMap<Value, Vec<QueryId>>>,
+    /// Per table, the queries evaluated one by one.
+    others: HashMap<TableId, Vec<QueryId>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    sub: Subscription,
+    key: String,
+    holders: usize,
+    group: Option<(ColId, Value)>,
+}
+
+impl SubscriptionSet {
+    /// Adds a holder of `sql`: the query's id, shared with every other holder of the
+    /// same query.
+    pub fn subscribe(&mut self, db: &Database, sql: &str) -> Result<QueryId, SqlError> {
+        let sub = Subscription::new(db, sql)?;
+        let key = format!("{:?}/{:?}", sub.table, sub.filter);
+        if let Some(&id) = self.by_key.get(&key) {
+            self.queries[id.0 as usize].as_mut().expect("live").holders += 1;
+            return Ok(id);
+        }
+        let id = QueryId(self.queries.len() as u32);
+        let group = match &sub.filter {
+            Some(Pred::Cmp { col, op: crate::bind::CmpOp::Eq, value }) => Some((col.col, value.clone())),
+            _ => None,
+        };
+        match &group {
+            Some((col, value)) => {
+                let by_value = self.groups.entry((sub.table, *col)).or_default();
+                by_value.entry(value.clone()).or_default().push(id);
+            }
+            None => self.others.entry(sub.table).or_default().push(id),
+        }
+        self.by_key.insert(key.clone(), id);
+        self.queries.push(Some(Entry { sub, key, holders: 1, group }));
+        Ok(id)
+    }
+
+    /// Removes a holder; the query goes when its last holder does.
+    pub fn unsubscribe(&mut self, id: QueryId) {
+        let Some(slot) = self.queries.get_mut(id.0 as usize) else { return };
+        let Some(entry) = slot else { return };
+        entry.holders -= 1;
+        if entry.holders > 0 {
+            return;
+        }
+        let entry = slot.take().expect("checked");
+        self.by_key.remove(&entry.key);
+        match entry.group {
+            Some((col, value)) => {
+                if let Some(ids) =
+                    self.groups.get_mut(&(entry.sub.table, col)).and_then(|g| g.get_mut(&value))
+                {
+                    ids.retain(|q| *q != id);
+                }
+            }
+            None => {
+                if let Some(ids) = self.others.get_mut(&entry.sub.table) {
+                    ids.retain(|q| *q != id);
+                }
+            }
+        }
+    }
+
+    /// Distinct queries held.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    pub fn query(&self, id: QueryId) -> Option<&Subscription> {
+        self.queries.get(id.0 as usize)?.as_ref().map(|e| &e.sub)
+    }
+
+    /// The deltas of one tick: for each query whose result changed, what changed.
+    pub fn evaluate(&self, changes: &[TableChanges]) -> HashMap<QueryId, Delta> {
+        let mut deltas: HashMap<QueryId, Delta> = HashMap::new();
+        for table_changes in changes {
+            let table = table_changes.table;
+            for id in self.others.get(&table).into_iter().flatten() {
+                let delta = self.queries[id.0 as usize].as_ref().expect("live").sub.delta(table_changes);
+                if !delta.is_empty() {
+                    deltas.insert(*id, delta);
+                }
+            }
+            for ((group_table, col), by_value) in &self.groups {
+                if *group_table != table || by_value.is_empty() {
+                    continue;
+                }
+                let Some(first) = by_value.values().flatten().next() else { continue };
+                let row_type = &self.queries[first.0 as usize].as_ref().expect("live").sub.row_type;
+                let at = fixed_position(row_type, *col);
+                let value_of = |row: &[u8]| column_value(row_type, *col, at.as_ref(), row);
+                let holders =
+                    |v: &Option<Value>| v.as_ref().and_then(|v| by_value.get(v)).into_iter().flatten();
+                for row in table_changes.inserts.iter() {
+                    for id in holders(&value_of(row)) {
+                        deltas.entry(*id).or_default().inserts.push(row.to_vec());
+                    }
+                }
+                for row in table_changes.deletes.iter() {
+                    for id in holders(&value_of(row)) {
+                        deltas.entry(*id).or_default().deletes.push(row.to_vec());
+                    }
+                }
+                for (old, new) in table_changes.updates() {
+                    let (before, after) = (value_of(old), value_of(new));
+                    if before == after {
+                        for id in holders(&after) {
+                            deltas.entry(*id).or_default().updates.push((old.to_vec(), new.to_vec()));
+                        }
+                        continue;
+                    }
+                    for id in holders(&before) {
+                        deltas.entry(*id).or_default().deletes.push(old.to_vec());
+                    }
+                    for id in holders(&after) {
+                        deltas.entry(*id).or_default().inserts.push(new.to_vec());
+                    }
+                }
+            }
+        }
+        deltas
+    }
+}
+
+/// Where column `col` lies in every encoded row, when the columns before it and it
+/// are fixed-size: its offset, size and type.
+fn fixed_position(row_type: &ValueType, col: ColId) -> Option<(usize, usize, ValueType)> {
+    let ValueType::Product(product) = row_type else { return None };
+    let mut offset = 0;
+    for field in &product.fields[..col.index()] {
+        offset += field.ty.fixed_size()?;
+    }
+    let ty = &product.fields.get(col.index())?.ty;
+    Some((offset, ty.fixed_size()?, ty.clone()))
+}
+
+/// Column `col` of an encoded row, as a `col = literal` condition compares it: the
+/// inner value of an option, `None` for NULL. A fixed-size column at a fixed place is
+/// read where it lies; any other makes the whole row decoded.
+fn column_value(
+    row_type: &ValueType,
+    col: ColId,
+    at: Option<&(usize, usize, ValueType)>,
+    row: &[u8],
+) -> Option<Value> {
+    let value = match at {
+        Some((offset, size, ty)) => decode_exact(ty, row.get(*offset..offset + size)?).ok()?,
+        None => {
+            let Ok(Value::Product(mut values)) = decode_exact(row_type, row) else { return None };
+            values.swap_remove(col.index())
+        }
+    };
+    match value {
+        Value::Option(inner) => inner.map(|v| *v),
+        v => Some(v),
     }
 }

@@ -138,3 +138,65 @@ fn only_whole_row_single_table_queries_subscribe() {
     }
     assert!(Subscription::new(&db, "SELECT * FROM unit WHERE hp > 1").is_ok());
 }
+
+fn sorted(mut d: tickdb_sql::Delta) -> tickdb_sql::Delta {
+    d.inserts.sort();
+    d.deletes.sort();
+    d.updates.sort();
+    d
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// A set evaluates grouped and shared queries to the same deltas as each query alone.
+    #[test]
+    fn a_subscription_set_gives_each_query_its_own_delta(
+        initial in proptest::collection::vec(op(), 0..30),
+        ticks in proptest::collection::vec(proptest::collection::vec(op(), 0..12), 1..6),
+    ) {
+        let (mut db, t) = db();
+        tick(&mut db, t, &initial);
+        let mut set = tickdb_sql::SubscriptionSet::default();
+        let mut queries: Vec<String> = QUERIES.iter().map(|q| q.to_string()).collect();
+        queries.extend((0..4).map(|z| format!("SELECT * FROM unit WHERE zone = {z}")));
+        queries.extend(["SELECT * FROM unit WHERE tag = 'a'".to_string(), "SELECT * FROM unit WHERE hp = 3".to_string()]);
+        let ids: Vec<_> = queries.iter().map(|q| set.subscribe(&db, q).unwrap()).collect();
+        for ops in &ticks {
+            let changes = tick(&mut db, t, ops);
+            let deltas = set.evaluate(&changes);
+            for (q, id) in queries.iter().zip(&ids) {
+                let alone = Subscription::new(&db, q).unwrap();
+                let mut expected = tickdb_sql::Delta::default();
+                for c in &changes {
+                    let d = alone.delta(c);
+                    expected.inserts.extend(d.inserts);
+                    expected.deletes.extend(d.deletes);
+                    expected.updates.extend(d.updates);
+                }
+                let got = deltas.get(id).cloned().unwrap_or_default();
+                prop_assert_eq!(sorted(got), sorted(expected), "{}", q);
+            }
+        }
+    }
+}
+
+#[test]
+fn identical_queries_are_shared() {
+    let (db, _) = db();
+    let mut set = tickdb_sql::SubscriptionSet::default();
+    let a = set.subscribe(&db, "SELECT * FROM unit WHERE zone = 2").unwrap();
+    let b = set.subscribe(&db, "select *  from unit where zone=2").unwrap();
+    let c = set.subscribe(&db, "SELECT * FROM unit u WHERE u.zone = 2").unwrap();
+    let d = set.subscribe(&db, "SELECT * FROM unit WHERE zone = 3").unwrap();
+    assert_eq!((a, b), (c, c), "however written, one query");
+    assert_ne!(a, d);
+    assert_eq!(set.len(), 2);
+    // The query stays until its last holder leaves.
+    set.unsubscribe(a);
+    set.unsubscribe(b);
+    assert_eq!(set.len(), 2, "one holder left");
+    set.unsubscribe(c);
+    assert_eq!(set.len(), 1);
+    assert!(set.query(d).is_some() && set.query(a).is_none());
+}
