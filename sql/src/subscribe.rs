@@ -4,10 +4,12 @@
 //! query is never run again.
 //!
 //! A [`SubscriptionSet`] evaluates all of a database's queries per tick: identical
-//! queries once, `col = literal` queries grouped by column. Joins (semijoins),
-//! parallel evaluation and area-of-interest indexes are being built.
+//! queries once, `col = literal` queries grouped by column, the other distinct queries
+//! in parallel (rayon). Joins (semijoins) and area-of-interest indexes are being built.
 
 use std::collections::HashMap;
+
+use rayon::prelude::*;
 
 use tickdb_engine::{Database, TableChanges, TableId};
 use tickdb_wasm_abi::{ColId, ProductType, Value, ValueType, decode_exact};
@@ -215,12 +217,14 @@ impl SubscriptionSet {
         let mut deltas: HashMap<QueryId, Delta> = HashMap::new();
         for table_changes in changes {
             let table = table_changes.table;
-            for id in self.others.get(&table).into_iter().flatten() {
-                let delta = self.queries[id.0 as usize].as_ref().expect("live").sub.delta(table_changes);
-                if !delta.is_empty() {
-                    deltas.insert(*id, delta);
-                }
-            }
+            // Distinct queries are independent: evaluated in parallel, one task each.
+            let others = self.others.get(&table).map(Vec::as_slice).unwrap_or_default();
+            let evaluated: Vec<(QueryId, Delta)> = others
+                .par_iter()
+                .map(|id| (*id, self.queries[id.0 as usize].as_ref().expect("live").sub.delta(table_changes)))
+                .filter(|(_, delta)| !delta.is_empty())
+                .collect();
+            deltas.extend(evaluated);
             for ((group_table, col), by_value) in &self.groups {
                 if *group_table != table || by_value.is_empty() {
                     continue;
