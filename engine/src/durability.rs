@@ -169,10 +169,6 @@ impl DurableSink {
         Ok(self)
     }
 
-    pub fn writer(&self) -> &LogWriter {
-        &self.writer
-    }
-
     /// Reads the durable tick from another thread, once the sink is in the tick loop.
     pub fn watch(&self) -> LogWatch {
         self.writer.watch()

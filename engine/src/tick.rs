@@ -394,18 +394,10 @@ impl<S: TickSystem> Ticker<S> {
             self.log.extend_from_slice(&timestamp.micros_since_epoch.to_le_bytes());
         }
         let mut changeset = std::mem::take(&mut self.changeset);
-        for item in work {
-            if self.poisoned {
-                break;
-            }
-            let record = self.log_meta(&item);
-            let run =
-                |system: &mut S, tx: &mut Tx<'_>, ctx: &mut TickContext<'_>| system.run_work(tx, ctx, item);
-            self.run_transaction(&mut changeset, &mut output, TimeDuration::default(), record, run);
-        }
+        // The inbox's work, then the work the system's own timers made due.
         let mut due = std::mem::take(&mut self.due);
         self.system.due_work(timestamp, &mut due);
-        for item in due.drain(..) {
+        for item in work.into_iter().chain(due.drain(..)) {
             if self.poisoned {
                 break;
             }

@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
-use tickdb_engine::key::{KeyBytes, prefix_successor};
+use tickdb_engine::key::KeyBytes;
 use tickdb_engine::{Database, RowId, RowRef, Table, TableId};
 use tickdb_wasm_abi::{ColId, TableSchema, Value, ValueType};
 
@@ -256,43 +256,21 @@ fn candidates<'t>(
         }
         Access::Range { index, lower, upper } => {
             let columns = &table.schema().indexes[*index].columns;
-            // Bounds on the first column are key prefixes: an included upper bound takes
-            // every key that starts with it, an excluded lower one skips them.
-            let lower = match lower {
-                Bound::Included(v) => Bound::Included(key(table, columns, v)?),
-                Bound::Excluded(v) => match prefix_successor(&key(table, columns, v)?) {
-                    Some(after) => Bound::Included(after),
-                    None => return Ok(Box::new(std::iter::empty())),
-                },
-                Bound::Unbounded => Bound::Unbounded,
+            // Bounds on the first column are key prefixes, as the index reads them.
+            let bound = |b: &Bound<Value>| -> Result<Bound<KeyBytes>, SqlError> {
+                Ok(match b {
+                    Bound::Included(v) => Bound::Included(key(table, columns, v)?),
+                    Bound::Excluded(v) => Bound::Excluded(key(table, columns, v)?),
+                    Bound::Unbounded => Bound::Unbounded,
+                })
             };
-            let upper = match upper {
-                Bound::Included(v) => match prefix_successor(&key(table, columns, v)?) {
-                    Some(after) => Bound::Excluded(after),
-                    None => Bound::Unbounded,
-                },
-                Bound::Excluded(v) => Bound::Excluded(key(table, columns, v)?),
-                Bound::Unbounded => Bound::Unbounded,
-            };
-            let as_ref = |b: &Bound<KeyBytes>| match b {
-                Bound::Included(k) => Bound::Included(k.to_vec()),
-                Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
-                Bound::Unbounded => Bound::Unbounded,
-            };
-            let (lower, upper) = (as_ref(&lower), as_ref(&upper));
-            let ids: Vec<RowId> =
-                table.index_range(*index, bound_slice(&lower), bound_slice(&upper)).collect();
+            let (lower, upper) = (bound(lower)?, bound(upper)?);
+            let ids: Vec<RowId> = table
+                .index_range(*index, lower.as_ref().map(|k| &k[..]), upper.as_ref().map(|k| &k[..]))
+                .collect();
             Box::new(ids.into_iter())
         }
     })
-}
-
-fn bound_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-    match b {
-        Bound::Included(k) => Bound::Included(k),
-        Bound::Excluded(k) => Bound::Excluded(k),
-        Bound::Unbounded => Bound::Unbounded,
-    }
 }
 
 /// Where a condition reads column values: live rows of the query's tables, or the

@@ -237,11 +237,6 @@ impl LogWriter {
         state.failed.clone().unwrap_or(LogError::Stopped)
     }
 
-    /// The last durable tick, if any.
-    pub fn durable_tick(&self) -> Option<u64> {
-        self.shared.state.lock().expect("log state").durable
-    }
-
     /// A handle that reads the durable tick from elsewhere.
     pub fn watch(&self) -> LogWatch {
         LogWatch(Arc::clone(&self.shared))
@@ -291,10 +286,6 @@ pub struct LogWatch(Arc<Shared>);
 impl LogWatch {
     pub fn durable_tick(&self) -> Option<u64> {
         self.0.state.lock().expect("log state").durable
-    }
-
-    pub fn failed(&self) -> Option<LogError> {
-        self.0.state.lock().expect("log state").failed.clone()
     }
 
     /// Waits until `tick` is durable; fails if the writer failed or stopped first.

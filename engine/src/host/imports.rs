@@ -545,7 +545,7 @@ fn define(l: &mut Linker<HostState>) -> HostResult<()> {
                 Ok(b) => b,
                 Err(e) => return Ok(state.env.fail_engine(e)),
             };
-            let rows = t.index_range(index, as_ref(&lower), as_ref(&upper));
+            let rows = t.index_range(index, lower.as_ref().map(|k| &k[..]), upper.as_ref().map(|k| &k[..]));
             iter_opened(mem, out, state.env.open_iter(table, rows))
         },
     )?;
@@ -714,14 +714,6 @@ fn truncated(bytes: &[u8], max: usize) -> String {
     if bytes.len() > max { format!("{text}… ({} bytes cut)", bytes.len() - max) } else { text }
 }
 
-fn as_ref(bound: &Bound<key::KeyBytes>) -> Bound<&[u8]> {
-    match bound {
-        Bound::Included(k) => Bound::Included(k),
-        Bound::Excluded(k) => Bound::Excluded(k),
-        Bound::Unbounded => Bound::Unbounded,
-    }
-}
-
 /// The rows whose key in `index` equals `key` (for a btree index, a key prefix).
 fn rows_by_key(t: &Table, index: Index, key: &[u8]) -> Result<Vec<RowId>, Error> {
     match index {
@@ -733,9 +725,7 @@ fn rows_by_key(t: &Table, index: Index, key: &[u8]) -> Result<Vec<RowId>, Error>
     }
 }
 
-/// Parses `iter_range`'s bounds into index key bounds. Bounds are key prefixes: an
-/// included upper prefix takes every key that starts with it, an excluded lower prefix
-/// skips every key that starts with it.
+/// Parses `iter_range`'s bounds into index key (prefix) bounds.
 fn parse_bounds(
     t: &Table,
     columns: &[ColId],
@@ -761,23 +751,14 @@ fn parse_bounds(
         *pos += len;
         Ok((kind, Some(t.key_prefix_from_encoded(columns, key)?)))
     };
-    let lower = match next(&mut pos)? {
+    // The index reads bounds as key prefixes itself (`BTreeIndex::range`).
+    let as_bound = |(kind, key): (u8, Option<key::KeyBytes>)| match (kind, key) {
         (bound::INCLUDED, Some(k)) => Bound::Included(k),
-        (_, Some(k)) => match key::prefix_successor(&k) {
-            Some(after) => Bound::Included(after),
-            // Nothing sorts after every key with this prefix: the range is empty.
-            None => Bound::Excluded(k),
-        },
-        (_, None) => Bound::Unbounded,
-    };
-    let upper = match next(&mut pos)? {
-        (bound::INCLUDED, Some(k)) => match key::prefix_successor(&k) {
-            Some(after) => Bound::Excluded(after),
-            None => Bound::Unbounded,
-        },
         (_, Some(k)) => Bound::Excluded(k),
         (_, None) => Bound::Unbounded,
     };
+    let lower = as_bound(next(&mut pos)?);
+    let upper = as_bound(next(&mut pos)?);
     if pos != bytes.len() {
         return Err(invalid("bytes after the upper bound"));
     }

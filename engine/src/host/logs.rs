@@ -37,43 +37,26 @@ impl LogRecord {
 #[derive(Debug)]
 pub struct ModuleLogs {
     capacity: usize,
-    inner: Mutex<Ring>,
-}
-
-#[derive(Debug, Default)]
-struct Ring {
-    lines: VecDeque<LogRecord>,
-    /// Sequence number of `lines[0]`: lines ever pushed before it.
-    first: u64,
+    lines: Mutex<VecDeque<LogRecord>>,
 }
 
 impl ModuleLogs {
     pub fn new(capacity: usize) -> ModuleLogs {
-        ModuleLogs { capacity: capacity.max(1), inner: Mutex::default() }
+        ModuleLogs { capacity: capacity.max(1), lines: Mutex::default() }
     }
 
     pub fn push(&self, record: LogRecord) {
-        let mut ring = self.inner.lock().expect("log lock");
-        if ring.lines.len() == self.capacity {
-            ring.lines.pop_front();
-            ring.first += 1;
+        let mut lines = self.lines.lock().expect("log lock");
+        if lines.len() == self.capacity {
+            lines.pop_front();
         }
-        ring.lines.push_back(record);
+        lines.push_back(record);
     }
 
     /// The last `n` lines, oldest first.
     pub fn recent(&self, n: usize) -> Vec<LogRecord> {
-        let ring = self.inner.lock().expect("log lock");
-        ring.lines.iter().skip(ring.lines.len().saturating_sub(n)).cloned().collect()
-    }
-
-    /// Lines from sequence number `from` on (for following the log), and the sequence
-    /// number to ask for next. Lines already dropped are skipped.
-    pub fn since(&self, from: u64) -> (Vec<LogRecord>, u64) {
-        let ring = self.inner.lock().expect("log lock");
-        let skip = from.saturating_sub(ring.first) as usize;
-        let lines: Vec<_> = ring.lines.iter().skip(skip).cloned().collect();
-        (lines, ring.first + ring.lines.len() as u64)
+        let lines = self.lines.lock().expect("log lock");
+        lines.iter().skip(lines.len().saturating_sub(n)).cloned().collect()
     }
 
     /// The host's own line about the module.
