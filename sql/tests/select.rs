@@ -302,3 +302,17 @@ fn join_mistakes_are_named() {
     let e = query(&db, "SELECT p.id FROM player p JOIN guild g ON p.name = g.id", &limits).unwrap_err();
     assert_eq!(e.kind, ErrorKind::TypeMismatch, "{e}");
 }
+
+#[test]
+fn the_time_budget_stops_a_long_query() {
+    let (db, _) = db();
+    // A cross join reads 100 × 100 rows; the clock is read every 1024, and any time
+    // spent reading them is more than a zero budget.
+    let none = QueryLimits { time_max: std::time::Duration::ZERO, ..QueryLimits::default() };
+    let e = query(&db, "SELECT a.id FROM player a JOIN player b ON a.level > b.level", &none).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Budget, "{e}");
+    assert!(e.to_string().contains("ran longer"), "{e}");
+    let r =
+        query(&db, "SELECT a.id FROM player a JOIN player b ON a.level > b.level", &QueryLimits::default());
+    assert_eq!(r.unwrap().rows.len(), 100 * 99 / 2, "within the default budget it finishes");
+}
