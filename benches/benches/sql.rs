@@ -1,5 +1,6 @@
 //! SQL in-process: a one-off point query through the primary key, end to end (parse,
-//! bind, plan, run, result values), against 100,000 players; a btree point query; and
+//! bind, plan, run, result values), against 100,000 players; a btree point query; each
+//! parsed every time and through the statement cache; and
 //! the deltas of 10,000 `zone = ?` subscriptions for a tick that updates 10,000 players.
 //!
 //! Run with `cargo bench -p tickdb-benches --bench sql`.
@@ -8,7 +9,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use tickdb_engine::{Database, EngineConfig};
-use tickdb_sql::{QueryLimits, SubscriptionSet, query};
+use tickdb_sql::{QueryLimits, StatementCache, SubscriptionSet, query};
 use tickdb_wasm_abi::{Identity, TableSchema, Value, ValueType};
 
 const ROWS: u64 = 100_000;
@@ -46,19 +47,22 @@ fn main() {
     let limits = QueryLimits::default();
     println!("| query | batches of {BATCH} | µs p50 | µs p90 | µs p99 |");
     println!("|---|---|---|---|---|");
-    for (name, make) in [
-        (
-            "point, primary key",
-            (|i: u64| format!("SELECT * FROM player WHERE id = {}", i * 7919 % ROWS)) as fn(u64) -> String,
-        ),
-        ("point, btree (10 rows)", |i: u64| format!("SELECT name FROM player WHERE zone = {}", i % 10_000)),
+    let cache = StatementCache::default();
+    let point = |i: u64| format!("SELECT * FROM player WHERE id = {}", i * 7919 % ROWS);
+    let btree = |i: u64| format!("SELECT name FROM player WHERE zone = {}", i % 10_000);
+    for (name, make, cached) in [
+        ("point, primary key", &point as &dyn Fn(u64) -> String, false),
+        ("point, primary key, statement cache", &point, true),
+        ("point, btree (10 rows)", &btree, false),
+        ("point, btree (10 rows), statement cache", &btree, true),
     ] {
         let queries: Vec<String> = (0..BATCH * 100).map(make).collect();
         let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
         for (n, batch) in queries.chunks(BATCH as usize).enumerate() {
             let started = Instant::now();
             for sql in batch {
-                let r = query(&db, sql, &limits).expect("query");
+                let r = if cached { cache.query(&db, sql, &limits) } else { query(&db, sql, &limits) };
+                let r = r.expect("query");
                 assert!(!r.rows.is_empty());
             }
             if n >= 10 {

@@ -7,6 +7,8 @@ use sqlparser::ast::{
     SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Spanned, Statement, TableFactor, UnaryOperator,
     Value as SqlValue,
 };
+use std::borrow::Cow;
+
 use sqlparser::tokenizer::Span;
 use tickdb_engine::{Database, TableId};
 use tickdb_wasm_abi::{ColId, Identity, TableSchema, Timestamp, Value, ValueType};
@@ -137,21 +139,21 @@ pub(crate) fn unsupported(what: &str, span: Span) -> SqlError {
     SqlError::at(ErrorKind::Unsupported, format!("{what} is not supported yet"), span)
 }
 
-pub(crate) fn bind(db: &Database, statement: &Statement) -> Result<BoundQuery, SqlError> {
+pub(crate) fn bind(db: &Database, statement: &Statement, params: Params<'_>) -> Result<BoundQuery, SqlError> {
     let Statement::Query(query) = statement else {
         return Err(unsupported("this kind of statement (only SELECT)", statement.span()));
     };
-    bind_query(db, query)
+    bind_query(db, query, params)
 }
 
-fn bind_query(db: &Database, query: &Query) -> Result<BoundQuery, SqlError> {
+fn bind_query(db: &Database, query: &Query, params: Params<'_>) -> Result<BoundQuery, SqlError> {
     if let Some(with) = &query.with {
         return Err(unsupported("WITH", with.span()));
     }
     let SetExpr::Select(select) = &*query.body else {
         return Err(unsupported("this query form (UNION, VALUES…)", query.body.span()));
     };
-    let (scope, on) = scope(db, select)?;
+    let (scope, on) = scope(db, select, params)?;
     let mut conditions = on.into_iter().map(|e| bind_pred(&scope, e)).collect::<Result<Vec<_>, _>>()?;
     if let Some(e) = &select.selection {
         conditions.push(bind_pred(&scope, e)?);
@@ -176,7 +178,7 @@ fn bind_query(db: &Database, query: &Query) -> Result<BoundQuery, SqlError> {
         Some(LimitClause::LimitOffset { limit, offset: None, limit_by }) if limit_by.is_empty() => {
             match limit {
                 None => None,
-                Some(Expr::Value(v)) => match &v.value {
+                Some(Expr::Value(v)) => match &*scope.params.resolve(&v.value, v.span)? {
                     SqlValue::Number(n, _) => Some(n.parse::<u64>().map_err(|_| {
                         SqlError::at(
                             ErrorKind::TypeMismatch,
@@ -202,13 +204,64 @@ pub(crate) struct ScopeTable {
     names: Vec<String>,
 }
 
-/// The tables a query reads, in `FROM` order.
-pub(crate) struct Scope {
+/// The tables a query reads, in `FROM` order, and the values its placeholders stand for.
+pub(crate) struct Scope<'p> {
     pub(crate) tables: Vec<ScopeTable>,
+    pub(crate) params: Params<'p>,
+}
+
+/// What a statement's placeholders stand for: `$n` for the n-th literal taken out of a
+/// cached query's text, `:sender` for the identity a visibility rule is applied for.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Params<'p> {
+    pub(crate) literals: &'p [Literal<'p>],
+    pub(crate) sender: Option<Identity>,
+}
+
+/// A literal taken out of a query's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Literal<'s> {
+    Number(&'s str),
+    String(std::borrow::Cow<'s, str>),
+}
+
+impl Scope<'_> {
+    pub(crate) fn new(tables: Vec<ScopeTable>) -> Scope<'static> {
+        Scope { tables, params: Params::default() }
+    }
+}
+
+impl Params<'_> {
+    /// The literal a value stands for: itself, or what its placeholder stands for.
+    pub(crate) fn resolve<'v>(&self, v: &'v SqlValue, span: Span) -> Result<Cow<'v, SqlValue>, SqlError> {
+        let SqlValue::Placeholder(name) = v else { return Ok(Cow::Borrowed(v)) };
+        if name == ":sender" {
+            return match self.sender {
+                Some(identity) => Ok(Cow::Owned(SqlValue::HexStringLiteral(identity.to_string()))),
+                None => {
+                    let why = ":sender is known only in visibility rules";
+                    Err(SqlError::at(ErrorKind::Unsupported, why, span))
+                }
+            };
+        }
+        let literal = name
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| self.literals.get(n.checked_sub(1)?));
+        match literal {
+            Some(Literal::Number(n)) => Ok(Cow::Owned(SqlValue::Number(n.to_string(), false))),
+            Some(Literal::String(s)) => Ok(Cow::Owned(SqlValue::SingleQuotedString(s.to_string()))),
+            None => Err(unsupported(&format!("the placeholder {name}"), span)),
+        }
+    }
 }
 
 /// The query's tables, and its `ON` conditions.
-fn scope<'s>(db: &Database, select: &'s Select) -> Result<(Scope, Vec<&'s Expr>), SqlError> {
+fn scope<'s, 'p>(
+    db: &Database,
+    select: &'s Select,
+    params: Params<'p>,
+) -> Result<(Scope<'p>, Vec<&'s Expr>), SqlError> {
     if select.distinct.is_some() {
         return Err(unsupported("DISTINCT", select.select_token.0.span));
     }
@@ -219,7 +272,7 @@ fn scope<'s>(db: &Database, select: &'s Select) -> Result<(Scope, Vec<&'s Expr>)
         let span = select.from.get(1).map_or(select.span(), |f| f.span());
         return Err(unsupported("a query over several tables without JOIN (comma joins)", span));
     };
-    let mut scope = Scope { tables: vec![scope_table(db, &from.relation)?] };
+    let mut scope = Scope { tables: vec![scope_table(db, &from.relation)?], params };
     let mut on = Vec::new();
     for join in &from.joins {
         let constraint = match &join.join_operator {
@@ -266,7 +319,7 @@ fn single_name(name: &ObjectName) -> Result<String, SqlError> {
     }
 }
 
-impl Scope {
+impl Scope<'_> {
     fn ty(&self, c: ColRef) -> &ValueType {
         &self.tables[c.table].schema.columns[c.col.index()].ty
     }
@@ -284,7 +337,7 @@ impl Scope {
 }
 
 /// The column an expression names: `col`, or `table.col` / `alias.col`.
-pub(crate) fn column(scope: &Scope, expr: &Expr) -> Result<ColRef, SqlError> {
+pub(crate) fn column(scope: &Scope<'_>, expr: &Expr) -> Result<ColRef, SqlError> {
     let (qualifier, ident) = match expr {
         Expr::Identifier(ident) => (None, ident),
         Expr::CompoundIdentifier(parts) if parts.len() == 2 => (Some(&parts[0]), &parts[1]),
@@ -313,7 +366,7 @@ pub(crate) fn column(scope: &Scope, expr: &Expr) -> Result<ColRef, SqlError> {
     }
 }
 
-fn all_columns(scope: &Scope, table: usize) -> impl Iterator<Item = (String, ColRef)> + '_ {
+fn all_columns<'s>(scope: &'s Scope<'_>, table: usize) -> impl Iterator<Item = (String, ColRef)> + 's {
     let schema = &scope.tables[table].schema;
     schema
         .columns
@@ -322,7 +375,7 @@ fn all_columns(scope: &Scope, table: usize) -> impl Iterator<Item = (String, Col
         .map(move |(i, c)| (c.name.clone(), ColRef { table, col: ColId(i as u16) }))
 }
 
-fn bind_output(scope: &Scope, items: &[SelectItem]) -> Result<Output, SqlError> {
+fn bind_output(scope: &Scope<'_>, items: &[SelectItem]) -> Result<Output, SqlError> {
     if let [item] = items {
         let (expr, alias) = match item {
             SelectItem::UnnamedExpr(e) => (Some(e), None),
@@ -383,10 +436,10 @@ fn is_column(e: &Expr) -> bool {
     }
 }
 
-pub(crate) fn bind_pred(scope: &Scope, expr: &Expr) -> Result<Pred, SqlError> {
+pub(crate) fn bind_pred(scope: &Scope<'_>, expr: &Expr) -> Result<Pred, SqlError> {
     let pred = |e: &Expr| bind_pred(scope, e);
     let col = |e: &Expr| column(scope, e);
-    let lit = |c: ColRef, e: &Expr| literal(scope.ty(c), scope.name(c), e);
+    let lit = |c: ColRef, e: &Expr| literal(scope.ty(c), scope.name(c), e, &scope.params);
     Ok(match expr {
         Expr::Nested(inner) => pred(inner)?,
         Expr::BinaryOp { op: op @ (BinaryOperator::And | BinaryOperator::Or), .. } => {
@@ -470,7 +523,7 @@ fn chain<'e>(expr: &'e Expr, op: &BinaryOperator) -> Vec<&'e Expr> {
     operands
 }
 
-fn nullable(scope: &Scope, col: ColRef, e: &Expr) -> Result<ColRef, SqlError> {
+fn nullable(scope: &Scope<'_>, col: ColRef, e: &Expr) -> Result<ColRef, SqlError> {
     match scope.ty(col) {
         ValueType::Option(_) => Ok(col),
         ty => {
@@ -481,14 +534,19 @@ fn nullable(scope: &Scope, col: ColRef, e: &Expr) -> Result<ColRef, SqlError> {
 }
 
 /// A literal as a value of column type `ty` (the inner type, for an option).
-pub(crate) fn literal(ty: &ValueType, column: &str, e: &Expr) -> Result<Value, SqlError> {
+pub(crate) fn literal(
+    ty: &ValueType,
+    column: &str,
+    e: &Expr,
+    params: &Params<'_>,
+) -> Result<Value, SqlError> {
     let mismatch = |what: &str| {
         let why = format!("column `{column}` is a {ty}; {what} cannot be compared with it");
         SqlError::at(ErrorKind::TypeMismatch, why, e.span())
     };
     let (negative, inner) = match e {
         Expr::UnaryOp { op: UnaryOperator::Minus, expr } => (true, &**expr),
-        Expr::Nested(inner) => return literal(ty, column, inner),
+        Expr::Nested(inner) => return literal(ty, column, inner, params),
         _ => (false, e),
     };
     let Expr::Value(v) = inner else {
@@ -501,7 +559,8 @@ pub(crate) fn literal(ty: &ValueType, column: &str, e: &Expr) -> Result<Value, S
     let number = |text: &str| if negative { format!("-{text}") } else { text.to_string() };
     let out_of_range =
         |text: &str| mismatch(&format!("{} (out of range or not a whole number)", number(text)));
-    Ok(match (&v.value, ty) {
+    let value = params.resolve(&v.value, v.span)?;
+    Ok(match (&*value, ty) {
         (SqlValue::Null, _) => {
             let why = format!("comparing `{column}` with NULL is never true; use IS NULL");
             return Err(SqlError::at(ErrorKind::TypeMismatch, why, v.span));

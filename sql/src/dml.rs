@@ -7,7 +7,7 @@ use sqlparser::ast::{
 use tickdb_engine::{ModuleWork, ReplyTo, RowId, TableId, Tx};
 use tickdb_wasm_abi::{ColId, ConnectionId, Identity, TableSchema, Value, ValueType};
 
-use crate::bind::{Pred, Scope, bind_pred, column, literal, scope_table, unsupported};
+use crate::bind::{Params, Pred, Scope, bind_pred, column, literal, scope_table, unsupported};
 use crate::error::{ErrorKind, SqlError};
 use crate::exec::{QueryLimits, matching_rows};
 
@@ -42,7 +42,7 @@ pub fn execute(tx: &mut Tx<'_>, sql: &str, limits: &QueryLimits) -> Result<u64, 
             let columns: Vec<ColId> = if insert.columns.is_empty() {
                 (0..schema.columns.len()).map(|c| ColId(c as u16)).collect()
             } else {
-                let scope = Scope { tables: vec![table] };
+                let scope = Scope::new(vec![table]);
                 let named = insert.columns.iter().map(|c| column(&scope, &Expr::Identifier(c.clone())));
                 named.map(|c| c.map(|c| c.col)).collect::<Result<_, _>>()?
             };
@@ -68,7 +68,7 @@ pub fn execute(tx: &mut Tx<'_>, sql: &str, limits: &QueryLimits) -> Result<u64, 
             if !table.joins.is_empty() {
                 return Err(unsupported("UPDATE with joins", table.span()));
             }
-            let scope = Scope { tables: vec![scope_table(tx.db(), &table.relation)?] };
+            let scope = Scope::new(vec![scope_table(tx.db(), &table.relation)?]);
             let schema = scope.tables[0].schema.clone();
             let mut sets = Vec::new();
             for a in assignments {
@@ -112,7 +112,7 @@ pub fn execute(tx: &mut Tx<'_>, sql: &str, limits: &QueryLimits) -> Result<u64, 
             {
                 return Err(unsupported("this form of DELETE", delete.span()));
             }
-            let scope = Scope { tables: vec![scope_table(tx.db(), &from.relation)?] };
+            let scope = Scope::new(vec![scope_table(tx.db(), &from.relation)?]);
             let filter = delete.selection.as_ref().map(|e| bind_pred(&scope, e)).transpose()?;
             let id = scope.tables[0].id;
             let rows = matching(tx, id, filter.as_ref(), limits)?;
@@ -144,8 +144,10 @@ fn engine_error(e: tickdb_engine::Error) -> SqlError {
 fn value_for(ty: &ValueType, name: &str, e: &Expr) -> Result<Value, SqlError> {
     match (ty, e) {
         (ValueType::Option(_), Expr::Value(v)) if v.value == SqlValue::Null => Ok(Value::Option(None)),
-        (ValueType::Option(_), _) => Ok(Value::Option(Some(Box::new(literal(ty, name, e)?)))),
-        _ => literal(ty, name, e),
+        (ValueType::Option(_), _) => {
+            Ok(Value::Option(Some(Box::new(literal(ty, name, e, &Params::default())?))))
+        }
+        _ => literal(ty, name, e, &Params::default()),
     }
 }
 

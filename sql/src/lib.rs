@@ -13,6 +13,7 @@
 //! built.
 
 mod bind;
+mod cache;
 mod dml;
 mod error;
 mod exec;
@@ -20,6 +21,7 @@ mod plan;
 mod subscribe;
 
 pub use bind::{BoundQuery, ColRef, JOIN_TABLES_MAX, Output};
+pub use cache::{STATEMENT_CACHE_SHAPES, StatementCache};
 pub use dml::{dml_work, execute};
 pub use error::{ErrorKind, Position, SqlError};
 pub use exec::{QueryLimits, QueryResult, run};
@@ -37,7 +39,7 @@ pub const EXPR_DEPTH_MAX: usize = 64;
 
 /// Parses and binds `sql` against `db`'s tables.
 pub fn prepare(db: &Database, sql: &str) -> Result<BoundQuery, SqlError> {
-    bind::bind(db, &parse_one(sql)?)
+    bind::bind(db, &parse_one(sql)?, bind::Params::default())
 }
 
 /// Parses exactly one statement, within the size and nesting limits.

@@ -316,3 +316,51 @@ fn the_time_budget_stops_a_long_query() {
         query(&db, "SELECT a.id FROM player a JOIN player b ON a.level > b.level", &QueryLimits::default());
     assert_eq!(r.unwrap().rows.len(), 100 * 99 / 2, "within the default budget it finishes");
 }
+
+#[test]
+fn the_statement_cache_answers_like_the_parser() {
+    let (db, _) = db();
+    let cache = tickdb_sql::StatementCache::default();
+    let limits = QueryLimits::default();
+    let corpus = [
+        "SELECT * FROM player WHERE id = 7",
+        "SELECT * FROM player WHERE id = 8",
+        "SELECT id FROM player WHERE level > -20 AND level < -10",
+        "SELECT id FROM player WHERE level > -21 AND level < -11",
+        "SELECT id, x FROM player WHERE x >= 1.5e1 AND x < 2e1",
+        "SELECT id FROM player WHERE name = 'p07' OR name = 'p''s'",
+        "SELECT id FROM player WHERE name IN ('p01', 'p02', 'p1', 'p03')",
+        "SELECT p.id FROM player AS p WHERE p.zone = 3 ORDER BY p.id DESC LIMIT 4",
+        "SELECT p.id FROM player AS p WHERE p.zone = 4 ORDER BY p.id DESC LIMIT 2",
+        "SELECT COUNT(*) AS n FROM player WHERE guild = 1",
+        "SELECT id FROM player WHERE identity = '0707070707070707070707070707070707070707070707070707070707070707'",
+        "SELECT id FROM player WHERE \"zone\" = 5 AND id BETWEEN 10 AND 60",
+        "SELECT id FROM player WHERE guild IS NULL AND id < 10",
+        "SELECT id FROM player WHERE zone = 1.5",
+        "SELECT id FROM player WHERE zone = 'north'",
+        "SELECT id FROM player WHERE zone = 99999999999",
+        "SELECT id FROM player WHERE nope = 1",
+        "SELECT id FROM player WHERE name = 'unterminated",
+        "SELECT id FROM player WHERE id = 1 -- a comment",
+        "SELECT id FROM player WHERE id = $1",
+        "SELECT id FROM player LIMIT 'ten'",
+    ];
+    for _ in 0..2 {
+        for sql in corpus {
+            let direct = query(&db, sql, &limits);
+            let cached = cache.query(&db, sql, &limits);
+            assert_eq!(cached, direct, "{sql}");
+        }
+    }
+    // Texts that differ only in literals share a shape; texts left to the parser (the
+    // comment, the unterminated string, the placeholder) are not kept.
+    let one = tickdb_sql::StatementCache::default();
+    for sql in &corpus[..4] {
+        one.query(&db, sql, &limits).unwrap();
+    }
+    assert_eq!(one.len(), 2);
+    assert_eq!(cache.len(), corpus.len() - 3 - 5);
+    let e = cache.query(&db, "SELECT id FROM player WHERE name = 'a long string' AND nope = 1", &limits);
+    let e = e.unwrap_err();
+    assert_eq!((e.kind, e.position.map(|p| p.column)), (ErrorKind::UnknownColumn, Some(56)));
+}
