@@ -99,7 +99,7 @@ fn subscriptions(db: &mut Database, t: tickdb_engine::TableId) {
         }
         let changes = tx.commit().table_changes(db);
         let started = Instant::now();
-        let deltas = set.evaluate(&changes);
+        let deltas = set.evaluate(db, &changes);
         let elapsed = started.elapsed();
         changed_queries = deltas.len();
         if round >= 5 {

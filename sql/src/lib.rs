@@ -18,6 +18,7 @@ mod dml;
 mod error;
 mod exec;
 mod plan;
+mod semijoin;
 mod subscribe;
 
 pub use bind::{BoundQuery, ColRef, JOIN_TABLES_MAX, Output};

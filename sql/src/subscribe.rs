@@ -12,18 +12,22 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use tickdb_engine::{Database, TableChanges, TableId};
-use tickdb_wasm_abi::{ColId, ProductType, Value, ValueType, decode_exact};
+use tickdb_wasm_abi::{ColId, ProductType, TableSchema, Value, ValueType, decode_exact, encode};
 
 use crate::bind::{BoundQuery, Output, Pred};
 use crate::error::{ErrorKind, SqlError};
 use crate::exec::{Decoded, QueryLimits, eval, matching_rows};
+use crate::semijoin::JoinPlan;
 
 /// A subscription query, bound and ready to evaluate.
 #[derive(Debug, Clone)]
 pub struct Subscription {
+    /// The table whose rows are returned.
     table: TableId,
     filter: Option<Pred>,
     row_type: ValueType,
+    /// For a join: the bound query (for the initial rows) and its incremental plan.
+    join: Option<(BoundQuery, JoinPlan)>,
 }
 
 /// What a tick did to a subscription's result. Rows are in the table's row encoding.
@@ -41,49 +45,88 @@ impl Delta {
     }
 }
 
+/// A table's rows as one product type, as they are encoded.
+pub(crate) fn row_type(schema: &TableSchema) -> ValueType {
+    ValueType::Product(ProductType::new(schema.columns.iter().map(|c| (c.name.clone(), c.ty.clone()))))
+}
+
 impl Subscription {
-    /// Binds a subscription query: `SELECT * FROM t [WHERE ...]`.
+    /// Binds a subscription query: `SELECT * FROM t [WHERE ...]`, or a join returning
+    /// the rows of one of its tables, `SELECT t.* FROM t JOIN u ON t.a = u.b [WHERE ...]`,
+    /// joined on indexed columns.
     pub fn new(db: &Database, sql: &str) -> Result<Subscription, SqlError> {
-        let bound: BoundQuery = crate::prepare(db, sql)?;
+        Subscription::from_bound(db, crate::prepare(db, sql)?)
+    }
+
+    pub(crate) fn from_bound(db: &Database, bound: BoundQuery) -> Result<Subscription, SqlError> {
         let unsupported = |what: &str| {
             SqlError::new(
                 ErrorKind::Unsupported,
-                format!("subscriptions {what} (SELECT * FROM t WHERE ...)"),
+                format!("subscriptions {what} (SELECT * FROM t WHERE ..., or SELECT t.* FROM t JOIN ...)"),
                 None,
             )
-        };
-        let [table] = bound.tables[..] else {
-            return Err(unsupported("over joins are not supported yet"));
         };
         if bound.limit.is_some() || !bound.order_by.is_empty() {
             return Err(unsupported("have no ORDER BY or LIMIT"));
         }
-        let schema = db.table(table).schema();
-        let all_columns = match &bound.output {
-            Output::Columns(columns) => {
+        // The output is every column of one table, in order.
+        let result = match &bound.output {
+            Output::Columns(columns) => columns.first().map(|(_, c)| c.table).filter(|&t| {
+                let schema = db.table(bound.tables[t]).schema();
                 columns.len() == schema.columns.len()
-                    && columns.iter().enumerate().all(|(i, (_, c))| c.col.index() == i)
-            }
-            Output::Count(_) => false,
+                    && columns.iter().enumerate().all(|(i, (_, c))| c.table == t && c.col.index() == i)
+            }),
+            Output::Count(_) => None,
         };
-        if !all_columns {
-            return Err(unsupported("return whole rows"));
+        let Some(result) = result else {
+            return Err(unsupported("return whole rows of one table"));
+        };
+        let table = bound.tables[result];
+        let row_type = row_type(db.table(table).schema());
+        if bound.tables.len() == 1 {
+            return Ok(Subscription { table, filter: bound.filter, row_type, join: None });
         }
-        let row_type = ValueType::Product(ProductType::new(
-            schema.columns.iter().map(|c| (c.name.clone(), c.ty.clone())),
-        ));
-        Ok(Subscription { table, filter: bound.filter, row_type })
+        let plan = JoinPlan::new(db, &bound.tables, result, bound.filter.as_ref())?;
+        Ok(Subscription { table, filter: bound.filter.clone(), row_type, join: Some((bound, plan)) })
     }
 
+    /// The table whose rows the query returns.
     pub fn table(&self) -> TableId {
         self.table
     }
 
+    /// Every table the query reads: a change to any of them may change its result.
+    pub fn tables(&self) -> &[TableId] {
+        match &self.join {
+            Some((_, plan)) => plan.tables(),
+            None => std::slice::from_ref(&self.table),
+        }
+    }
+
     /// The rows the query returns now, encoded.
     pub fn initial(&self, db: &Database, limits: &QueryLimits) -> Result<Vec<Vec<u8>>, SqlError> {
+        if let Some((bound, _)) = &self.join {
+            let result = crate::exec::run(db, bound, limits)?;
+            return Ok(result.rows.into_iter().map(|values| self.encode(values)).collect());
+        }
         let t = db.table(self.table);
         let ids = matching_rows(db, self.table, self.filter.as_ref(), limits)?;
         Ok(ids.into_iter().filter_map(|id| t.get(id).map(|r| r.to_bytes())).collect())
+    }
+
+    fn encode(&self, values: Vec<Value>) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(&self.row_type, &Value::Product(values), &mut out).expect("a row of the table's own type");
+        out
+    }
+
+    /// What identifies the query however it was written: its tables, the one returned,
+    /// and its bound condition.
+    fn key(&self) -> String {
+        match &self.join {
+            Some((bound, _)) => format!("{:?}/{:?}/{:?}", bound.tables, self.table, bound.filter),
+            None => format!("{:?}/{:?}", self.table, self.filter),
+        }
     }
 
     /// Whether an encoded row of the table is in the result.
@@ -98,12 +141,23 @@ impl Subscription {
         }
     }
 
-    /// The subscription's delta for one tick's changes to its table.
-    pub fn delta(&self, changes: &TableChanges) -> Delta {
-        let mut delta = Delta::default();
-        if changes.table != self.table {
-            return delta;
+    /// The subscription's delta for one tick: `db` as the tick left it, and the tick's
+    /// changes.
+    pub fn delta(&self, db: &Database, changes: &[TableChanges]) -> Delta {
+        match &self.join {
+            Some((_, plan)) => plan.delta(db, changes),
+            None => {
+                let mut delta = Delta::default();
+                for table_changes in changes.iter().filter(|c| c.table == self.table) {
+                    self.delta_of_table(table_changes, &mut delta);
+                }
+                delta
+            }
         }
+    }
+
+    /// A single-table subscription's delta for its table's changes.
+    fn delta_of_table(&self, changes: &TableChanges, delta: &mut Delta) {
         delta.inserts.extend(changes.inserts.iter().filter(|r| self.matches(r)).map(<[u8]>::to_vec));
         delta.deletes.extend(changes.deletes.iter().filter(|r| self.matches(r)).map(<[u8]>::to_vec));
         for (old, new) in changes.updates() {
@@ -114,7 +168,6 @@ impl Subscription {
                 (false, false) => {}
             }
         }
-        delta
     }
 }
 
@@ -134,8 +187,10 @@ pub struct SubscriptionSet {
     by_key: HashMap<String, QueryId>,
     /// Per table and column, the `col = literal` queries by their literal.
     groups: HashMap<(TableId, ColId), HashMap<Value, Vec<QueryId>>>,
-    /// Per table, the queries evaluated one by one.
+    /// Per table, the single-table queries evaluated one by one.
     others: HashMap<TableId, Vec<QueryId>>,
+    /// The queries over joins.
+    joins: Vec<QueryId>,
 }
 
 #[derive(Debug)]
@@ -151,14 +206,16 @@ impl SubscriptionSet {
     /// same query.
     pub fn subscribe(&mut self, db: &Database, sql: &str) -> Result<QueryId, SqlError> {
         let sub = Subscription::new(db, sql)?;
-        let key = format!("{:?}/{:?}", sub.table, sub.filter);
+        let key = sub.key();
         if let Some(&id) = self.by_key.get(&key) {
             self.queries[id.0 as usize].as_mut().expect("live").holders += 1;
             return Ok(id);
         }
         let id = QueryId(self.queries.len() as u32);
         let group = match &sub.filter {
-            Some(Pred::Cmp { col, op: crate::bind::CmpOp::Eq, value }) => Some((col.col, value.clone())),
+            Some(Pred::Cmp { col, op: crate::bind::CmpOp::Eq, value }) if sub.join.is_none() => {
+                Some((col.col, value.clone()))
+            }
             _ => None,
         };
         match &group {
@@ -166,6 +223,7 @@ impl SubscriptionSet {
                 let by_value = self.groups.entry((sub.table, *col)).or_default();
                 by_value.entry(value.clone()).or_default().push(id);
             }
+            None if sub.join.is_some() => self.joins.push(id),
             None => self.others.entry(sub.table).or_default().push(id),
         }
         self.by_key.insert(key.clone(), id);
@@ -191,6 +249,7 @@ impl SubscriptionSet {
                     ids.retain(|q| *q != id);
                 }
             }
+            None if entry.sub.join.is_some() => self.joins.retain(|q| *q != id),
             None => {
                 if let Some(ids) = self.others.get_mut(&entry.sub.table) {
                     ids.retain(|q| *q != id);
@@ -213,15 +272,28 @@ impl SubscriptionSet {
     }
 
     /// The deltas of one tick: for each query whose result changed, what changed.
-    pub fn evaluate(&self, changes: &[TableChanges]) -> HashMap<QueryId, Delta> {
-        let mut deltas: HashMap<QueryId, Delta> = HashMap::new();
+    /// `db` is as the tick left it.
+    pub fn evaluate(&self, db: &Database, changes: &[TableChanges]) -> HashMap<QueryId, Delta> {
+        let live = |id: &QueryId| &self.queries[id.0 as usize].as_ref().expect("live").sub;
+        let changed = |sub: &Subscription| sub.tables().iter().any(|t| changes.iter().any(|c| c.table == *t));
+        let mut deltas: HashMap<QueryId, Delta> = self
+            .joins
+            .par_iter()
+            .filter(|id| changed(live(id)))
+            .map(|id| (*id, live(id).delta(db, changes)))
+            .filter(|(_, delta)| !delta.is_empty())
+            .collect();
         for table_changes in changes {
             let table = table_changes.table;
             // Distinct queries are independent: evaluated in parallel, one task each.
             let others = self.others.get(&table).map(Vec::as_slice).unwrap_or_default();
             let evaluated: Vec<(QueryId, Delta)> = others
                 .par_iter()
-                .map(|id| (*id, self.queries[id.0 as usize].as_ref().expect("live").sub.delta(table_changes)))
+                .map(|id| {
+                    let mut delta = Delta::default();
+                    live(id).delta_of_table(table_changes, &mut delta);
+                    (*id, delta)
+                })
                 .filter(|(_, delta)| !delta.is_empty())
                 .collect();
             deltas.extend(evaluated);

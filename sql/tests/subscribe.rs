@@ -102,7 +102,7 @@ proptest! {
         let mut result = set(sub.initial(&db, &limits).unwrap());
         for ops in &ticks {
             for changes in tick(&mut db, t, ops) {
-                let delta = sub.delta(&changes);
+                let delta = sub.delta(&db, std::slice::from_ref(&changes));
                 for row in delta.deletes {
                     let n = result.get_mut(&row).expect("a deleted row was in the result");
                     *n -= 1;
@@ -125,10 +125,11 @@ proptest! {
 }
 
 #[test]
-fn only_whole_row_single_table_queries_subscribe() {
+fn only_whole_rows_of_one_table_subscribe() {
     let (db, _) = db();
     for sql in [
         "SELECT id FROM unit",
+        "SELECT u.*, v.id FROM unit u JOIN unit v ON u.id = v.id",
         "SELECT COUNT(*) FROM unit",
         "SELECT * FROM unit ORDER BY hp",
         "SELECT * FROM unit LIMIT 3",
@@ -164,12 +165,12 @@ proptest! {
         let ids: Vec<_> = queries.iter().map(|q| set.subscribe(&db, q).unwrap()).collect();
         for ops in &ticks {
             let changes = tick(&mut db, t, ops);
-            let deltas = set.evaluate(&changes);
+            let deltas = set.evaluate(&db, &changes);
             for (q, id) in queries.iter().zip(&ids) {
                 let alone = Subscription::new(&db, q).unwrap();
                 let mut expected = tickdb_sql::Delta::default();
                 for c in &changes {
-                    let d = alone.delta(c);
+                    let d = alone.delta(&db, std::slice::from_ref(c));
                     expected.inserts.extend(d.inserts);
                     expected.deletes.extend(d.deletes);
                     expected.updates.extend(d.updates);
