@@ -559,6 +559,9 @@ pub(crate) fn literal(
     let number = |text: &str| if negative { format!("-{text}") } else { text.to_string() };
     let out_of_range =
         |text: &str| mismatch(&format!("{} (out of range or not a whole number)", number(text)));
+    if matches!(&v.value, SqlValue::Placeholder(p) if p == ":sender") && *ty != ValueType::Identity {
+        return Err(mismatch("`:sender` (an identity)"));
+    }
     let value = params.resolve(&v.value, v.span)?;
     Ok(match (&*value, ty) {
         (SqlValue::Null, _) => {

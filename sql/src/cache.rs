@@ -18,6 +18,7 @@ use tickdb_engine::Database;
 use crate::bind::{self, BoundQuery, Literal, Params};
 use crate::error::SqlError;
 use crate::exec::{QueryLimits, QueryResult, run};
+use crate::visibility::{Reader, Visibility};
 
 /// The most shapes a cache keeps by default.
 pub const STATEMENT_CACHE_SHAPES: usize = 1024;
@@ -75,6 +76,29 @@ impl StatementCache {
         };
         let params = Params { literals: &literals, sender: None };
         bind::bind(db, &statement, params).or_else(|_| crate::prepare(db, sql))
+    }
+
+    /// Like [`crate::prepare_for`], through the cache.
+    pub fn prepare_for(
+        &self,
+        db: &Database,
+        visibility: &Visibility,
+        reader: Reader,
+        sql: &str,
+    ) -> Result<BoundQuery, SqlError> {
+        visibility.restrict(db, reader, self.prepare(db, sql)?)
+    }
+
+    /// Like [`crate::query_for`], through the cache.
+    pub fn query_for(
+        &self,
+        db: &Database,
+        visibility: &Visibility,
+        reader: Reader,
+        sql: &str,
+        limits: &QueryLimits,
+    ) -> Result<QueryResult, SqlError> {
+        run(db, &self.prepare_for(db, visibility, reader, sql)?, limits)
     }
 
     /// Like [`crate::query`], through the cache.

@@ -28,6 +28,8 @@ pub enum ErrorKind {
     TooLarge,
     /// The query read more rows or took longer than its budget.
     Budget,
+    /// The reader may not read what the query reads (a private table).
+    Forbidden,
 }
 
 /// A query that cannot run, and why.

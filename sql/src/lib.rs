@@ -20,6 +20,7 @@ mod exec;
 mod plan;
 mod semijoin;
 mod subscribe;
+mod visibility;
 
 pub use bind::{BoundQuery, ColRef, JOIN_TABLES_MAX, Output};
 pub use cache::{STATEMENT_CACHE_SHAPES, StatementCache};
@@ -28,6 +29,7 @@ pub use error::{ErrorKind, Position, SqlError};
 pub use exec::{QueryLimits, QueryResult, run};
 pub use plan::{Access, JoinAccess, Plan};
 pub use subscribe::{Delta, QueryId, Subscription, SubscriptionSet};
+pub use visibility::{Reader, Visibility};
 
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
@@ -64,7 +66,29 @@ pub(crate) fn parse_one(sql: &str) -> Result<sqlparser::ast::Statement, SqlError
     }
 }
 
-/// Parses, binds, plans and runs a one-off query.
+/// Parses and binds `sql` for `reader`: refused if it reads a private table the reader
+/// does not own, restricted by `visibility`'s rules otherwise.
+pub fn prepare_for(
+    db: &Database,
+    visibility: &Visibility,
+    reader: Reader,
+    sql: &str,
+) -> Result<BoundQuery, SqlError> {
+    visibility.restrict(db, reader, prepare(db, sql)?)
+}
+
+/// Parses, binds, plans and runs a one-off query for `reader`.
+pub fn query_for(
+    db: &Database,
+    visibility: &Visibility,
+    reader: Reader,
+    sql: &str,
+    limits: &QueryLimits,
+) -> Result<QueryResult, SqlError> {
+    run(db, &prepare_for(db, visibility, reader, sql)?, limits)
+}
+
+/// Parses, binds, plans and runs a one-off query, as the owner.
 pub fn query(db: &Database, sql: &str, limits: &QueryLimits) -> Result<QueryResult, SqlError> {
     let bound = prepare(db, sql)?;
     run(db, &bound, limits)

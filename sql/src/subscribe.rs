@@ -18,6 +18,7 @@ use crate::bind::{BoundQuery, Output, Pred};
 use crate::error::{ErrorKind, SqlError};
 use crate::exec::{Decoded, QueryLimits, eval, matching_rows};
 use crate::semijoin::JoinPlan;
+use crate::visibility::{Reader, Visibility};
 
 /// A subscription query, bound and ready to evaluate.
 #[derive(Debug, Clone)]
@@ -56,6 +57,16 @@ impl Subscription {
     /// joined on indexed columns.
     pub fn new(db: &Database, sql: &str) -> Result<Subscription, SqlError> {
         Subscription::from_bound(db, crate::prepare(db, sql)?)
+    }
+
+    /// Binds a subscription query for `reader`, as [`crate::prepare_for`] does.
+    pub fn for_reader(
+        db: &Database,
+        visibility: &Visibility,
+        reader: Reader,
+        sql: &str,
+    ) -> Result<Subscription, SqlError> {
+        Subscription::from_bound(db, crate::prepare_for(db, visibility, reader, sql)?)
     }
 
     pub(crate) fn from_bound(db: &Database, bound: BoundQuery) -> Result<Subscription, SqlError> {
@@ -205,11 +216,15 @@ impl SubscriptionSet {
     /// Adds a holder of `sql`: the query's id, shared with every other holder of the
     /// same query.
     pub fn subscribe(&mut self, db: &Database, sql: &str) -> Result<QueryId, SqlError> {
-        let sub = Subscription::new(db, sql)?;
+        Ok(self.add(Subscription::new(db, sql)?))
+    }
+
+    /// Adds a holder of a bound subscription (see [`Subscription::for_reader`]).
+    pub fn add(&mut self, sub: Subscription) -> QueryId {
         let key = sub.key();
         if let Some(&id) = self.by_key.get(&key) {
             self.queries[id.0 as usize].as_mut().expect("live").holders += 1;
-            return Ok(id);
+            return id;
         }
         let id = QueryId(self.queries.len() as u32);
         let group = match &sub.filter {
@@ -228,7 +243,7 @@ impl SubscriptionSet {
         }
         self.by_key.insert(key.clone(), id);
         self.queries.push(Some(Entry { sub, key, holders: 1, group }));
-        Ok(id)
+        id
     }
 
     /// Removes a holder; the query goes when its last holder does.

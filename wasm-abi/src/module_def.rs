@@ -73,6 +73,10 @@ pub struct ModuleDef {
     pub reducers: Vec<ReducerDef>,
     pub schedules: Vec<ScheduleDef>,
     pub tick_systems: Vec<TickSystemDef>,
+    /// Row-level visibility rules: SQL queries returning rows of one table, which may
+    /// name the reading client as `:sender`. The SQL layer checks them when the module
+    /// is published.
+    pub visibility: Vec<String>,
 }
 
 /// The most tables, reducers, schedules or tick systems a module may declare, and the
@@ -135,6 +139,7 @@ impl ModuleDef {
             w.str(&t.reducer);
             w.u32(t.hz);
         });
+        w.list(&self.visibility, |w, rule| w.str(rule));
         w.0
     }
 
@@ -153,10 +158,15 @@ impl ModuleDef {
         })?;
         let tick_systems =
             r.list("tick systems", |r| Ok(TickSystemDef { reducer: r.string()?, hz: r.u32()? }))?;
+        // Definitions written before visibility rules existed end here.
+        let visibility = match r.0.remaining() {
+            0 => Vec::new(),
+            _ => r.list("visibility rules", |r| r.string())?,
+        };
         if r.0.remaining() != 0 {
             return Err(DecodeError::TrailingBytes { extra: r.0.remaining() }.into());
         }
-        Ok(ModuleDef { tables, reducers, schedules, tick_systems })
+        Ok(ModuleDef { tables, reducers, schedules, tick_systems, visibility })
     }
 
     pub fn table(&self, name: &str) -> Option<&TableSchema> {

@@ -57,6 +57,7 @@ fn module() -> ModuleDef {
             reducer: "ring".into(),
         }],
         tick_systems: vec![TickSystemDef { reducer: "physics".into(), hz: 20 }],
+        visibility: vec!["SELECT * FROM player WHERE identity = :sender".into()],
     }
 }
 
@@ -66,7 +67,13 @@ fn module_def_round_trips() {
     let def = module();
     assert_eq!(def.validate(), Ok(()));
     let bytes = def.encode();
-    assert_eq!(ModuleDef::decode(&bytes), Ok(def));
+    assert_eq!(ModuleDef::decode(&bytes), Ok(def.clone()));
+    // A definition from before visibility rules (it ends after the tick systems) reads
+    // as one without rules.
+    let older = ModuleDef { visibility: Vec::new(), ..def };
+    let mut bytes = older.encode();
+    bytes.truncate(bytes.len() - 4);
+    assert_eq!(ModuleDef::decode(&bytes), Ok(older));
 }
 
 /// Every proper prefix of a valid encoding fails to decode; a wrong version is named.

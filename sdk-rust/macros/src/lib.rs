@@ -34,6 +34,47 @@ pub fn reducer(args: TokenStream, item: TokenStream) -> TokenStream {
     reducer_impl(args.into(), item.into(), None).unwrap_or_else(Error::into_compile_error).into()
 }
 
+/// Declares a row-level visibility rule on a `const` string holding a query that
+/// returns the rows of one table a client may see, naming the client as `:sender`:
+///
+/// ```ignore
+/// #[tickdb::client_visibility_filter]
+/// const OWN_ITEMS: &str = "SELECT * FROM item WHERE owner = :sender";
+/// ```
+///
+/// A client sees the rows meeting at least one of a table's rules; the database's
+/// owner sees every row. The server checks the rules when the module is published.
+#[proc_macro_attribute]
+pub fn client_visibility_filter(args: TokenStream, item: TokenStream) -> TokenStream {
+    visibility_impl(args.into(), item.into()).unwrap_or_else(Error::into_compile_error).into()
+}
+
+fn visibility_impl(args: TokenStream2, item: TokenStream2) -> Result<TokenStream2, Error> {
+    if !args.is_empty() {
+        return Err(Error::new(args.span(), "`client_visibility_filter` takes no arguments"));
+    }
+    let item: syn::ItemConst = syn::parse2(item).map_err(|e| {
+        Error::new(e.span(), "`client_visibility_filter` goes on a `const NAME: &str = \"SELECT ...\";`")
+    })?;
+    let is_str = matches!(&*item.ty, Type::Reference(r) if matches!(&*r.elem, Type::Path(p) if p.path.is_ident("str")));
+    if !is_str {
+        return Err(Error::new(item.ty.span(), "a visibility rule is a `&str` holding its SQL"));
+    }
+    let name = &item.ident;
+    let register = format_ident!("__tickdb_register_visibility_{}", name.to_string().to_lowercase());
+    let export = format!("__tickdb_register__visibility__{name}");
+    let private = quote!(::tickdb::__private);
+    Ok(quote! {
+        #item
+        #[allow(unsafe_code)]
+        #[doc(hidden)]
+        #[unsafe(export_name = #export)]
+        extern "C" fn #register() {
+            #private::register_visibility(#name);
+        }
+    })
+}
+
 /// Declares a tick system: `#[tickdb::tick(hz = 20)]` on a function taking only the
 /// context. It runs every tick at that rate; `ctx.delta_time()` is the time since its
 /// previous run.

@@ -32,6 +32,9 @@
 //! }
 //! ```
 //!
+//! `#[tickdb::client_visibility_filter]` on a `const` SQL string declares which rows
+//! of a table each client may read (`SELECT * FROM item WHERE owner = :sender`).
+//!
 //! Panics in a reducer fail the call with the panic's message and roll it back.
 //! The `log` crate's macros write to the database's log.
 
@@ -42,7 +45,7 @@ mod types;
 
 pub use rt::{Local, ReducerContext, ReducerResult, Rng};
 pub use table::{BTreeIndex, IndexBounds, RowIter, Table, UniqueColumn, WriteError};
-pub use tickdb_macros::{Type, reducer, table, tick};
+pub use tickdb_macros::{Type, client_visibility_filter, reducer, table, tick};
 pub use tickdb_wasm_abi::{ConnectionId, Identity, TimeDuration, Timestamp};
 pub use types::{ScheduleAt, Type};
 
@@ -58,7 +61,7 @@ pub mod __private {
 /// Everything a module usually needs, in one import.
 pub mod prelude {
     pub use crate::{
-        ConnectionId, Identity, ReducerContext, ScheduleAt, Table, TimeDuration, Timestamp, Type, reducer,
-        table, tick,
+        ConnectionId, Identity, ReducerContext, ScheduleAt, Table, TimeDuration, Timestamp, Type,
+        client_visibility_filter, reducer, table, tick,
     };
 }

@@ -25,6 +25,7 @@ struct Registry {
     reducers: Vec<(ReducerDef, ReducerFn)>,
     schedules: Vec<ScheduleDef>,
     tick_systems: Vec<TickSystemDef>,
+    visibility: Vec<String>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
@@ -32,6 +33,7 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     reducers: Vec::new(),
     schedules: Vec::new(),
     tick_systems: Vec::new(),
+    visibility: Vec::new(),
 });
 
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
@@ -92,6 +94,12 @@ pub fn register_tick(name: &str, hz: u32, returns: ValueType, run: ReducerFn) {
     registry().tick_systems.push(TickSystemDef { reducer: name.into(), hz });
 }
 
+#[doc(hidden)]
+pub fn register_visibility(rule: &str) {
+    setup();
+    registry().visibility.push(rule.into());
+}
+
 /// Reads one argument for a reducer's generated wrapper.
 #[doc(hidden)]
 pub fn arg<T: Type>(r: &mut Reader<'_>, name: &str) -> Result<T, String> {
@@ -108,6 +116,7 @@ extern "C" fn __describe_module__() {
         reducers: r.reducers.iter().map(|(def, _)| def.clone()).collect(),
         schedules: r.schedules.clone(),
         tick_systems: r.tick_systems.clone(),
+        visibility: r.visibility.clone(),
     };
     sys::describe_write(&def.encode());
 }

@@ -2,7 +2,10 @@
 //! unique and btree lookups (multi-column and ranges included), user types, return
 //! values, logging, a tick system and scheduled reducers.
 
-use tickdb::{Identity, ReducerContext, ScheduleAt, Table, TimeDuration, Type, reducer, table, tick};
+use tickdb::{
+    Identity, ReducerContext, ScheduleAt, Table, TimeDuration, Type, client_visibility_filter, reducer,
+    table, tick,
+};
 
 #[derive(Type, Debug, Clone, PartialEq)]
 pub enum Class {
@@ -33,6 +36,10 @@ pub struct Hero {
     pos: Vec2,
     tags: Vec<String>,
 }
+
+/// Clients see their own heroes only.
+#[client_visibility_filter]
+const OWN_HEROES: &str = "SELECT * FROM hero WHERE owner = :sender";
 
 #[table(accessor = config)]
 #[derive(Debug)]
