@@ -89,18 +89,6 @@ impl StatementCache {
         visibility.restrict(db, reader, self.prepare(db, sql)?)
     }
 
-    /// Like [`crate::query_for`], through the cache.
-    pub fn query_for(
-        &self,
-        db: &Database,
-        visibility: &Visibility,
-        reader: Reader,
-        sql: &str,
-        limits: &QueryLimits,
-    ) -> Result<QueryResult, SqlError> {
-        run(db, &self.prepare_for(db, visibility, reader, sql)?, limits)
-    }
-
     /// Like [`crate::query`], through the cache.
     pub fn query(&self, db: &Database, sql: &str, limits: &QueryLimits) -> Result<QueryResult, SqlError> {
         let bound = self.prepare(db, sql)?;

@@ -1,8 +1,9 @@
 //! Subscriptions: for random data, queries and ticks, applying each tick's delta to
 //! the initial result always gives what running the query on the new state gives.
 
-use std::collections::BTreeMap;
+mod common;
 
+use common::{apply, multiset};
 use proptest::prelude::*;
 use tickdb_engine::{Database, EngineConfig, TableId};
 use tickdb_sql::{QueryLimits, Subscription};
@@ -77,15 +78,6 @@ fn tick(db: &mut Database, t: TableId, ops: &[Op]) -> Vec<tickdb_engine::TableCh
     changeset.table_changes(db)
 }
 
-/// A result as a multiset of encoded rows.
-fn set(rows: impl IntoIterator<Item = Vec<u8>>) -> BTreeMap<Vec<u8>, usize> {
-    let mut out = BTreeMap::new();
-    for r in rows {
-        *out.entry(r).or_insert(0) += 1;
-    }
-    out
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
@@ -99,26 +91,13 @@ proptest! {
         tick(&mut db, t, &initial);
         let sub = Subscription::new(&db, QUERIES[query]).unwrap();
         let limits = QueryLimits::default();
-        let mut result = set(sub.initial(&db, &limits).unwrap());
+        let mut result = multiset(sub.initial(&db, &limits).unwrap());
         for ops in &ticks {
             for changes in tick(&mut db, t, ops) {
                 let delta = sub.delta(&db, std::slice::from_ref(&changes));
-                for row in delta.deletes {
-                    let n = result.get_mut(&row).expect("a deleted row was in the result");
-                    *n -= 1;
-                    if *n == 0 { result.remove(&row); }
-                }
-                for (old, new) in delta.updates {
-                    let n = result.get_mut(&old).expect("an updated row was in the result");
-                    *n -= 1;
-                    if *n == 0 { result.remove(&old); }
-                    *result.entry(new).or_insert(0) += 1;
-                }
-                for row in delta.inserts {
-                    *result.entry(row).or_insert(0) += 1;
-                }
+                apply(&mut result, delta).map_err(TestCaseError::fail)?;
             }
-            let rerun = set(sub.initial(&db, &limits).unwrap());
+            let rerun = multiset(sub.initial(&db, &limits).unwrap());
             prop_assert_eq!(&result, &rerun, "query {}", QUERIES[query]);
         }
     }

@@ -2,8 +2,9 @@
 //! each tick's delta to the initial result always gives what running the query on the
 //! new state gives; and joins that cannot be kept up to date incrementally are refused.
 
-use std::collections::BTreeMap;
+mod common;
 
+use common::{apply, multiset};
 use proptest::prelude::*;
 use tickdb_engine::{Database, EngineConfig, TableChanges, TableId};
 use tickdb_sql::{ErrorKind, QueryLimits, Subscription, SubscriptionSet};
@@ -172,24 +173,6 @@ fn tick(db: &mut Database, tables: &[TableId], defs: &[TableDef], ops: &[Op]) ->
     tx.commit().table_changes(db)
 }
 
-fn multiset(rows: impl IntoIterator<Item = Vec<u8>>) -> BTreeMap<Vec<u8>, usize> {
-    let mut out = BTreeMap::new();
-    for r in rows {
-        *out.entry(r).or_insert(0) += 1;
-    }
-    out
-}
-
-fn take(result: &mut BTreeMap<Vec<u8>, usize>, row: &[u8]) -> Result<(), TestCaseError> {
-    let n =
-        result.get_mut(row).ok_or_else(|| TestCaseError::fail("a delta removed a row not in the result"))?;
-    *n -= 1;
-    if *n == 0 {
-        result.remove(row);
-    }
-    Ok(())
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
@@ -210,16 +193,7 @@ proptest! {
         for ops in &ticks {
             let changes = tick(&mut db, &tables, defs, ops);
             let delta = sub.delta(&db, &changes);
-            for row in &delta.deletes {
-                take(&mut result, row)?;
-            }
-            for (old, new) in delta.updates {
-                take(&mut result, &old)?;
-                *result.entry(new).or_insert(0) += 1;
-            }
-            for row in delta.inserts {
-                *result.entry(row).or_insert(0) += 1;
-            }
+            apply(&mut result, delta).map_err(TestCaseError::fail)?;
             let rerun = multiset(sub.initial(&db, &limits).unwrap());
             prop_assert_eq!(&result, &rerun, "{}", sql);
         }

@@ -1,8 +1,9 @@
 //! Who reads what: private tables for the owner alone, row-level rules with `:sender`
 //! in one-off queries, joins and subscriptions, and rules that are refused.
 
-use std::collections::BTreeMap;
+mod common;
 
+use common::{apply, multiset};
 use tickdb_engine::{Database, EngineConfig, TableId};
 use tickdb_sql::{ErrorKind, QueryLimits, Reader, Subscription, SubscriptionSet, Visibility, query_for};
 use tickdb_wasm_abi::{Identity, TableSchema, Value, ValueType};
@@ -121,14 +122,6 @@ fn private_tables_are_for_the_owner_alone() {
     assert_eq!(e.kind, ErrorKind::Forbidden);
 }
 
-fn multiset(rows: impl IntoIterator<Item = Vec<u8>>) -> BTreeMap<Vec<u8>, usize> {
-    let mut out = BTreeMap::new();
-    for r in rows {
-        *out.entry(r).or_insert(0) += 1;
-    }
-    out
-}
-
 #[test]
 fn subscriptions_follow_the_rules_as_rows_change_hands() {
     let mut w = world();
@@ -168,16 +161,7 @@ fn subscriptions_follow_the_rules_as_rows_change_hands() {
         let deltas = set.evaluate(&w.db, &changes);
         for (id, sub, result) in &mut held {
             let delta = deltas.get(id).cloned().unwrap_or_default();
-            for row in delta.deletes.iter().chain(delta.updates.iter().map(|(old, _)| old)) {
-                let n = result.get_mut(row).expect("a removed row was in the result");
-                *n -= 1;
-                if *n == 0 {
-                    result.remove(row);
-                }
-            }
-            for row in delta.inserts.into_iter().chain(delta.updates.into_iter().map(|(_, new)| new)) {
-                *result.entry(row).or_insert(0) += 1;
-            }
+            apply(result, delta).unwrap();
             assert_eq!(*result, multiset(sub.initial(&w.db, &limits).unwrap()), "round {round}");
         }
     }
