@@ -1,14 +1,15 @@
 //! SQL in-process: a one-off point query through the primary key, end to end (parse,
 //! bind, plan, run, result values), against 100,000 players; a btree point query; each
 //! parsed every time and through the statement cache; and
-//! the deltas of 10,000 `zone = ?` subscriptions for a tick that updates 10,000 players.
+//! the deltas of 10,000 `zone = ?` subscriptions for a tick that updates 10,000 players;
+//! and 5,000 area-of-interest windows over 50,000 entities, 10% of them moving a tick.
 //!
 //! Run with `cargo bench -p tickdb-benches --bench sql`.
 
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
-use tickdb_engine::{Database, EngineConfig};
+use tickdb_engine::{Database, EngineConfig, Entropy, SplitMix64};
 use tickdb_sql::{QueryLimits, StatementCache, SubscriptionSet, query};
 use tickdb_wasm_abi::{Identity, TableSchema, Value, ValueType};
 
@@ -73,6 +74,7 @@ fn main() {
         println!("| {name} | {} | {:.2} | {:.2} | {:.2} |", h.len(), q(0.5), q(0.9), q(0.99));
     }
     subscriptions(&mut db, t);
+    area_of_interest();
 }
 
 /// 10,000 subscriptions `SELECT * FROM player WHERE zone = ?` over 10,000 zones, and
@@ -116,4 +118,129 @@ fn subscriptions(db: &mut Database, t: tickdb_engine::TableId) {
         q(0.9),
         q(0.99)
     );
+}
+
+const WORLD: f32 = 1000.0;
+const ENTITIES: u64 = 50_000;
+const WINDOWS: u64 = 5_000;
+/// A window's side: about 31 entities in each.
+const SIDE: f32 = 25.0;
+
+fn window_sql(x: f32, y: f32) -> String {
+    let h = SIDE / 2.0;
+    format!(
+        "SELECT * FROM entity WHERE x BETWEEN {} AND {} AND y BETWEEN {} AND {}",
+        x - h,
+        x + h,
+        y - h,
+        y + h
+    )
+}
+
+/// 5,000 players' windows (25 x 25, about 31 entities each) over 50,000 entities in a
+/// 1000 x 1000 world; each tick 10% of the entities move a step, and the windows of
+/// the players among them move along (unsubscribe, subscribe, initial rows). Timed:
+/// the tick's deltas through the area-of-interest index; the windows' moves; and, for
+/// scale, the same deltas with every window tested against every row.
+fn area_of_interest() {
+    let mut db = Database::new(EngineConfig::default()).expect("db");
+    let schema = TableSchema::builder("entity")
+        .column("id", ValueType::U64)
+        .column("x", ValueType::F32)
+        .column("y", ValueType::F32)
+        .column("hp", ValueType::I32)
+        .primary_key(["id"])
+        .btree_index(["x"])
+        .build()
+        .expect("schema");
+    let t = db.create_table(schema).expect("table");
+    let mut rng = SplitMix64::new(7);
+    let mut unit = move || (rng.next_u64() >> 11) as f32 / (1u64 << 53) as f32;
+    let mut pos: Vec<(f32, f32)> = (0..ENTITIES).map(|_| (unit() * WORLD, unit() * WORLD)).collect();
+    let mut tx = db.begin();
+    for (i, (x, y)) in pos.iter().enumerate() {
+        tx.insert_values(t, &[Value::U64(i as u64), Value::F32(*x), Value::F32(*y), Value::I32(100)])
+            .expect("insert");
+    }
+    tx.commit();
+    let limits = QueryLimits::default();
+    let mut set = SubscriptionSet::default();
+    let mut naive = SubscriptionSet::default();
+    let mut windows: Vec<tickdb_sql::QueryId> = (0..WINDOWS as usize)
+        .map(|p| set.subscribe(&db, &window_sql(pos[p].0, pos[p].1)).expect("subscribe"))
+        .collect();
+    assert_eq!(set.stats().windows, WINDOWS as usize);
+    for (x, y) in &pos[..WINDOWS as usize] {
+        // The same window with a condition the index cannot see through: one by one.
+        let sql = format!("{} OR FALSE", window_sql(*x, *y));
+        naive.subscribe(&db, &sql).expect("subscribe");
+    }
+    assert_eq!(naive.stats().others, WINDOWS as usize);
+    let (mut eval, mut moves, mut whole) = (hist(), hist(), hist());
+    let mut naive_ms = Vec::new();
+    let (mut delta_rows, mut initial_rows) = (0usize, 0usize);
+    for round in 0..40u64 {
+        let mut tx = db.begin();
+        let mut moved_players = Vec::new();
+        for k in 0..ENTITIES / 10 {
+            let id = (round * 7919 + k * 10 + round % 10) % ENTITIES;
+            let (x, y) = &mut pos[id as usize];
+            *x = (*x + (unit() - 0.5) * 4.0).clamp(0.0, WORLD);
+            *y = (*y + (unit() - 0.5) * 4.0).clamp(0.0, WORLD);
+            let row = tx.find_by_primary_key(t, &[Value::U64(id)]).expect("key").expect("row");
+            tx.update_values(t, row, &[Value::U64(id), Value::F32(*x), Value::F32(*y), Value::I32(100)])
+                .expect("update");
+            if id < WINDOWS {
+                moved_players.push(id as usize);
+            }
+        }
+        let changes = tx.commit().table_changes(&db);
+        let started = Instant::now();
+        let deltas = set.evaluate(&db, &changes);
+        let evaluated = started.elapsed();
+        let started = Instant::now();
+        for &p in &moved_players {
+            set.unsubscribe(windows[p]);
+            windows[p] = set.subscribe(&db, &window_sql(pos[p].0, pos[p].1)).expect("subscribe");
+            initial_rows +=
+                set.query(windows[p]).expect("live").initial(&db, &limits).expect("initial").len();
+        }
+        let moved = started.elapsed();
+        if round < 3 {
+            let started = Instant::now();
+            let naive_deltas = naive.evaluate(&db, &changes);
+            naive_ms.push(started.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(naive_deltas.len(), deltas.len(), "the index finds the windows testing finds");
+        }
+        if round >= 5 {
+            delta_rows = deltas.values().map(|d| d.inserts.len() + d.deletes.len() + d.updates.len()).sum();
+            eval.saturating_record(evaluated.as_micros() as u64);
+            moves.saturating_record(moved.as_micros() as u64);
+            whole.saturating_record((evaluated + moved).as_micros() as u64);
+        }
+    }
+    let ms = |h: &Histogram<u64>, q| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "\n| 5,000 windows over 50,000 entities, 5,000 moving a tick | ticks | ms p50 | ms p90 | ms p99 |"
+    );
+    println!("|---|---|---|---|---|");
+    for (name, h) in [
+        ("deltas through the area-of-interest index", &eval),
+        ("windows of the moved players moved (~500 a tick, with initial rows)", &moves),
+        ("both", &whole),
+    ] {
+        println!("| {name} | {} | {:.2} | {:.2} | {:.2} |", h.len(), ms(h, 0.5), ms(h, 0.9), ms(h, 0.99));
+    }
+    naive_ms.sort_by(f64::total_cmp);
+    println!(
+        "| deltas testing every window against every row (3 ticks) | 3 | {:.2} | | |",
+        naive_ms[naive_ms.len() / 2]
+    );
+    println!(
+        "\nrows in the last tick's deltas: {delta_rows}; initial rows sent for moved windows: {initial_rows}"
+    );
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds")
 }

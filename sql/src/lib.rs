@@ -12,6 +12,7 @@
 //! ([`Subscription`]); joins, sharing and area-of-interest indexes for them are being
 //! built.
 
+mod aoi;
 mod bind;
 mod cache;
 mod dml;
@@ -28,7 +29,7 @@ pub use dml::{dml_work, execute};
 pub use error::{ErrorKind, Position, SqlError};
 pub use exec::{QueryLimits, QueryResult, run};
 pub use plan::{Access, JoinAccess, Plan};
-pub use subscribe::{Delta, QueryId, Subscription, SubscriptionSet};
+pub use subscribe::{Delta, QueryId, SetStats, Subscription, SubscriptionSet};
 pub use visibility::{Reader, Visibility};
 
 use sqlparser::dialect::GenericDialect;

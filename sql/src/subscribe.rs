@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use tickdb_engine::{Database, TableChanges, TableId};
 use tickdb_wasm_abi::{ColId, ProductType, TableSchema, Value, ValueType, decode_exact, encode};
 
+use crate::aoi::{self, AoiIndex, Dims};
 use crate::bind::{BoundQuery, Output, Pred};
 use crate::error::{ErrorKind, SqlError};
 use crate::exec::{Decoded, QueryLimits, eval, matching_rows};
@@ -142,14 +143,19 @@ impl Subscription {
 
     /// Whether an encoded row of the table is in the result.
     fn matches(&self, row: &[u8]) -> bool {
-        let Some(filter) = &self.filter else {
+        if self.filter.is_none() {
             return true;
-        };
+        }
         match decode_exact(&self.row_type, row) {
-            Ok(Value::Product(values)) => eval(filter, &Decoded(&values)) == Some(true),
+            Ok(Value::Product(values)) => self.matches_values(&values),
             // Rows in a changeset are the table's own, always valid.
             _ => false,
         }
+    }
+
+    /// Whether a row of the table, decoded, is in the result.
+    fn matches_values(&self, values: &[Value]) -> bool {
+        self.filter.as_ref().is_none_or(|f| eval(f, &Decoded(values)) == Some(true))
     }
 
     /// The subscription's delta for one tick: `db` as the tick left it, and the tick's
@@ -191,14 +197,20 @@ pub struct QueryId(pub u32);
 /// Identical queries (the same bound query, however written) are one query, however
 /// many clients hold it. Queries of the form `col = literal` are grouped by column: a
 /// changed row's value finds the queries it concerns in one lookup, rather than each
-/// query testing each row. Other queries are evaluated one by one.
+/// query testing each row. Window queries over two or three numeric columns are filed
+/// in an area-of-interest index ([`crate::aoi`]) that finds the windows holding a
+/// changed row. Other queries are evaluated one by one, in parallel.
 #[derive(Debug, Default)]
 pub struct SubscriptionSet {
     queries: Vec<Option<Entry>>,
+    /// Ids of removed queries, given to new ones.
+    free: Vec<u32>,
     by_key: HashMap<String, QueryId>,
     /// Per table and column, the `col = literal` queries by their literal.
     groups: HashMap<(TableId, ColId), HashMap<Value, Vec<QueryId>>>,
-    /// Per table, the single-table queries evaluated one by one.
+    /// Per table and window columns, the window queries.
+    windows: HashMap<(TableId, Dims), AoiIndex>,
+    /// Per table, the other single-table queries.
     others: HashMap<TableId, Vec<QueryId>>,
     /// The queries over joins.
     joins: Vec<QueryId>,
@@ -209,7 +221,35 @@ struct Entry {
     sub: Subscription,
     key: String,
     holders: usize,
-    group: Option<(ColId, Value)>,
+    place: Place,
+}
+
+/// How a query is found for a tick's changes.
+#[derive(Debug, Clone)]
+enum Place {
+    Group(ColId, Value),
+    Window(Dims),
+    Join,
+    Other,
+}
+
+/// How many of a set's distinct queries are evaluated each way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetStats {
+    /// `col = literal`, grouped by column.
+    pub grouped: usize,
+    /// Windows in the area-of-interest index.
+    pub windows: usize,
+    pub joins: usize,
+    /// Evaluated one by one.
+    pub others: usize,
+}
+
+/// One change to one query's result, found by an index.
+enum Change<'a> {
+    Insert(&'a [u8]),
+    Delete(&'a [u8]),
+    Update(&'a [u8], &'a [u8]),
 }
 
 impl SubscriptionSet {
@@ -226,23 +266,41 @@ impl SubscriptionSet {
             self.queries[id.0 as usize].as_mut().expect("live").holders += 1;
             return id;
         }
-        let id = QueryId(self.queries.len() as u32);
-        let group = match &sub.filter {
-            Some(Pred::Cmp { col, op: crate::bind::CmpOp::Eq, value }) if sub.join.is_none() => {
-                Some((col.col, value.clone()))
+        let id = match self.free.pop() {
+            Some(free) => QueryId(free),
+            None => {
+                self.queries.push(None);
+                QueryId(self.queries.len() as u32 - 1)
             }
-            _ => None,
         };
-        match &group {
-            Some((col, value)) => {
-                let by_value = self.groups.entry((sub.table, *col)).or_default();
-                by_value.entry(value.clone()).or_default().push(id);
+        let place = match (&sub.join, &sub.filter) {
+            (Some(_), _) => {
+                self.joins.push(id);
+                Place::Join
             }
-            None if sub.join.is_some() => self.joins.push(id),
-            None => self.others.entry(sub.table).or_default().push(id),
-        }
+            (None, Some(Pred::Cmp { col, op: crate::bind::CmpOp::Eq, value })) => {
+                let by_value = self.groups.entry((sub.table, col.col)).or_default();
+                by_value.entry(value.clone()).or_default().push(id);
+                Place::Group(col.col, value.clone())
+            }
+            (None, filter) => match aoi::window(&sub.row_type, filter.as_ref()) {
+                Some(window) => {
+                    let dims = window.dims.clone();
+                    let index = self
+                        .windows
+                        .entry((sub.table, dims.clone()))
+                        .or_insert_with(|| AoiIndex::new(&sub.row_type, &dims));
+                    index.insert(id, &window);
+                    Place::Window(dims)
+                }
+                None => {
+                    self.others.entry(sub.table).or_default().push(id);
+                    Place::Other
+                }
+            },
+        };
         self.by_key.insert(key.clone(), id);
-        self.queries.push(Some(Entry { sub, key, holders: 1, group }));
+        self.queries[id.0 as usize] = Some(Entry { sub, key, holders: 1, place });
         id
     }
 
@@ -255,21 +313,45 @@ impl SubscriptionSet {
             return;
         }
         let entry = slot.take().expect("checked");
+        self.free.push(id.0);
         self.by_key.remove(&entry.key);
-        match entry.group {
-            Some((col, value)) => {
-                if let Some(ids) =
-                    self.groups.get_mut(&(entry.sub.table, col)).and_then(|g| g.get_mut(&value))
+        let table = entry.sub.table;
+        match entry.place {
+            Place::Group(col, value) => {
+                if let Some(by_value) = self.groups.get_mut(&(table, col))
+                    && let Some(ids) = by_value.get_mut(&value)
                 {
                     ids.retain(|q| *q != id);
+                    if ids.is_empty() {
+                        by_value.remove(&value);
+                    }
                 }
             }
-            None if entry.sub.join.is_some() => self.joins.retain(|q| *q != id),
-            None => {
-                if let Some(ids) = self.others.get_mut(&entry.sub.table) {
+            Place::Window(dims) => {
+                let key = (table, dims);
+                if let Some(index) = self.windows.get_mut(&key) {
+                    index.remove(id);
+                    if index.len() == 0 {
+                        self.windows.remove(&key);
+                    }
+                }
+            }
+            Place::Join => self.joins.retain(|q| *q != id),
+            Place::Other => {
+                if let Some(ids) = self.others.get_mut(&table) {
                     ids.retain(|q| *q != id);
                 }
             }
+        }
+    }
+
+    /// How the distinct queries are evaluated.
+    pub fn stats(&self) -> SetStats {
+        SetStats {
+            grouped: self.groups.values().flat_map(HashMap::values).map(Vec::len).sum(),
+            windows: self.windows.values().map(AoiIndex::len).sum(),
+            joins: self.joins.len(),
+            others: self.others.values().map(Vec::len).sum(),
         }
     }
 
@@ -289,7 +371,7 @@ impl SubscriptionSet {
     /// The deltas of one tick: for each query whose result changed, what changed.
     /// `db` is as the tick left it.
     pub fn evaluate(&self, db: &Database, changes: &[TableChanges]) -> HashMap<QueryId, Delta> {
-        let live = |id: &QueryId| &self.queries[id.0 as usize].as_ref().expect("live").sub;
+        let live = |id: &QueryId| self.live(*id);
         let changed = |sub: &Subscription| sub.tables().iter().any(|t| changes.iter().any(|c| c.table == *t));
         let mut deltas: HashMap<QueryId, Delta> = self
             .joins
@@ -317,7 +399,7 @@ impl SubscriptionSet {
                     continue;
                 }
                 let Some(first) = by_value.values().flatten().next() else { continue };
-                let row_type = &self.queries[first.0 as usize].as_ref().expect("live").sub.row_type;
+                let row_type = &self.live(*first).row_type;
                 let at = fixed_position(row_type, *col);
                 let value_of = |row: &[u8]| column_value(row_type, *col, at.as_ref(), row);
                 let holders =
@@ -348,14 +430,99 @@ impl SubscriptionSet {
                     }
                 }
             }
+            for ((window_table, _), index) in &self.windows {
+                if *window_table == table {
+                    for (id, change) in self.window_changes(index, table_changes) {
+                        let delta = deltas.entry(id).or_default();
+                        match change {
+                            Change::Insert(row) => delta.inserts.push(row.to_vec()),
+                            Change::Delete(row) => delta.deletes.push(row.to_vec()),
+                            Change::Update(old, new) => delta.updates.push((old.to_vec(), new.to_vec())),
+                        }
+                    }
+                }
+            }
         }
         deltas
     }
 }
 
+impl SubscriptionSet {
+    fn live(&self, id: QueryId) -> &Subscription {
+        &self.queries[id.0 as usize].as_ref().expect("live").sub
+    }
+
+    /// The windows a changed row enters, leaves or moves within: found through the
+    /// index by the row's old and new positions. A window whose bounds are its whole
+    /// condition is decided by them; any other is checked against its condition, on
+    /// the row decoded once. Rows are taken in parallel, in chunks.
+    fn window_changes<'c>(&self, index: &AoiIndex, changes: &'c TableChanges) -> Vec<(QueryId, Change<'c>)> {
+        let holding = |row: &[u8], out: &mut Vec<QueryId>| {
+            out.clear();
+            let mut decoded: Option<Vec<Value>> = None;
+            let Some(point) = index.point(row) else { return }; // a NULL coordinate is in no window
+            index.windows_at(&point, |id, exact| {
+                let holds = exact || {
+                    let values = decoded.get_or_insert_with(|| match decode_exact(index.row_type(), row) {
+                        Ok(Value::Product(values)) => values,
+                        _ => Vec::new(),
+                    });
+                    !values.is_empty() && self.live(id).matches_values(values)
+                };
+                if holds {
+                    out.push(id);
+                }
+            });
+        };
+        const CHUNK: usize = 512;
+        // Each changed row as (old version, new version).
+        type Versions<'r> = (Option<&'r [u8]>, Option<&'r [u8]>);
+        let rows: Vec<Versions<'_>> = changes
+            .deletes
+            .iter()
+            .map(|r| (Some(r), None))
+            .chain(changes.inserts.iter().map(|r| (None, Some(r))))
+            .chain(changes.updates().map(|(old, new)| (Some(old), Some(new))))
+            .collect();
+        rows.par_chunks(CHUNK)
+            .flat_map_iter(|chunk| {
+                let (mut before, mut after) = (Vec::new(), Vec::new());
+                let mut out = Vec::new();
+                for &(old, new) in chunk {
+                    match old {
+                        Some(row) => holding(row, &mut before),
+                        None => before.clear(),
+                    }
+                    match new {
+                        Some(row) => holding(row, &mut after),
+                        None => after.clear(),
+                    }
+                    for id in &before {
+                        let change = match (old, new) {
+                            (Some(old), Some(new)) if after.contains(id) => Change::Update(old, new),
+                            (Some(old), _) => Change::Delete(old),
+                            (None, _) => unreachable!("a row held before has an old version"),
+                        };
+                        out.push((*id, change));
+                    }
+                    if let Some(new) = new {
+                        out.extend(
+                            after
+                                .iter()
+                                .filter(|id| !before.contains(id))
+                                .map(|id| (*id, Change::Insert(new))),
+                        );
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+}
+
 /// Where column `col` lies in every encoded row, when the columns before it and it
 /// are fixed-size: its offset, size and type.
-fn fixed_position(row_type: &ValueType, col: ColId) -> Option<(usize, usize, ValueType)> {
+pub(crate) fn fixed_position(row_type: &ValueType, col: ColId) -> Option<(usize, usize, ValueType)> {
     let ValueType::Product(product) = row_type else { return None };
     let mut offset = 0;
     for field in &product.fields[..col.index()] {

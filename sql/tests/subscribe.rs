@@ -141,7 +141,17 @@ proptest! {
         let mut queries: Vec<String> = QUERIES.iter().map(|q| q.to_string()).collect();
         queries.extend((0..4).map(|z| format!("SELECT * FROM unit WHERE zone = {z}")));
         queries.extend(["SELECT * FROM unit WHERE tag = 'a'".to_string(), "SELECT * FROM unit WHERE hp = 3".to_string()]);
+        // Windows, found through the area-of-interest index.
+        queries.extend([
+            "SELECT * FROM unit WHERE zone BETWEEN 1 AND 2 AND hp BETWEEN 0 AND 5",
+            "SELECT * FROM unit WHERE zone > 0 AND zone < 3 AND hp >= -2 AND hp <= 4 AND tag IS NULL",
+            "SELECT * FROM unit WHERE id BETWEEN 3 AND 15 AND zone BETWEEN 0 AND 2 AND hp BETWEEN -5 AND 3",
+            "SELECT * FROM unit WHERE zone BETWEEN 2 AND 2 AND hp BETWEEN 9 AND 1",
+            "SELECT * FROM unit WHERE zone BETWEEN 0 AND 3 AND hp BETWEEN -1000000 AND 1000000",
+        ].map(String::from));
         let ids: Vec<_> = queries.iter().map(|q| set.subscribe(&db, q).unwrap()).collect();
+        let stats = set.stats();
+        prop_assert_eq!((stats.grouped, stats.windows, stats.joins), (6, 5, 0));
         for ops in &ticks {
             let changes = tick(&mut db, t, ops);
             let deltas = set.evaluate(&db, &changes);
