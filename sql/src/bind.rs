@@ -456,8 +456,13 @@ pub(crate) fn bind_pred(scope: &Scope<'_>, expr: &Expr) -> Result<Pred, SqlError
             match (is_column(left), is_column(right)) {
                 (true, true) => {
                     let (l, r) = (col(left)?, col(right)?);
+                    // An option compares by its value.
+                    let inner = |ty: &'_ ValueType| match ty {
+                        ValueType::Option(inner) => (**inner).clone(),
+                        ty => ty.clone(),
+                    };
                     let (lt, rt) = (scope.ty(l), scope.ty(r));
-                    if lt != rt {
+                    if inner(lt) != inner(rt) {
                         let why = format!("cannot compare a {lt} with a {rt}");
                         return Err(SqlError::at(ErrorKind::TypeMismatch, why, expr.span()));
                     }

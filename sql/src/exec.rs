@@ -199,24 +199,26 @@ pub(crate) fn matching_rows(
 
 /// Rows of a joined table matching the rows before it, by its plan.
 fn join_candidates(table: &Table, access: JoinAccess, rows: &[RowRef<'_>]) -> Result<Vec<RowId>, SqlError> {
-    let outer_value = |outer: ColRef| rows[outer.table].value(outer.col);
+    // The outer column's value as the inner column holds it (an option or not);
+    // NULL equals nothing.
+    let outer_value = |outer: ColRef, inner: ColId| -> Option<Value> {
+        match rows[outer.table].value(outer.col) {
+            Value::Option(None) => None,
+            Value::Option(Some(v)) => Some(key_value(table, inner, &v)),
+            v => Some(key_value(table, inner, &v)),
+        }
+    };
     Ok(match access {
         JoinAccess::Scan => table.iter().map(|r| r.id()).collect(),
         JoinAccess::Unique { constraint, outer } => {
-            let value = outer_value(outer);
-            if value == Value::Option(None) {
-                return Ok(Vec::new()); // NULL equals nothing.
-            }
             let columns = &table.schema().unique[constraint].columns;
+            let Some(value) = outer_value(outer, columns[0]) else { return Ok(Vec::new()) };
             let key = table.key_from_values(columns, &[value]).map_err(engine_error)?;
             table.find_unique(constraint, &key).into_iter().collect()
         }
         JoinAccess::Point { index, outer } => {
-            let value = outer_value(outer);
-            if value == Value::Option(None) {
-                return Ok(Vec::new());
-            }
             let columns = &table.schema().indexes[index].columns;
+            let Some(value) = outer_value(outer, columns[0]) else { return Ok(Vec::new()) };
             let key = table.key_from_values(&columns[..1], &[value]).map_err(engine_error)?;
             table.index_prefix(index, &key).collect()
         }
@@ -227,8 +229,9 @@ fn engine_error(e: tickdb_engine::Error) -> SqlError {
     SqlError::new(ErrorKind::TypeMismatch, e.to_string(), None)
 }
 
-/// The value a bound literal stands for in an index key over column `col`.
-fn key_value(table: &Table, col: ColId, value: &Value) -> Value {
+/// A value of a column's inner type as column `col` of `table` holds it: wrapped if
+/// `col` is an option.
+pub(crate) fn key_value(table: &Table, col: ColId, value: &Value) -> Value {
     match table.schema().columns[col.index()].ty {
         ValueType::Option(_) => Value::Option(Some(Box::new(value.clone()))),
         _ => value.clone(),

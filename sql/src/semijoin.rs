@@ -226,10 +226,13 @@ impl JoinPlan {
             *counts.entry(row.bytes.clone()).or_insert(0) += sign;
             return;
         };
-        let value = binding[s.from.table].as_ref().expect("bound before").values[s.from.col.index()].clone();
-        if value == Value::Option(None) {
-            return; // NULL joins nothing.
-        }
+        // The value as the looked-up column holds it (an option or not); NULL joins nothing.
+        let value = match &binding[s.from.table].as_ref().expect("bound before").values[s.from.col.index()] {
+            Value::Option(None) => return,
+            Value::Option(Some(v)) => (**v).clone(),
+            v => v.clone(),
+        };
+        let value = crate::exec::key_value(db.table(self.tables[s.table]), s.col, &value);
         // Tables before the starting one are read as they are now, after it as they were.
         let was = if s.table > start { before[s.table].as_ref() } else { None };
         for row in self.rows_with(db, s, &value, was) {

@@ -102,7 +102,7 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Debug, Clone)]
 struct QueryDef {
     tables: usize,
-    /// For each table after the first: the earlier table and the column kind joined on.
+    /// For each table after the first: the earlier table and the columns joined on.
     joins: Vec<(usize, usize)>,
     conditions: Vec<(usize, u8, u8)>,
     result: usize,
@@ -111,7 +111,7 @@ struct QueryDef {
 fn query_def() -> impl Strategy<Value = QueryDef> {
     (2..=3usize)
         .prop_flat_map(|tables| {
-            let joins = (1..tables).map(|k| (0..k, 0..3usize)).collect::<Vec<_>>();
+            let joins = (1..tables).map(|k| (0..k, 0..5usize)).collect::<Vec<_>>();
             let conditions = proptest::collection::vec((0..tables, 0..4u8, 0..4u8), 0..3);
             (Just(tables), joins, conditions, 0..tables)
         })
@@ -122,8 +122,9 @@ impl QueryDef {
     fn sql(&self, defs: &[TableDef]) -> String {
         let mut sql = format!("SELECT t{}.* FROM t0", self.result);
         for (k, &(earlier, kind)) in self.joins.iter().enumerate() {
-            let col = ["a", "b", "id"][kind];
-            sql += &format!(" JOIN t{} ON t{earlier}.{col} = t{}.{col}", k + 1, k + 1);
+            // Same columns, or `a` (u8) with `b` (an option of u8) either way.
+            let (left, right) = [("a", "a"), ("b", "b"), ("id", "id"), ("a", "b"), ("b", "a")][kind];
+            sql += &format!(" JOIN t{} ON t{earlier}.{left} = t{}.{right}", k + 1, k + 1);
         }
         let conditions: Vec<String> = self
             .conditions
