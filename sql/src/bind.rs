@@ -456,13 +456,17 @@ pub(crate) fn bind_pred(scope: &Scope<'_>, expr: &Expr) -> Result<Pred, SqlError
             match (is_column(left), is_column(right)) {
                 (true, true) => {
                     let (l, r) = (col(left)?, col(right)?);
-                    // An option compares by its value.
-                    let inner = |ty: &'_ ValueType| match ty {
-                        ValueType::Option(inner) => (**inner).clone(),
+                    // An option compares by its value; integers of any width with one
+                    // another, and floats of either width.
+                    let kind = |ty: &ValueType| match ty {
+                        ValueType::Option(inner) => inner.as_ref().clone(),
+                        ty if ty.is_integer() => ValueType::I128,
+                        ValueType::F32 => ValueType::F64,
                         ty => ty.clone(),
                     };
+                    let kind = |ty: &ValueType| kind(&kind(ty));
                     let (lt, rt) = (scope.ty(l), scope.ty(r));
-                    if inner(lt) != inner(rt) {
+                    if kind(lt) != kind(rt) {
                         let why = format!("cannot compare a {lt} with a {rt}");
                         return Err(SqlError::at(ErrorKind::TypeMismatch, why, expr.span()));
                     }

@@ -204,8 +204,8 @@ fn join_candidates(table: &Table, access: JoinAccess, rows: &[RowRef<'_>]) -> Re
     let outer_value = |outer: ColRef, inner: ColId| -> Option<Value> {
         match rows[outer.table].value(outer.col) {
             Value::Option(None) => None,
-            Value::Option(Some(v)) => Some(key_value(table, inner, &v)),
-            v => Some(key_value(table, inner, &v)),
+            Value::Option(Some(v)) => key_value(table, inner, &v),
+            v => key_value(table, inner, &v),
         }
     };
     Ok(match access {
@@ -229,17 +229,78 @@ fn engine_error(e: tickdb_engine::Error) -> SqlError {
     SqlError::new(ErrorKind::TypeMismatch, e.to_string(), None)
 }
 
-/// A value of a column's inner type as column `col` of `table` holds it: wrapped if
-/// `col` is an option.
-pub(crate) fn key_value(table: &Table, col: ColId, value: &Value) -> Value {
-    match table.schema().columns[col.index()].ty {
-        ValueType::Option(_) => Value::Option(Some(Box::new(value.clone()))),
-        _ => value.clone(),
+/// A value as column `col` of `table` holds it: of its type (another width of integer
+/// or float converted), wrapped if `col` is an option. `None` if no value of the
+/// column's type equals it.
+pub(crate) fn key_value(table: &Table, col: ColId, value: &Value) -> Option<Value> {
+    match &table.schema().columns[col.index()].ty {
+        ValueType::Option(inner) => Some(Value::Option(Some(Box::new(cast(value, inner)?)))),
+        ty => cast(value, ty),
+    }
+}
+
+/// A value as a number of another width, if exactly one.
+fn cast(value: &Value, ty: &ValueType) -> Option<Value> {
+    if let Some(n) = integer(value) {
+        return Some(match ty {
+            ValueType::U8 => Value::U8(n.try_into().ok()?),
+            ValueType::U16 => Value::U16(n.try_into().ok()?),
+            ValueType::U32 => Value::U32(n.try_into().ok()?),
+            ValueType::U64 => Value::U64(n.try_into().ok()?),
+            ValueType::U128 => Value::U128(n.try_into().ok()?),
+            ValueType::I8 => Value::I8(n.try_into().ok()?),
+            ValueType::I16 => Value::I16(n.try_into().ok()?),
+            ValueType::I32 => Value::I32(n.try_into().ok()?),
+            ValueType::I64 => Value::I64(n.try_into().ok()?),
+            ValueType::I128 => Value::I128(n),
+            _ => return None,
+        });
+    }
+    match (value, ty) {
+        (Value::F32(f), ValueType::F64) => Some(Value::F64(f64::from(*f))),
+        (Value::F64(f), ValueType::F32) => {
+            let narrow = *f as f32;
+            (f64::from(narrow).to_bits() == f.to_bits()).then_some(Value::F32(narrow))
+        }
+        _ => Some(value.clone()),
+    }
+}
+
+/// An integer value, widened; `None` for anything else (and past `i128`).
+fn integer(value: &Value) -> Option<i128> {
+    Some(match value {
+        Value::U8(n) => (*n).into(),
+        Value::U16(n) => (*n).into(),
+        Value::U32(n) => (*n).into(),
+        Value::U64(n) => (*n).into(),
+        Value::U128(n) => i128::try_from(*n).ok()?,
+        Value::I8(n) => (*n).into(),
+        Value::I16(n) => (*n).into(),
+        Value::I32(n) => (*n).into(),
+        Value::I64(n) => (*n).into(),
+        Value::I128(n) => *n,
+        _ => return None,
+    })
+}
+
+/// Two column values in order: integers of any width by value, floats of either
+/// width by value (in `total_cmp` order), anything else of one type as itself.
+pub(crate) fn compare(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::F32(x), Value::F64(y)) => f64::from(*x).total_cmp(y),
+        (Value::F64(x), Value::F32(y)) => x.total_cmp(&f64::from(*y)),
+        _ => match (integer(a), integer(b)) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            // A u128 past i128 is above every value that fits.
+            (None, Some(_)) if matches!(a, Value::U128(_)) => Ordering::Greater,
+            (Some(_), None) if matches!(b, Value::U128(_)) => Ordering::Less,
+            _ => a.cmp(b),
+        },
     }
 }
 
 fn key(table: &Table, columns: &[ColId], value: &Value) -> Result<KeyBytes, SqlError> {
-    let value = key_value(table, columns[0], value);
+    let value = key_value(table, columns[0], value).expect("a literal of the column's type");
     table
         .key_from_values(&columns[..1], std::slice::from_ref(&value))
         .map_err(|e| SqlError::new(ErrorKind::TypeMismatch, e.to_string(), None))
@@ -311,7 +372,7 @@ pub(crate) fn eval<R: RowSource + ?Sized>(pred: &Pred, rows: &R) -> Option<bool>
         Pred::Cmp { col, op, value } => operand(rows, *col).map(|v| op.holds(v.cmp(value))),
         Pred::Cols { left, op, right } => {
             let (l, r) = (operand(rows, *left)?, operand(rows, *right)?);
-            Some(op.holds(l.cmp(&r)))
+            Some(op.holds(compare(&l, &r)))
         }
         Pred::In { col, values, negated } => operand(rows, *col).map(|v| values.contains(&v) != *negated),
         Pred::Between { col, low, high, negated } => {

@@ -232,7 +232,9 @@ impl JoinPlan {
             Value::Option(Some(v)) => (**v).clone(),
             v => v.clone(),
         };
-        let value = crate::exec::key_value(db.table(self.tables[s.table]), s.col, &value);
+        let Some(value) = crate::exec::key_value(db.table(self.tables[s.table]), s.col, &value) else {
+            return;
+        };
         // Tables before the starting one are read as they are now, after it as they were.
         let was = if s.table > start { before[s.table].as_ref() } else { None };
         for row in self.rows_with(db, s, &value, was) {
