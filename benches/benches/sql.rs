@@ -2,7 +2,8 @@
 //! bind, plan, run, result values), against 100,000 players; a btree point query; each
 //! parsed every time and through the statement cache; and
 //! the deltas of 10,000 `zone = ?` subscriptions for a tick that updates 10,000 players;
-//! and 5,000 area-of-interest windows over 50,000 entities, 10% of them moving a tick.
+//! 5,000 area-of-interest windows over 50,000 entities, 10% of them moving a tick; and
+//! a scanning subscription's initial rows at once and in 1 ms slices.
 //!
 //! Run with `cargo bench -p tickdb-benches --bench sql`.
 
@@ -10,7 +11,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use tickdb_engine::{Database, EngineConfig, Entropy, SplitMix64};
-use tickdb_sql::{QueryLimits, StatementCache, SubscriptionSet, query};
+use tickdb_sql::{InitialScan, QueryLimits, StatementCache, Subscription, SubscriptionSet, query};
 use tickdb_wasm_abi::{Identity, TableSchema, Value, ValueType};
 
 const ROWS: u64 = 100_000;
@@ -73,8 +74,36 @@ fn main() {
         let q = |q| h.value_at_quantile(q) as f64 / 1000.0;
         println!("| {name} | {} | {:.2} | {:.2} | {:.2} |", h.len(), q(0.5), q(0.9), q(0.99));
     }
+    initial_slices(&db);
     subscriptions(&mut db, t);
     area_of_interest();
+}
+
+/// A subscription that scans 100,000 players (`x >= 0`, every row): its initial rows at
+/// once, and in slices of at most 1 ms, the longest slice being what a tick waits for.
+fn initial_slices(db: &Database) {
+    let sub = Subscription::new(db, "SELECT * FROM player WHERE x >= 0.0").expect("subscribe");
+    let limits = QueryLimits::default();
+    let started = Instant::now();
+    let rows = sub.initial(db, &limits).expect("initial").len();
+    let at_once = started.elapsed();
+    let slice = QueryLimits { rows_max: u64::MAX, time_max: std::time::Duration::from_millis(1) };
+    let mut scan = InitialScan::start(db, &sub, &limits).expect("start");
+    let (mut slices, mut longest) = (0, std::time::Duration::ZERO);
+    loop {
+        let started = Instant::now();
+        let done = scan.step(db, &slice);
+        longest = longest.max(started.elapsed());
+        slices += 1;
+        if done {
+            break;
+        }
+    }
+    assert_eq!(scan.rows().expect("done").len(), rows);
+    println!("\n| initial rows of a scan over 100,000 players | ms |");
+    println!("|---|---|");
+    println!("| at once | {:.2} |", at_once.as_secs_f64() * 1e3);
+    println!("| in {slices} slices of 1 ms: the longest slice | {:.2} |", longest.as_secs_f64() * 1e3);
 }
 
 /// 10,000 subscriptions `SELECT * FROM player WHERE zone = ?` over 10,000 zones, and

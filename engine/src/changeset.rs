@@ -154,7 +154,7 @@ impl Changeset {
             }
         }
         let changes = by_table.into_iter().map(|(table, slots)| self.resolve_table(db, table, &slots));
-        changes.filter(|c| c.rows_changed() > 0).collect()
+        changes.filter(|c| c.rows_changed() > 0 || !c.moved.is_empty()).collect()
     }
 
     fn resolve_table(&self, db: &Database, table_id: TableId, slots: &[&SlotChange]) -> TableChanges {
@@ -209,6 +209,8 @@ impl Changeset {
                     // A row deleted and inserted back unchanged (in another slot) did not change.
                     if deletes[i].1 != *a {
                         out.push_update(deletes[i].1, a);
+                    } else {
+                        out.moved.push(a);
                     }
                 }
                 None => out.inserts.push(a),
@@ -268,6 +270,10 @@ pub struct TableChanges {
     /// Old versions of updated rows; `updates_new[i]` is the new version of `updates_old[i]`.
     pub updates_old: RowList,
     pub updates_new: RowList,
+    /// Rows deleted and inserted back unchanged, now in another slot. Their content did
+    /// not change, so they are in no list above; a reader that walks a table by row id
+    /// across ticks (a sliced scan) needs them, since they moved.
+    pub moved: RowList,
 }
 
 impl TableChanges {

@@ -115,6 +115,18 @@ impl Subscription {
         }
     }
 
+    pub(crate) fn join_free(&self) -> bool {
+        self.join.is_none()
+    }
+
+    pub(crate) fn filter(&self) -> Option<&Pred> {
+        self.filter.as_ref()
+    }
+
+    pub(crate) fn row_type(&self) -> &ValueType {
+        &self.row_type
+    }
+
     /// The rows the query returns now, encoded.
     pub fn initial(&self, db: &Database, limits: &QueryLimits) -> Result<Vec<Vec<u8>>, SqlError> {
         if let Some((bound, _)) = &self.join {
@@ -142,7 +154,7 @@ impl Subscription {
     }
 
     /// Whether an encoded row of the table is in the result.
-    fn matches(&self, row: &[u8]) -> bool {
+    pub(crate) fn matches(&self, row: &[u8]) -> bool {
         if self.filter.is_none() {
             return true;
         }

@@ -16,7 +16,9 @@ use crate::schema::{
 use crate::types::{Field, ProductType, SumType, TYPE_DEPTH_MAX, ValueType};
 
 /// The version of this encoding; the first byte of every encoded definition.
-pub const MODULE_DEF_VERSION: u8 = 1;
+pub const MODULE_DEF_VERSION: u8 = 2;
+/// The oldest version still read: version 1 has no visibility rules.
+pub const MODULE_DEF_VERSION_MIN: u8 = 1;
 
 /// When the host calls a reducer by itself rather than for a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,7 +92,9 @@ pub const TICK_HZ_MAX: u32 = 1000;
 pub enum ModuleDefError {
     #[error("module definition is malformed: {0}")]
     Malformed(#[from] DecodeError),
-    #[error("module definition has version {found}; this host reads version {MODULE_DEF_VERSION}")]
+    #[error(
+        "module definition has version {found}; this host reads versions {MODULE_DEF_VERSION_MIN} to {MODULE_DEF_VERSION}"
+    )]
     Version { found: u8 },
     #[error("module definition has an unknown {what} tag {tag} at byte {offset}")]
     UnknownTag { what: &'static str, tag: u8, offset: usize },
@@ -148,7 +152,7 @@ impl ModuleDef {
     pub fn decode(bytes: &[u8]) -> Result<ModuleDef, ModuleDefError> {
         let mut r = DefReader(Reader::new(bytes));
         let version = r.u8()?;
-        if version != MODULE_DEF_VERSION {
+        if !(MODULE_DEF_VERSION_MIN..=MODULE_DEF_VERSION).contains(&version) {
             return Err(ModuleDefError::Version { found: version });
         }
         let tables = r.list("tables", DefReader::table)?;
@@ -158,9 +162,8 @@ impl ModuleDef {
         })?;
         let tick_systems =
             r.list("tick systems", |r| Ok(TickSystemDef { reducer: r.string()?, hz: r.u32()? }))?;
-        // Definitions written before visibility rules existed end here.
-        let visibility = match r.0.remaining() {
-            0 => Vec::new(),
+        let visibility = match version {
+            1 => Vec::new(),
             _ => r.list("visibility rules", |r| r.string())?,
         };
         if r.0.remaining() != 0 {

@@ -68,11 +68,12 @@ fn module_def_round_trips() {
     assert_eq!(def.validate(), Ok(()));
     let bytes = def.encode();
     assert_eq!(ModuleDef::decode(&bytes), Ok(def.clone()));
-    // A definition from before visibility rules (it ends after the tick systems) reads
-    // as one without rules.
+    // Version 1, from before visibility rules (it ends after the tick systems), reads
+    // as a definition without rules.
     let older = ModuleDef { visibility: Vec::new(), ..def };
     let mut bytes = older.encode();
     bytes.truncate(bytes.len() - 4);
+    bytes[0] = 1;
     assert_eq!(ModuleDef::decode(&bytes), Ok(older));
 }
 

@@ -1,5 +1,6 @@
 //! What the subscription tests share: results as multisets of encoded rows, and a
-//! delta applied to one.
+//! delta applied to one. Each test binary uses what it needs of it.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 
