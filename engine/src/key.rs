@@ -33,6 +33,37 @@ pub fn push_stored(ty: &ValueType, stored: &[u8], out: &mut KeyBytes) {
     }
 }
 
+/// A grid index's key: each column's cell, as a signed integer in key order.
+pub fn grid_key(cells: &[i64]) -> KeyBytes {
+    let mut key = KeyBytes::new();
+    for cell in cells {
+        key.extend_from_slice(&((*cell as u64) ^ (1 << 63)).to_be_bytes());
+    }
+    key
+}
+
+/// A numeric column's stored value as an `f64` (order kept; wide integers rounded).
+pub fn stored_number(ty: &ValueType, stored: &[u8]) -> f64 {
+    let bytes = |n: usize| -> [u8; 8] {
+        let mut out = [0u8; 8];
+        out[..n].copy_from_slice(&stored[..n]);
+        out
+    };
+    match ty {
+        ValueType::U8 => f64::from(stored[0]),
+        ValueType::U16 => f64::from(u16::from_le_bytes([stored[0], stored[1]])),
+        ValueType::U32 => f64::from(u32::from_le_bytes(bytes(4)[..4].try_into().expect("4 bytes"))),
+        ValueType::U64 => u64::from_le_bytes(bytes(8)) as f64,
+        ValueType::I8 => f64::from(stored[0] as i8),
+        ValueType::I16 => f64::from(i16::from_le_bytes([stored[0], stored[1]])),
+        ValueType::I32 => f64::from(i32::from_le_bytes(bytes(4)[..4].try_into().expect("4 bytes"))),
+        ValueType::I64 => i64::from_le_bytes(bytes(8)) as f64,
+        ValueType::F32 => f64::from(f32::from_le_bytes(bytes(4)[..4].try_into().expect("4 bytes"))),
+        ValueType::F64 => f64::from_le_bytes(bytes(8)),
+        other => unreachable!("a grid spans numeric columns, not {other}"),
+    }
+}
+
 /// Appends the key encoding of one value read from its value encoding.
 pub fn push_encoded(ty: &ValueType, r: &mut Reader<'_>, out: &mut KeyBytes) -> Result<(), DecodeError> {
     use ValueType as T;

@@ -16,7 +16,8 @@ use smallvec::SmallVec;
 use tickdb_wasm_abi::encoding::needs_validation;
 use tickdb_wasm_abi::schema::TABLE_COLUMNS_MAX;
 use tickdb_wasm_abi::{
-    ColId, DecodeError, Reader, TableSchema, Value, ValueType, decode_exact, encode, skip,
+    ColId, DecodeError, IndexKind, IndexSchema, Reader, TableSchema, Value, ValueType, decode_exact, encode,
+    grid_cell, skip,
 };
 
 use crate::chunk::{CHUNK_ROWS, CHUNK_ROWS_LOG2, Chunk, ColumnLayout};
@@ -170,9 +171,10 @@ impl Table {
         self.schema.unique.iter().position(|u| u.name == name).ok_or_else(|| self.no_such_index(name))
     }
 
-    /// Position of the btree index named `name`.
+    /// Position of the btree index named `name` (grid indexes are not btree indexes).
     pub fn btree_index(&self, name: &str) -> Result<usize, Error> {
-        self.schema.indexes.iter().position(|i| i.name == name).ok_or_else(|| self.no_such_index(name))
+        let btree = |i: &&IndexSchema| i.name == name && i.kind == IndexKind::BTree;
+        self.schema.indexes.iter().position(|i| btree(&i)).ok_or_else(|| self.no_such_index(name))
     }
 
     fn no_such_index(&self, name: &str) -> Error {
@@ -555,8 +557,23 @@ impl Table {
 
     fn index_btree(&mut self, id: RowId, row: &[u8], parts: &RowParts) {
         for (i, index) in self.schema.indexes.iter().enumerate() {
-            let key = self.key_over(&index.columns, |col| part(row, parts, col));
+            let key = self.index_key(index, |col| part(row, parts, col));
             self.btree[i].insert(key, id);
+        }
+    }
+
+    /// A row's key in a non-unique index: its columns' key, or for a grid, their cells.
+    fn index_key<'a>(&self, index: &IndexSchema, value: impl Fn(usize) -> &'a [u8]) -> KeyBytes {
+        match index.kind {
+            IndexKind::BTree => self.key_over(&index.columns, value),
+            IndexKind::Grid { cell_log2 } => {
+                let mut cells = [0i64; 3];
+                for (d, col) in index.columns.iter().enumerate() {
+                    let v = key::stored_number(&self.schema.columns[col.index()].ty, value(col.index()));
+                    cells[d] = grid_cell(v, cell_log2);
+                }
+                key::grid_key(&cells[..index.columns.len()])
+            }
         }
     }
 
@@ -567,7 +584,7 @@ impl Table {
             self.unique[i].remove_key(&key, id);
         }
         for (i, index) in self.schema.indexes.iter().enumerate() {
-            let key = self.key_over(&index.columns, |col| self.stored(id, col));
+            let key = self.index_key(index, |col| self.stored(id, col));
             self.btree[i].remove(key, id);
         }
         self.chunks[id.chunk()].vacate(&self.layouts, id.slot());
@@ -599,8 +616,8 @@ impl Table {
         }
         for (i, index) in self.schema.indexes.iter().enumerate() {
             if changed.touches(&index.columns) {
-                let old = self.key_over(&index.columns, |col| self.stored(id, col));
-                let new = self.key_over(&index.columns, |col| part(row, parts, col));
+                let old = self.index_key(index, |col| self.stored(id, col));
+                let new = self.index_key(index, |col| part(row, parts, col));
                 self.btree[i].remove(old, id);
                 self.btree[i].insert(new, id);
             }

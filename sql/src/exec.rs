@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
-use tickdb_engine::key::KeyBytes;
+use tickdb_engine::key::{KeyBytes, grid_key, stored_number};
 use tickdb_engine::{Database, RowId, RowRef, Table, TableId};
 use tickdb_wasm_abi::{ColId, TableSchema, Value, ValueType};
 
@@ -332,6 +332,34 @@ fn candidates<'t>(
             let ids: Vec<RowId> = table
                 .index_range(*index, lower.as_ref().map(|k| &k[..]), upper.as_ref().map(|k| &k[..]))
                 .collect();
+            Box::new(ids.into_iter())
+        }
+        Access::Grid { index, cells, bounds } => {
+            // Every combination of cells, one index prefix each; of the rows filed
+            // there, those within the window's bounds (read straight from the columns,
+            // in the order values compare in).
+            let columns = &table.schema().indexes[*index].columns;
+            let within = |id: &RowId| {
+                table.get(*id).is_some_and(|row| {
+                    columns.iter().zip(bounds).all(|(col, (lo, hi))| {
+                        let v = stored_number(&table.schema().columns[col.index()].ty, row.stored(*col));
+                        lo.total_cmp(&v).is_le() && v.total_cmp(hi).is_le()
+                    })
+                })
+            };
+            let mut ids = Vec::new();
+            let mut at: Vec<i64> = cells.iter().map(|(lo, _)| *lo).collect();
+            'cells: loop {
+                ids.extend(table.index_prefix(*index, &grid_key(&at)).filter(within));
+                for d in (0..at.len()).rev() {
+                    if at[d] < cells[d].1 {
+                        at[d] += 1;
+                        continue 'cells;
+                    }
+                    at[d] = cells[d].0;
+                }
+                break;
+            }
             Box::new(ids.into_iter())
         }
     })

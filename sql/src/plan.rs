@@ -1,6 +1,7 @@
 //! Planning: which rows a query has to look at. For the first table: an equality on a
 //! unique column reads one row; an equality or range on the first column of a btree
-//! index reads that part of the index; anything else scans the table. For each joined
+//! index reads that part of the index; bounds on every column of a grid index read the
+//! cells of that window; anything else scans the table. For each joined
 //! table: an equality with an earlier table's column looks the matching rows up through
 //! a unique or btree index on the joined column; without one, the table is scanned for
 //! each row before it. Every condition is still checked, as soon as the rows it reads
@@ -8,7 +9,7 @@
 
 use std::ops::Bound;
 
-use tickdb_wasm_abi::{ColId, TableSchema, Value};
+use tickdb_wasm_abi::{ColId, IndexKind, TableSchema, Value, grid_cell};
 
 use crate::bind::{CmpOp, ColRef, Pred};
 
@@ -21,6 +22,10 @@ pub enum Access {
     Unique { constraint: usize, key: Value },
     /// The rows whose first column of btree index `index` lies in this range.
     Range { index: usize, lower: Bound<Value>, upper: Bound<Value> },
+    /// The rows filed in grid index `index` under these cells: on each of its
+    /// columns, a range of cells (both ends included). `bounds` are the window's
+    /// bounds on those columns, which every matching row is within.
+    Grid { index: usize, cells: Vec<(i64, i64)>, bounds: Vec<(f64, f64)> },
 }
 
 /// How a query reads a joined table, for each combination of rows before it.
@@ -53,8 +58,65 @@ fn unique_on(schema: &TableSchema, col: ColId) -> Option<usize> {
     schema.unique.iter().position(|u| u.columns[..] == [col])
 }
 
-fn btree_on(schema: &TableSchema, col: ColId) -> Option<usize> {
-    schema.indexes.iter().position(|i| i.columns.first() == Some(&col))
+/// A btree index whose first column is `col`.
+pub(crate) fn btree_on(schema: &TableSchema, col: ColId) -> Option<usize> {
+    schema.indexes.iter().position(|i| i.kind == IndexKind::BTree && i.columns.first() == Some(&col))
+}
+
+/// The most grid cells one query reads; a wider window reads another way.
+pub const GRID_CELLS_MAX: u64 = 4096;
+
+/// The best grid index for the window the conditions bound on its columns: the one
+/// reading the fewest cells, and the cell range on each of its columns.
+fn grid_access(schema: &TableSchema, conditions: &[&Pred]) -> Option<Access> {
+    let mut best: Option<(u64, Access)> = None;
+    for (index, grid) in schema.indexes.iter().enumerate() {
+        let IndexKind::Grid { cell_log2 } = grid.kind else { continue };
+        let mut cells = Vec::with_capacity(grid.columns.len());
+        let mut bounds = Vec::with_capacity(grid.columns.len());
+        for col in &grid.columns {
+            let (mut lo, mut hi) = (f64::NEG_INFINITY, f64::INFINITY);
+            for condition in conditions {
+                let (low, high) = match condition {
+                    Pred::Between { col: ColRef { table: 0, col: c }, low, high, negated: false }
+                        if c == col =>
+                    {
+                        (Some(low), Some(high))
+                    }
+                    Pred::Cmp { col: ColRef { table: 0, col: c }, op, value } if c == col => match op {
+                        CmpOp::Eq => (Some(value), Some(value)),
+                        CmpOp::Ge | CmpOp::Gt => (Some(value), None),
+                        CmpOp::Le | CmpOp::Lt => (None, Some(value)),
+                        CmpOp::Ne => continue,
+                    },
+                    _ => continue,
+                };
+                if let Some(v) = low.and_then(crate::aoi::coordinate) {
+                    lo = lo.max(v);
+                }
+                if let Some(v) = high.and_then(crate::aoi::coordinate) {
+                    hi = hi.min(v);
+                }
+            }
+            if !lo.is_finite() || !hi.is_finite() {
+                break;
+            }
+            cells.push((grid_cell(lo, cell_log2), grid_cell(hi, cell_log2)));
+            bounds.push((lo, hi));
+        }
+        if cells.len() < grid.columns.len() {
+            continue;
+        }
+        let count =
+            cells.iter().try_fold(1u64, |n, (a, b)| n.checked_mul(u64::try_from(b - a + 1).unwrap_or(0)));
+        match count {
+            Some(n) if n <= GRID_CELLS_MAX && best.as_ref().is_none_or(|(m, _)| n < *m) => {
+                best = Some((n, Access::Grid { index, cells, bounds }))
+            }
+            _ => {}
+        }
+    }
+    best.map(|(_, access)| access)
 }
 
 pub(crate) fn plan(schemas: &[&TableSchema], filter: Option<&Pred>) -> Plan {
@@ -65,7 +127,7 @@ pub(crate) fn plan(schemas: &[&TableSchema], filter: Option<&Pred>) -> Plan {
 }
 
 fn first_access(schema: &TableSchema, conditions: &[&Pred]) -> Access {
-    let mut best = Access::Scan;
+    let mut best = grid_access(schema, conditions).unwrap_or(Access::Scan);
     for condition in conditions {
         let candidate = match condition {
             Pred::Cmp { col: ColRef { table: 0, col }, op: CmpOp::Eq, value } => {
@@ -123,12 +185,14 @@ fn join_access(schema: &TableSchema, k: usize, conditions: &[&Pred]) -> JoinAcce
     best
 }
 
-/// How good an access path is: one row, then a point in an index, then a range.
+/// How good an access path is: one row, then a point in an index, then a window of
+/// a grid, then a range.
 fn rank(access: &Access) -> u8 {
     match access {
         Access::Scan => 0,
-        Access::Range { lower: Bound::Included(l), upper: Bound::Included(u), .. } if l == u => 2,
+        Access::Range { lower: Bound::Included(l), upper: Bound::Included(u), .. } if l == u => 3,
         Access::Range { .. } => 1,
-        Access::Unique { .. } => 3,
+        Access::Grid { .. } => 2,
+        Access::Unique { .. } => 4,
     }
 }

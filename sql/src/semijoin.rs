@@ -66,7 +66,7 @@ fn lookup_on(schema: &TableSchema, col: ColId) -> Option<Lookup> {
     if let Some(u) = schema.unique.iter().position(|u| u.columns[..] == [col]) {
         return Some(Lookup::Unique(u));
     }
-    schema.indexes.iter().position(|i| i.columns.first() == Some(&col)).map(Lookup::Index)
+    crate::plan::btree_on(schema, col).map(Lookup::Index)
 }
 
 /// Bit `k` set for each table `k` the condition reads.

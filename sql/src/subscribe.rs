@@ -70,7 +70,8 @@ impl Subscription {
         Subscription::from_bound(db, crate::prepare_for(db, visibility, reader, sql)?)
     }
 
-    pub(crate) fn from_bound(db: &Database, bound: BoundQuery) -> Result<Subscription, SqlError> {
+    /// A subscription to a query already bound (through a [`crate::StatementCache`], say).
+    pub fn from_bound(db: &Database, bound: BoundQuery) -> Result<Subscription, SqlError> {
         let unsupported = |what: &str| {
             SqlError::new(
                 ErrorKind::Unsupported,

@@ -28,8 +28,8 @@ pub use module_def::{
     TickSystemDef, schedule_at_type,
 };
 pub use schema::{
-    ColId, ColumnSchema, IndexKind, IndexSchema, SchemaError, TableAccess, TableSchema, TableSchemaBuilder,
-    UniqueConstraint,
+    ColId, ColumnSchema, GRID_CELL_LOG2, IndexKind, IndexSchema, SchemaError, TableAccess, TableSchema,
+    TableSchemaBuilder, UniqueConstraint, grid_cell,
 };
 pub use types::{Field, ProductType, SumType, TypeError, ValueType};
 pub use value::{ConnectionId, Identity, TimeDuration, Timestamp, Value};

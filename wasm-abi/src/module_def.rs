@@ -351,9 +351,13 @@ impl Writer {
         self.list(&t.indexes, |w, i| {
             w.str(&i.name);
             w.cols(&i.columns);
-            w.u8(match i.kind {
-                IndexKind::BTree => 0,
-            });
+            match i.kind {
+                IndexKind::BTree => w.u8(0),
+                IndexKind::Grid { cell_log2 } => {
+                    w.u8(1);
+                    w.u8(cell_log2 as u8);
+                }
+            }
         });
         self.cols(&t.auto_inc);
         self.u8(match t.access {
@@ -461,6 +465,7 @@ impl DefReader<'_> {
             let offset = r.0.position();
             let kind = match r.u8()? {
                 0 => IndexKind::BTree,
+                1 => IndexKind::Grid { cell_log2: r.u8()? as i8 },
                 tag => return Err(ModuleDefError::UnknownTag { what: "index kind", tag, offset }),
             };
             Ok(IndexSchema { name, columns, kind })

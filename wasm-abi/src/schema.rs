@@ -50,6 +50,20 @@ pub struct UniqueConstraint {
 pub enum IndexKind {
     /// Ordered: point, prefix and range scans.
     BTree,
+    /// Spatial: rows filed by the cell of a grid over two or three numeric columns,
+    /// cells `2^cell_log2` wide on each; finds the rows in a window (an area of
+    /// interest) by the cells it covers.
+    Grid { cell_log2: i8 },
+}
+
+/// The finest and coarsest grid cells: `2^-20` to `2^40` wide.
+pub const GRID_CELL_LOG2: std::ops::RangeInclusive<i8> = -20..=40;
+
+/// The cell of a grid with cells `2^cell_log2` wide that holds coordinate `v`: cells
+/// keep the coordinates' order. (A power of two scales exactly; coordinates past the
+/// `i64` cells saturate, NaN is in cell 0.)
+pub fn grid_cell(v: f64, cell_log2: i8) -> i64 {
+    (v * 2f64.powi(-i32::from(cell_log2))).floor() as i64
 }
 
 /// A non-unique index over one or more columns.
@@ -107,6 +121,9 @@ impl TableSchema {
         }
         for i in &self.indexes {
             self.check_column_list(&format!("index `{}`", i.name), &i.columns)?;
+            if let IndexKind::Grid { cell_log2 } = i.kind {
+                self.check_grid(&i.name, &i.columns, cell_log2)?;
+            }
         }
         let names = self.unique.iter().map(|u| &u.name).chain(self.indexes.iter().map(|i| &i.name));
         check_unique_names(table, names)?;
@@ -117,6 +134,38 @@ impl TableSchema {
                 let (table, name, ty) = (table.clone(), column.name.clone(), column.ty.clone());
                 return Err(SchemaError::AutoIncNotInteger { table, column: name, ty });
             }
+        }
+        Ok(())
+    }
+
+    /// A grid spans two or three numeric columns that are never NULL, with a cell
+    /// width in [`GRID_CELL_LOG2`].
+    fn check_grid(&self, name: &str, columns: &[ColId], cell_log2: i8) -> Result<(), SchemaError> {
+        let fail =
+            |why: String| SchemaError::InvalidGridIndex { table: self.name.clone(), name: name.into(), why };
+        if !(2..=3).contains(&columns.len()) {
+            return Err(fail(format!("it spans {} columns; a grid spans 2 or 3", columns.len())));
+        }
+        for col in columns {
+            let column = &self.columns[col.index()];
+            use ValueType as T;
+            let numeric = matches!(
+                column.ty,
+                T::U8 | T::U16 | T::U32 | T::U64 | T::I8 | T::I16 | T::I32 | T::I64 | T::F32 | T::F64
+            );
+            if !numeric {
+                return Err(fail(format!(
+                    "column `{}` is a {}; a grid spans numbers (integers up to 64 bits, floats)",
+                    column.name, column.ty
+                )));
+            }
+        }
+        if !GRID_CELL_LOG2.contains(&cell_log2) {
+            return Err(fail(format!(
+                "cells 2^{cell_log2} wide; from 2^{} to 2^{} are allowed",
+                GRID_CELL_LOG2.start(),
+                GRID_CELL_LOG2.end()
+            )));
         }
         Ok(())
     }
@@ -181,6 +230,8 @@ pub enum SchemaError {
     ColumnOutOfRange { table: String, what: String, col: u16 },
     #[error("table `{table}`: index name `{name}` is invalid: {why}")]
     InvalidIndexName { table: String, name: String, why: &'static str },
+    #[error("table `{table}`: grid index `{name}`: {why}")]
+    InvalidGridIndex { table: String, name: String, why: String },
 }
 
 /// Builds a [`TableSchema`] by column name; see [`TableSchema::builder`].
@@ -190,7 +241,7 @@ pub struct TableSchemaBuilder {
     columns: Vec<ColumnSchema>,
     primary_keys: Vec<Vec<String>>,
     unique: Vec<Vec<String>>,
-    indexes: Vec<(Option<String>, Vec<String>)>,
+    indexes: Vec<(Option<String>, Vec<String>, IndexKind)>,
     auto_inc: Vec<String>,
     access: TableAccess,
 }
@@ -214,7 +265,30 @@ impl TableSchemaBuilder {
 
     /// A btree index with a generated name.
     pub fn btree_index<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
-        self.indexes.push((None, columns.into_iter().map(Into::into).collect()));
+        self.indexes.push((None, columns.into_iter().map(Into::into).collect(), IndexKind::BTree));
+        self
+    }
+
+    /// A grid index with a generated name, over two or three numeric columns, with
+    /// cells `2^cell_log2` wide.
+    pub fn grid_index<S: Into<String>>(
+        mut self,
+        columns: impl IntoIterator<Item = S>,
+        cell_log2: i8,
+    ) -> Self {
+        let columns = columns.into_iter().map(Into::into).collect();
+        self.indexes.push((None, columns, IndexKind::Grid { cell_log2 }));
+        self
+    }
+
+    pub fn named_grid_index<S: Into<String>>(
+        mut self,
+        name: impl Into<String>,
+        columns: impl IntoIterator<Item = S>,
+        cell_log2: i8,
+    ) -> Self {
+        let columns = columns.into_iter().map(Into::into).collect();
+        self.indexes.push((Some(name.into()), columns, IndexKind::Grid { cell_log2 }));
         self
     }
 
@@ -223,7 +297,11 @@ impl TableSchemaBuilder {
         name: impl Into<String>,
         columns: impl IntoIterator<Item = S>,
     ) -> Self {
-        self.indexes.push((Some(name.into()), columns.into_iter().map(Into::into).collect()));
+        self.indexes.push((
+            Some(name.into()),
+            columns.into_iter().map(Into::into).collect(),
+            IndexKind::BTree,
+        ));
         self
     }
 
@@ -259,7 +337,7 @@ impl TableSchemaBuilder {
             unique.push(UniqueConstraint { name: format!("{table}_{}_key", cols.join("_")), columns });
         }
         let mut indexes = Vec::new();
-        for (name, cols) in &self.indexes {
+        for (name, cols, kind) in &self.indexes {
             if let Some(name) = name {
                 check_name(name).map_err(|why| SchemaError::InvalidIndexName {
                     table: table.clone(),
@@ -267,9 +345,13 @@ impl TableSchemaBuilder {
                     why,
                 })?;
             }
-            let columns = self.resolve(cols, "btree index")?;
+            let what = match kind {
+                IndexKind::BTree => "btree index",
+                IndexKind::Grid { .. } => "grid index",
+            };
+            let columns = self.resolve(cols, what)?;
             let name = name.clone().unwrap_or_else(|| format!("{table}_{}_idx", cols.join("_")));
-            indexes.push(IndexSchema { name, columns, kind: IndexKind::BTree });
+            indexes.push(IndexSchema { name, columns, kind: *kind });
         }
         let auto_inc = self.resolve_auto_inc()?;
         let primary_key = (!self.primary_keys.is_empty()).then_some(0);

@@ -316,8 +316,13 @@ fn index_of(table: &Table, id: u32) -> Result<Index, String> {
     let id = id as usize;
     if id < schema.unique.len() {
         Ok(Index::Unique(id))
-    } else if id - schema.unique.len() < schema.indexes.len() {
-        Ok(Index::BTree(id - schema.unique.len()))
+    } else if let Some(index) = schema.indexes.get(id - schema.unique.len()) {
+        match index.kind {
+            tickdb_wasm_abi::IndexKind::BTree => Ok(Index::BTree(id - schema.unique.len())),
+            tickdb_wasm_abi::IndexKind::Grid { .. } => {
+                Err(format!("index `{}` is a grid index, which modules read through SQL only", index.name))
+            }
+        }
     } else {
         Err(format!("table `{}` has no index with id {id}", table.name()))
     }

@@ -20,7 +20,9 @@ use syn::{
 /// Declares a table: `#[tickdb::table(accessor = player, public)]` on a struct with
 /// named fields. Field attributes: `#[primary_key]`, `#[unique]`, `#[auto_inc]`,
 /// `#[index(btree)]`. Table options: `public` (default private),
-/// `index(name = pos, btree(columns = [x, y]))` for multi-column indexes, and
+/// `index(name = pos, btree(columns = [x, y]))` for multi-column indexes,
+/// `index(name = area, grid(columns = [x, y], cell = 32))` for a grid index that finds
+/// the rows in a window (area-of-interest queries and subscriptions through SQL), and
 /// `scheduled(reducer)` (or `scheduled(reducer, at = column)`) for schedule tables.
 #[proc_macro_attribute]
 pub fn table(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -112,6 +114,25 @@ struct IndexDef {
     name: String,
     accessor: Ident,
     columns: Vec<Ident>,
+    /// For a grid index, its cells' width as a power of two.
+    grid: Option<i8>,
+}
+
+/// A grid's cell width: a power of two, as its exponent.
+fn cell_log2(lit: &syn::Lit) -> syn::Result<i8> {
+    let value = match lit {
+        syn::Lit::Int(i) => i.base10_parse::<f64>()?,
+        syn::Lit::Float(f) => f.base10_parse::<f64>()?,
+        _ => return Err(Error::new(lit.span(), "expected a number: the cells' width")),
+    };
+    let log2 = value.log2();
+    if !(value > 0.0 && log2.fract() == 0.0 && (-20.0..=40.0).contains(&log2)) {
+        return Err(Error::new(
+            lit.span(),
+            "a grid's cells are a power of two wide, from 2^-20 to 2^40 (1, 2, 4, ..., 0.5)",
+        ));
+    }
+    Ok(log2 as i8)
 }
 
 fn table_impl(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
@@ -141,15 +162,24 @@ fn table_impl(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream
             let reducer = reducer.ok_or_else(|| meta.error("expected `scheduled(reducer_name)`"))?;
             scheduled = Some((reducer, at));
         } else if meta.path.is_ident("index") {
-            let (mut name, mut columns) = (None::<Ident>, Vec::new());
+            let (mut name, mut columns, mut grid) = (None::<Ident>, Vec::new(), None);
             meta.parse_nested_meta(|inner| {
+                let is_grid = inner.path.is_ident("grid");
                 if inner.path.is_ident("name") || inner.path.is_ident("accessor") {
                     name = Some(inner.value()?.parse()?);
                     Ok(())
-                } else if inner.path.is_ident("btree") {
+                } else if inner.path.is_ident("btree") || is_grid {
                     inner.parse_nested_meta(|c| {
+                        if is_grid && c.path.is_ident("cell") {
+                            grid = Some(cell_log2(&c.value()?.parse::<syn::Lit>()?)?);
+                            return Ok(());
+                        }
                         if !c.path.is_ident("columns") {
-                            return Err(c.error("expected `columns = [a, b]`"));
+                            return Err(c.error(if is_grid {
+                                "expected `columns = [x, y]` or `cell = <width>`"
+                            } else {
+                                "expected `columns = [a, b]`"
+                            }));
                         }
                         let value = c.value()?;
                         let content;
@@ -157,20 +187,27 @@ fn table_impl(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream
                         columns =
                             Punctuated::<Ident, Token![,]>::parse_terminated(&content)?.into_iter().collect();
                         Ok(())
-                    })
+                    })?;
+                    if is_grid && grid.is_none() {
+                        return Err(inner.error("a grid index needs its cells' width: `cell = 32`"));
+                    }
+                    Ok(())
                 } else {
-                    Err(inner.error("expected `name = ...` or `btree(columns = [...])`"))
+                    Err(inner.error(
+                        "expected `name = ...`, `btree(columns = [...])` or `grid(columns = [...], cell = ...)`",
+                    ))
                 }
             })?;
             let name = name.ok_or_else(|| meta.error("a table-level index needs `name = ...`"))?;
             if columns.is_empty() {
                 return Err(meta.error("a table-level index needs `btree(columns = [...])`"));
             }
-            indexes.push(IndexDef { name: name.to_string(), accessor: name, columns });
+            indexes.push(IndexDef { name: name.to_string(), accessor: name, columns, grid });
         } else {
             return Err(meta.error(
                 "unknown table option; expected `accessor = name`, `public`, `private`, \
-                 `scheduled(reducer)` or `index(name = ..., btree(columns = [...]))`",
+                 `scheduled(reducer)` or `index(name = ..., btree(columns = [...]))` \
+                 (or `grid(columns = [...], cell = ...)`)",
             ));
         }
         Ok(())
@@ -226,6 +263,7 @@ fn table_impl(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream
                     name: format!("{table}_{name}_idx"),
                     accessor: name.clone(),
                     columns: vec![name.clone()],
+                    grid: None,
                 });
             } else {
                 kept.push(attr);
@@ -273,7 +311,9 @@ fn table_impl(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream
             }
         });
     }
-    for index in &indexes {
+    // Grid indexes serve SQL (subscriptions and queries over windows); reducers get no
+    // accessor for them.
+    for index in indexes.iter().filter(|i| i.grid.is_none()) {
         let index_ref = format_ident!("__TICKDB_INDEX_{}_{}", accessor, index.accessor);
         let index_name = &index.name;
         let method = &index.accessor;
@@ -305,7 +345,10 @@ fn table_impl(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream
     let btrees = indexes.iter().map(|index| {
         let name = &index.name;
         let cols = index.columns.iter().map(Ident::to_string);
-        quote!(.named_btree_index(#name, [#(#cols),*]))
+        match index.grid {
+            Some(cell_log2) => quote!(.named_grid_index(#name, [#(#cols),*], #cell_log2)),
+            None => quote!(.named_btree_index(#name, [#(#cols),*])),
+        }
     });
     let incs = auto_inc.iter().map(|c| {
         let c = c.to_string();

@@ -37,6 +37,17 @@ pub struct Hero {
     tags: Vec<String>,
 }
 
+/// Map markers, found by area through a grid index (SQL only).
+#[table(accessor = marker, public, index(name = area, grid(columns = [x, y], cell = 16)))]
+#[derive(Debug)]
+pub struct Marker {
+    #[primary_key]
+    #[auto_inc]
+    id: u64,
+    x: f32,
+    y: f32,
+}
+
 /// Clients see their own heroes only.
 #[client_visibility_filter]
 const OWN_HEROES: &str = "SELECT * FROM hero WHERE owner = :sender";
