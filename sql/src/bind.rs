@@ -72,6 +72,7 @@ pub enum Pred {
         op: CmpOp,
         right: ColRef,
     },
+    /// `column [NOT] IN (...)`: the values sorted, without repeats.
     In {
         col: ColRef,
         values: Vec<Value>,
@@ -489,7 +490,10 @@ pub(crate) fn bind_pred(scope: &Scope<'_>, expr: &Expr) -> Result<Pred, SqlError
         }
         Expr::InList { expr: e, list, negated } => {
             let c = col(e)?;
-            let values = list.iter().map(|v| lit(c, v)).collect::<Result<_, _>>()?;
+            let mut values: Vec<Value> = list.iter().map(|v| lit(c, v)).collect::<Result<_, _>>()?;
+            // Sorted, so that a long list is searched, not walked, for each row.
+            values.sort();
+            values.dedup();
             Pred::In { col: c, values, negated: *negated }
         }
         Expr::IsNull(e) => Pred::IsNull { col: nullable(scope, col(e)?, e)?, negated: false },

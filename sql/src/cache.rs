@@ -22,6 +22,9 @@ use crate::visibility::{Reader, Visibility};
 
 /// The most shapes a cache keeps by default.
 pub const STATEMENT_CACHE_SHAPES: usize = 1024;
+/// The longest shape kept: longer queries are parsed each time, so that the cache
+/// holds at most `STATEMENT_CACHE_SHAPES` times this many bytes of text.
+pub const SHAPE_BYTES_MAX: usize = 4096;
 
 /// Parsed statements by shape, shared between threads.
 #[derive(Debug)]
@@ -54,7 +57,7 @@ impl StatementCache {
 
     /// Like [`crate::prepare`], through the cache.
     pub fn prepare(&self, db: &Database, sql: &str) -> Result<BoundQuery, SqlError> {
-        let Some((shape, literals)) = shape(sql) else {
+        let Some((shape, literals)) = shape(sql).filter(|(shape, _)| shape.len() <= SHAPE_BYTES_MAX) else {
             return crate::prepare(db, sql);
         };
         let cached = self.shapes.lock().expect("cache lock").get(&shape).cloned();

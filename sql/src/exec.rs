@@ -402,7 +402,9 @@ pub(crate) fn eval<R: RowSource + ?Sized>(pred: &Pred, rows: &R) -> Option<bool>
             let (l, r) = (operand(rows, *left)?, operand(rows, *right)?);
             Some(op.holds(compare(&l, &r)))
         }
-        Pred::In { col, values, negated } => operand(rows, *col).map(|v| values.contains(&v) != *negated),
+        Pred::In { col, values, negated } => {
+            operand(rows, *col).map(|v| values.binary_search(&v).is_ok() != *negated)
+        }
         Pred::Between { col, low, high, negated } => {
             operand(rows, *col).map(|v| (v >= *low && v <= *high) != *negated)
         }

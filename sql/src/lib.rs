@@ -25,7 +25,7 @@ mod subscribe;
 mod visibility;
 
 pub use bind::{BoundQuery, ColRef, JOIN_TABLES_MAX, Output};
-pub use cache::{STATEMENT_CACHE_SHAPES, StatementCache};
+pub use cache::{SHAPE_BYTES_MAX, STATEMENT_CACHE_SHAPES, StatementCache};
 pub use dml::{dml_work, execute};
 pub use error::{ErrorKind, Position, SqlError};
 pub use exec::{QueryLimits, QueryResult, run};

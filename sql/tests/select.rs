@@ -216,6 +216,10 @@ fn budgets_and_hostile_queries_fail_cleanly() {
     let huge_in = format!("SELECT COUNT(*) FROM player WHERE id IN ({})", list.join(","));
     let r = query(&db, &huge_in, &QueryLimits::default()).unwrap();
     assert_eq!(r.rows, vec![vec![Value::U64(100)]]);
+    // Through the statement cache: answered the same, and too long a shape to keep.
+    let cache = tickdb_sql::StatementCache::default();
+    assert_eq!(cache.query(&db, &huge_in, &QueryLimits::default()).unwrap().rows, r.rows);
+    assert!(cache.is_empty());
 }
 
 /// `player` joined with `guild_member(player_id btree, guild)` and `guild(id pk, name)`.
