@@ -398,17 +398,34 @@ pub struct Recovered {
     pub end: LogEnd,
 }
 
+/// The transaction offset of a segment's first frame, read from its header; `None` if
+/// the segment holds no whole frame header (replay reports what is wrong with it).
+fn first_frame_tx(segment: &Path) -> Option<u64> {
+    use crate::commitlog::frame::{FRAME_HEADER_BYTES, FRAME_MAGIC};
+    use crate::commitlog::segments::SEGMENT_HEADER_BYTES;
+    use std::io::Read;
+    let mut head = [0u8; SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES];
+    std::fs::File::open(segment).ok()?.read_exact(&mut head).ok()?;
+    let frame = &head[SEGMENT_HEADER_BYTES..];
+    (frame[..4] == FRAME_MAGIC).then(|| u64::from_le_bytes(frame[16..24].try_into().expect("8 bytes")))
+}
+
 /// Brings `db` (its tables created, empty) back: the newest valid snapshot in
 /// `snapshots`, then the log in `log` after it. A snapshot that fails its checks is
 /// passed over for an older one (or for the whole log, if it still starts at the first
 /// tick); with none usable and the log's start gone, recovery refuses.
 pub fn recover(snapshots: &Path, log: &Path, db: &mut Database) -> Result<Recovered, RecoverError> {
-    let first_tick = list_segments(log).map_err(ReplayError::from)?.first().map(|(tick, _)| *tick);
-    let covers = |after: u64| first_tick.is_none_or(|first| first <= after.saturating_add(1));
+    let segments = list_segments(log).map_err(ReplayError::from)?;
+    let first_tick = segments.first().map(|(tick, _)| *tick);
+    // A base covers the log if the log holds every transaction after it: counted in
+    // transactions, not ticks, since a tick that committed nothing has no frame.
+    let first_tx = segments.first().and_then(|(_, path)| first_frame_tx(path));
+    let covers = |next_tx: u64| first_tx.is_none_or(|first| first <= next_tx);
     let mut skipped = Vec::new();
     let mut base = None;
-    for (tick, path) in list_snapshots(snapshots)? {
-        if !covers(tick) {
+    for (_, path) in list_snapshots(snapshots)? {
+        // A snapshot whose header cannot be read is loaded anyway, to be set aside.
+        if crate::snapshot::next_tx_of(&path).is_some_and(|next_tx| !covers(next_tx)) {
             continue;
         }
         match load(&path, db) {

@@ -160,6 +160,15 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The transaction offset a snapshot's header gives (the log's position after its
+/// tick), without loading or checking the rest; `None` if the header is unreadable.
+pub fn next_tx_of(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut head = [0u8; 24];
+    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    (head[..8] == SNAPSHOT_MAGIC).then(|| u64::from_le_bytes(head[16..24].try_into().expect("8 bytes")))
+}
+
 /// Loads the snapshot at `path` into `db`, whose tables must be empty and have the
 /// snapshot's schemas.
 pub fn load(path: &Path, db: &mut Database) -> Result<Loaded, SnapshotError> {

@@ -471,9 +471,14 @@ impl<S: TickSystem> Ticker<S> {
         let result = catch_unwind(AssertUnwindSafe(|| run(system, &mut tx, &mut ctx)));
         match result {
             Ok(Ok(())) => {
-                if self.logging {
+                // A transaction that wrote nothing (a tick system with nothing to do, a
+                // read-only call) needs no replay: it is not logged, so an idle
+                // database writes no log frames.
+                if self.logging && tx.undo_len() > 0 {
                     tx.log_changes(&mut self.log, &mut self.log_scratch);
                     self.log_txs += 1;
+                } else if self.logging {
+                    self.log.truncate(record_start);
                 }
                 tx.commit_into(changeset);
                 output.committed += 1;

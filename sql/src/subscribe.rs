@@ -408,51 +408,14 @@ impl SubscriptionSet {
                 .collect();
             deltas.extend(evaluated);
             for ((group_table, col), by_value) in &self.groups {
-                if *group_table != table || by_value.is_empty() {
-                    continue;
-                }
-                let Some(first) = by_value.values().flatten().next() else { continue };
-                let row_type = &self.live(*first).row_type;
-                let at = fixed_position(row_type, *col);
-                let value_of = |row: &[u8]| column_value(row_type, *col, at.as_ref(), row);
-                let holders =
-                    |v: &Option<Value>| v.as_ref().and_then(|v| by_value.get(v)).into_iter().flatten();
-                for row in table_changes.inserts.iter() {
-                    for id in holders(&value_of(row)) {
-                        deltas.entry(*id).or_default().inserts.push(row.to_vec());
-                    }
-                }
-                for row in table_changes.deletes.iter() {
-                    for id in holders(&value_of(row)) {
-                        deltas.entry(*id).or_default().deletes.push(row.to_vec());
-                    }
-                }
-                for (old, new) in table_changes.updates() {
-                    let (before, after) = (value_of(old), value_of(new));
-                    if before == after {
-                        for id in holders(&after) {
-                            deltas.entry(*id).or_default().updates.push((old.to_vec(), new.to_vec()));
-                        }
-                        continue;
-                    }
-                    for id in holders(&before) {
-                        deltas.entry(*id).or_default().deletes.push(old.to_vec());
-                    }
-                    for id in holders(&after) {
-                        deltas.entry(*id).or_default().inserts.push(new.to_vec());
-                    }
+                if *group_table == table && !by_value.is_empty() {
+                    let found = self.group_changes(*col, by_value, table_changes);
+                    push_changes(&mut deltas, found);
                 }
             }
             for ((window_table, _), index) in &self.windows {
                 if *window_table == table {
-                    for (id, change) in self.window_changes(index, table_changes) {
-                        let delta = deltas.entry(id).or_default();
-                        match change {
-                            Change::Insert(row) => delta.inserts.push(row.to_vec()),
-                            Change::Delete(row) => delta.deletes.push(row.to_vec()),
-                            Change::Update(old, new) => delta.updates.push((old.to_vec(), new.to_vec())),
-                        }
-                    }
+                    push_changes(&mut deltas, self.window_changes(index, table_changes));
                 }
             }
         }
@@ -460,9 +423,78 @@ impl SubscriptionSet {
     }
 }
 
+/// Each changed row of a table as (old version, new version).
+type Versions<'r> = (Option<&'r [u8]>, Option<&'r [u8]>);
+
+/// Rows taken per parallel task when an index finds the queries changed rows concern.
+const CHUNK: usize = 512;
+
+fn versions(changes: &TableChanges) -> Vec<Versions<'_>> {
+    changes
+        .deletes
+        .iter()
+        .map(|r| (Some(r), None))
+        .chain(changes.inserts.iter().map(|r| (None, Some(r))))
+        .chain(changes.updates().map(|(old, new)| (Some(old), Some(new))))
+        .collect()
+}
+
+/// Adds changes found by an index to the tick's deltas.
+fn push_changes(deltas: &mut HashMap<QueryId, Delta>, found: Vec<(QueryId, Change<'_>)>) {
+    for (id, change) in found {
+        let delta = deltas.entry(id).or_default();
+        match change {
+            Change::Insert(row) => delta.inserts.push(row.to_vec()),
+            Change::Delete(row) => delta.deletes.push(row.to_vec()),
+            Change::Update(old, new) => delta.updates.push((old.to_vec(), new.to_vec())),
+        }
+    }
+}
+
 impl SubscriptionSet {
     fn live(&self, id: QueryId) -> &Subscription {
         &self.queries[id.0 as usize].as_ref().expect("live").sub
+    }
+
+    /// The `col = literal` queries a changed row enters, leaves or stays in: found by
+    /// the column's value before and after. Rows are taken in parallel, in chunks.
+    fn group_changes<'c>(
+        &self,
+        col: ColId,
+        by_value: &HashMap<Value, Vec<QueryId>>,
+        changes: &'c TableChanges,
+    ) -> Vec<(QueryId, Change<'c>)> {
+        let Some(first) = by_value.values().flatten().next() else { return Vec::new() };
+        let row_type = &self.live(*first).row_type;
+        let at = fixed_position(row_type, col);
+        let holders = |row: Option<&[u8]>| -> &[QueryId] {
+            let value = row.and_then(|row| column_value(row_type, col, at.as_ref(), row));
+            value.and_then(|v| by_value.get(&v)).map_or(&[], Vec::as_slice)
+        };
+        versions(changes)
+            .par_chunks(CHUNK)
+            .flat_map_iter(|chunk| {
+                let mut out = Vec::new();
+                for &(old, new) in chunk {
+                    let (before, after) = (holders(old), holders(new));
+                    match (old, new) {
+                        // The same value: the same queries hold the row, updated.
+                        (Some(old), Some(new)) if std::ptr::eq(before, after) => {
+                            out.extend(before.iter().map(|id| (*id, Change::Update(old, new))));
+                        }
+                        _ => {
+                            if let Some(old) = old {
+                                out.extend(before.iter().map(|id| (*id, Change::Delete(old))));
+                            }
+                            if let Some(new) = new {
+                                out.extend(after.iter().map(|id| (*id, Change::Insert(new))));
+                            }
+                        }
+                    }
+                }
+                out
+            })
+            .collect()
     }
 
     /// The windows a changed row enters, leaves or moves within: found through the
@@ -487,16 +519,7 @@ impl SubscriptionSet {
                 }
             });
         };
-        const CHUNK: usize = 512;
-        // Each changed row as (old version, new version).
-        type Versions<'r> = (Option<&'r [u8]>, Option<&'r [u8]>);
-        let rows: Vec<Versions<'_>> = changes
-            .deletes
-            .iter()
-            .map(|r| (Some(r), None))
-            .chain(changes.inserts.iter().map(|r| (None, Some(r))))
-            .chain(changes.updates().map(|(old, new)| (Some(old), Some(new))))
-            .collect();
+        let rows = versions(changes);
         rows.par_chunks(CHUNK)
             .flat_map_iter(|chunk| {
                 let (mut before, mut after) = (Vec::new(), Vec::new());

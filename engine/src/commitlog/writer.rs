@@ -64,6 +64,9 @@ pub fn open_file_device(path: &Path, mode: IoMode) -> std::io::Result<(Box<dyn L
 #[derive(Debug, Default)]
 struct State {
     durable: Option<u64>,
+    /// The last tick handed to the writer: ticks after it have no frame (nothing was
+    /// logged), so they are durable once it is.
+    appended: Option<u64>,
     failed: Option<LogError>,
     stopped: bool,
 }
@@ -75,10 +78,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// Waits until every frame of a tick up to `tick` is durable. A tick without a
+    /// frame is durable once the frames before it are.
     fn wait_durable(&self, tick: u64) -> Result<(), LogError> {
         let mut state = self.state.lock().expect("log state");
         loop {
-            if state.durable.is_some_and(|d| d >= tick) {
+            let Some(appended) = state.appended else {
+                return Ok(()); // Nothing written by this writer: what is on disk is durable.
+            };
+            if state.durable.is_some_and(|d| d >= tick.min(appended)) {
                 return Ok(());
             }
             if let Some(e) = &state.failed {
@@ -222,8 +230,12 @@ impl LogWriter {
     /// Hands a tick's payload to the writer and returns at once (unless the writer is
     /// `queue_ticks` behind). `tx_count` transactions follow the previous tick's.
     pub fn append(&mut self, tick: u64, tx_count: u32, payload: Vec<u8>) -> Result<(), LogError> {
-        if let Some(e) = &self.shared.state.lock().expect("log state").failed {
-            return Err(e.clone());
+        {
+            let mut state = self.shared.state.lock().expect("log state");
+            if let Some(e) = &state.failed {
+                return Err(e.clone());
+            }
+            state.appended = Some(tick);
         }
         let first_tx = self.next_tx;
         let queue = self.queue.as_ref().expect("open until dropped");
