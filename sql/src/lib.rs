@@ -1,16 +1,20 @@
 //! tickdb's SQL.
 //!
-//! Built so far: one-off `SELECT`s: column projections, `*`, `t.*` and aliases, inner
-//! `JOIN ... ON` over several tables, `WHERE` with comparisons, `AND`/`OR`/`NOT`,
-//! `BETWEEN`, `IN` and `IS [NOT] NULL`, `ORDER BY`, `LIMIT` and `COUNT(*)`. A query is
-//! parsed with sqlparser, bound to the database's tables (names and literal types
-//! checked, with the position of each mistake), planned onto indexes where the
-//! conditions allow (a joined table is looked up through an index on its joined
-//! column), and run with a row and time budget. `INSERT`, `UPDATE` and `DELETE` run
-//! for the database's owner as transactions in the tick loop ([`dml_work`]).
-//! Subscriptions over one table keep their result up to date from each tick's changes
-//! ([`Subscription`]); joins, sharing and area-of-interest indexes for them are being
-//! built.
+//! - One-off `SELECT`s: column projections, `*`, `t.*` and aliases, inner
+//!   `JOIN ... ON` over several tables, `WHERE` with comparisons, `AND`/`OR`/`NOT`,
+//!   `BETWEEN`, `IN` and `IS [NOT] NULL`, `ORDER BY`, `LIMIT` and `COUNT(*)`. A query
+//!   is parsed with sqlparser (or bound from a [`StatementCache`] by its shape), bound
+//!   to the database's tables with the position of each mistake, planned onto unique,
+//!   btree and grid indexes, and run within a row and time budget ([`QueryLimits`]).
+//! - `INSERT`, `UPDATE` and `DELETE` for the database's owner, as transactions in the
+//!   tick loop ([`dml_work`]).
+//! - Who reads what: [`Reader`] and [`Visibility`]: private tables for the owner
+//!   alone, row-level rules with `:sender` joined into every client query.
+//! - Subscriptions ([`Subscription`], [`SubscriptionSet`]): whole rows of one table,
+//!   possibly through joins on indexed columns, kept up to date from each tick's
+//!   changes alone; identical queries shared, `col = literal` queries grouped, windows
+//!   found through an area-of-interest index, the rest in parallel. [`InitialScan`]
+//!   computes a new subscription's rows without holding the tick loop.
 
 mod aoi;
 mod bind;
@@ -30,9 +34,9 @@ pub use dml::{dml_work, execute};
 pub use error::{ErrorKind, Position, SqlError};
 pub use exec::{QueryLimits, QueryResult, run};
 pub use initial::InitialScan;
-pub use plan::{Access, JoinAccess, Plan};
+pub use plan::{Access, GRID_CELLS_MAX, JoinAccess, Plan};
 pub use subscribe::{Delta, QueryId, SetStats, Subscription, SubscriptionSet};
-pub use visibility::{Reader, Visibility};
+pub use visibility::{Reader, TABLES_WITH_RULES_MAX, Visibility};
 
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;

@@ -1,11 +1,13 @@
-//! Subscriptions over one table: `SELECT * FROM t [WHERE ...]`, kept up to date from
-//! each tick's changes alone. A changed row is checked against the condition as it
-//! was and as it is: it enters the result, leaves it, or changes within it. The
-//! query is never run again.
+//! Subscriptions: `SELECT * FROM t [WHERE ...]`, or whole rows of one table through
+//! joins (`SELECT t.* FROM t JOIN u ON ...`, see [`crate::semijoin`]), kept up to date
+//! from each tick's changes alone; the query is never run again. Over one table, a
+//! changed row is checked against the condition as it was and as it is: it enters the
+//! result, leaves it, or changes within it.
 //!
 //! A [`SubscriptionSet`] evaluates all of a database's queries per tick: identical
-//! queries once, `col = literal` queries grouped by column, the other distinct queries
-//! in parallel (rayon). Joins (semijoins) and area-of-interest indexes are being built.
+//! queries once, `col = literal` queries grouped by column, windows through the
+//! area-of-interest index ([`crate::aoi`]), joins and the other distinct queries in
+//! parallel (rayon).
 
 use std::collections::HashMap;
 
@@ -211,7 +213,7 @@ pub struct QueryId(pub u32);
 /// many clients hold it. Queries of the form `col = literal` are grouped by column: a
 /// changed row's value finds the queries it concerns in one lookup, rather than each
 /// query testing each row. Window queries over two or three numeric columns are filed
-/// in an area-of-interest index ([`crate::aoi`]) that finds the windows holding a
+/// in an area-of-interest index that finds the windows holding a
 /// changed row. Other queries are evaluated one by one, in parallel.
 #[derive(Debug, Default)]
 pub struct SubscriptionSet {
