@@ -80,7 +80,8 @@ fn main() {
 }
 
 /// A subscription that scans 100,000 players (`x >= 0`, every row): its initial rows at
-/// once, and in slices of at most 1 ms, the longest slice being what a tick waits for.
+/// once, and in slices of at most 1 ms (the first an attempt at once, cut short), the
+/// longest slice being what a tick waits for.
 fn initial_slices(db: &Database) {
     let sub = Subscription::new(db, "SELECT * FROM player WHERE x >= 0.0").expect("subscribe");
     let limits = QueryLimits::default();
@@ -88,8 +89,10 @@ fn initial_slices(db: &Database) {
     let rows = sub.initial(db, &limits).expect("initial").len();
     let at_once = started.elapsed();
     let slice = QueryLimits { rows_max: u64::MAX, time_max: std::time::Duration::from_millis(1) };
-    let mut scan = InitialScan::start(db, &sub, &limits).expect("start");
-    let (mut slices, mut longest) = (0, std::time::Duration::ZERO);
+    // The start tries the query at once within one slice, which counts as a slice.
+    let started = Instant::now();
+    let mut scan = InitialScan::start(db, &sub, &slice, &limits).expect("start");
+    let (mut slices, mut longest) = (1, started.elapsed());
     loop {
         let started = Instant::now();
         let done = scan.step(db, &slice);

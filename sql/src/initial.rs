@@ -1,15 +1,16 @@
-//! A new subscription's initial rows without holding the tick loop: a query that reads
-//! through an index (or joins) is answered at once, within its [`QueryLimits`]; a
-//! query that must scan its table is answered in slices, each within a budget, with
-//! the database moving on between them.
+//! A new subscription's initial rows without holding the tick loop. The query is first
+//! run at once within one slice's budget; most queries, through an index, fit. One that
+//! does not is answered in slices, each within the budget, with the database moving on
+//! between them.
 //!
-//! A sliced scan reads the table in row-id order and remembers how far it got. Each
-//! tick's changes are folded into the rows found so far: a row the scan has passed is
-//! added, changed or removed as the tick says; a row it has not reached yet is left
-//! for the scan, which will read it as it then is. A row deleted and inserted back
-//! unchanged in another slot is no change to subscribers, but the tick reports it as
-//! moved, since it may have crossed the scan. Rows are told apart by primary key,
-//! so a sliced scan needs one; a table without a primary key is scanned at once.
+//! A sliced scan reads the result table in row-id order and remembers how far it got;
+//! for each row it reads, it counts how many times the row is in the result (once or
+//! not for one table, once per combination of joined rows for a join). Each tick's
+//! changes are folded into the counts so far: every row of the result table the tick
+//! touched (changed, moved to another slot, or whose joined rows changed) is counted
+//! again if the scan has passed where it is now, and dropped otherwise, for the scan
+//! to read later as it then is. Rows are told apart by primary key, so a sliced scan
+//! needs one; a query over a table without one runs at once within the full limits.
 //! When the scan ends, its rows are the result as of the last tick folded in, and the
 //! subscription's deltas apply from the next tick on.
 
@@ -19,9 +20,8 @@ use std::time::Instant;
 use tickdb_engine::{Database, KeyBytes, RowId, TableChanges};
 use tickdb_wasm_abi::{Value, decode_exact};
 
-use crate::error::SqlError;
+use crate::error::{ErrorKind, SqlError};
 use crate::exec::{QueryLimits, eval};
-use crate::plan::{Access, plan};
 use crate::subscribe::Subscription;
 
 /// A subscription's initial rows, being computed.
@@ -34,32 +34,38 @@ pub struct InitialScan {
 #[derive(Debug)]
 enum State {
     Done(Vec<Vec<u8>>),
-    /// A sliced scan that has read every row: the matching rows by primary key.
-    Scanned(HashMap<KeyBytes, Vec<u8>>),
     Scanning {
         /// Every row id below it has been read.
         cursor: RowId,
-        /// The primary key constraint.
+        /// The result table's primary key constraint.
         pk: usize,
-        /// The matching rows read so far, by primary key.
-        found: HashMap<KeyBytes, Vec<u8>>,
+        /// The rows read so far that are in the result, by primary key, with how many
+        /// times each is.
+        found: HashMap<KeyBytes, (Vec<u8>, i64)>,
     },
+    /// A sliced scan that has read every row.
+    Scanned(HashMap<KeyBytes, (Vec<u8>, i64)>),
 }
 
 impl InitialScan {
-    /// Starts computing `sub`'s initial rows: at once (within `limits`) unless the
-    /// query scans a table with a primary key.
-    pub fn start(db: &Database, sub: &Subscription, limits: &QueryLimits) -> Result<InitialScan, SqlError> {
+    /// Starts computing `sub`'s initial rows: at once if the query fits in `slice`;
+    /// else in slices, if its table has a primary key; else at once within `limits`.
+    pub fn start(
+        db: &Database,
+        sub: &Subscription,
+        slice: &QueryLimits,
+        limits: &QueryLimits,
+    ) -> Result<InitialScan, SqlError> {
         let table = db.table(sub.table());
-        let schema = table.schema();
-        let scans = sub.join_free() && plan(&[&**schema], sub.filter()).first == Access::Scan;
-        let state = match schema.primary_key {
-            // Room for every row up front: growing the map mid-scan would move every row
-            // found so far within one slice.
-            Some(pk) if scans => {
+        let state = match (sub.initial(db, slice), table.schema().primary_key) {
+            (Ok(rows), _) => State::Done(rows),
+            (Err(e), _) if e.kind != ErrorKind::Budget => return Err(e),
+            // Room for every row up front: growing the map mid-scan would move every
+            // row found so far within one slice.
+            (Err(_), Some(pk)) => {
                 State::Scanning { cursor: RowId(0), pk, found: HashMap::with_capacity(table.len()) }
             }
-            _ => State::Done(sub.initial(db, limits)?),
+            (Err(_), None) => State::Done(sub.initial(db, limits)?),
         };
         Ok(InitialScan { sub: sub.clone(), state })
     }
@@ -86,13 +92,18 @@ impl InitialScan {
                 read += 1;
                 *cursor = RowId(id.0 + 1);
                 let Some(row) = table.get(id) else { continue };
-                let matches =
-                    self.sub.filter().is_none_or(|f| eval(f, std::slice::from_ref(&row)) == Some(true));
-                if matches {
+                let count = match self.sub.join_plan() {
+                    None => {
+                        let filter = self.sub.filter();
+                        i64::from(filter.is_none_or(|f| eval(f, std::slice::from_ref(&row)) == Some(true)))
+                    }
+                    Some(plan) => plan.count_of(db, &row.to_bytes()),
+                };
+                if count > 0 {
                     let pk_columns = &table.schema().unique[*pk].columns;
                     let values: Vec<Value> = pk_columns.iter().map(|c| row.value(*c)).collect();
                     let key = table.key_from_values(pk_columns, &values).expect("a row's own key");
-                    found.insert(key, row.to_bytes());
+                    found.insert(key, (row.to_bytes(), count));
                 }
             }
         }
@@ -110,30 +121,52 @@ impl InitialScan {
             let key: Vec<Value> = pk_columns.iter().map(|c| values[c.index()].clone()).collect();
             table.key_from_values(pk_columns, &key).ok()
         };
+        // Every row of the result table the tick may have changed the count of: its
+        // own changes and moves, and for a join, the rows the join's delta names.
+        let mut touched: Vec<KeyBytes> = Vec::new();
         for changed in changes.iter().filter(|c| c.table == self.sub.table()) {
-            // Rows that left, changed or moved first, then the rows as they are now:
-            // where they are now decides whether the scan has passed them.
-            for old in changed.deletes.iter().chain(changed.updates_old.iter()).chain(changed.moved.iter()) {
-                if let Some(key) = key_of(old) {
-                    found.remove(&key);
-                }
-            }
-            for new in changed.inserts.iter().chain(changed.updates_new.iter()).chain(changed.moved.iter()) {
-                let Some(key) = key_of(new) else { continue };
-                let passed = table.find_unique(*pk, &key).is_some_and(|id| id < *cursor);
-                if passed && self.sub.matches(new) {
-                    found.insert(key, new.to_vec());
-                }
+            let rows = changed.deletes.iter().chain(changed.inserts.iter());
+            let rows = rows.chain(changed.updates_old.iter()).chain(changed.updates_new.iter());
+            touched.extend(rows.chain(changed.moved.iter()).filter_map(key_of));
+        }
+        if self.sub.join_plan().is_some() {
+            let delta = self.sub.delta(db, changes);
+            let rows = delta.inserts.iter().chain(delta.deletes.iter());
+            let rows = rows.chain(delta.updates.iter().flat_map(|(old, new)| [old, new]));
+            touched.extend(rows.filter_map(|r| key_of(r)));
+        }
+        touched.sort();
+        touched.dedup();
+        for key in touched {
+            found.remove(&key);
+            let Some(id) = table.find_unique(*pk, &key).filter(|id| id < cursor) else { continue };
+            let Some(row) = table.get(id) else { continue };
+            let bytes = row.to_bytes();
+            let count = match self.sub.join_plan() {
+                None => i64::from(self.sub.matches(&bytes)),
+                Some(plan) => plan.count_of(db, &bytes),
+            };
+            if count > 0 {
+                found.insert(key, (bytes, count));
             }
         }
     }
 
-    /// The initial rows, once done.
+    /// The initial rows, once done: a row in the result several times (through a
+    /// join) is here as many times.
     pub fn rows(self) -> Option<Vec<Vec<u8>>> {
-        match self.state {
-            State::Done(rows) => Some(rows),
-            State::Scanned(found) => Some(found.into_values().collect()),
-            State::Scanning { .. } => None,
+        let found = match self.state {
+            State::Done(rows) => return Some(rows),
+            State::Scanned(found) => found,
+            State::Scanning { .. } => return None,
+        };
+        let mut rows = Vec::with_capacity(found.len());
+        for (row, count) in found.into_values() {
+            for _ in 1..count {
+                rows.push(row.clone());
+            }
+            rows.push(row);
         }
+        Some(rows)
     }
 }

@@ -203,6 +203,22 @@ impl JoinPlan {
         self.consolidate(counts)
     }
 
+    /// How many times a row of the result table is in the result now: the number of
+    /// combinations of the other tables' rows it joins with.
+    pub(crate) fn count_of(&self, db: &Database, row: &[u8]) -> i64 {
+        let mut binding: Vec<Option<Row>> = vec![None; self.tables.len()];
+        let values = decoded(&self.row_types[self.result], row);
+        binding[self.result] = Some(Row { bytes: row.to_vec(), values });
+        let (checks, _) = &self.starts[self.result];
+        if !self.holds(checks, &binding) {
+            return 0;
+        }
+        let now: Vec<Option<Before<'_>>> = (0..self.tables.len()).map(|_| None).collect();
+        let mut counts = HashMap::new();
+        self.extend(db, &now, self.result, 0, &mut binding, 1, &mut counts);
+        counts.values().sum()
+    }
+
     fn holds(&self, checks: &[usize], binding: &[Option<Row>]) -> bool {
         checks.iter().all(|&c| eval(&self.conditions[c], &Binding(binding)) == Some(true))
     }

@@ -118,8 +118,8 @@ impl Subscription {
         }
     }
 
-    pub(crate) fn join_free(&self) -> bool {
-        self.join.is_none()
+    pub(crate) fn join_plan(&self) -> Option<&JoinPlan> {
+        self.join.as_ref().map(|(_, plan)| plan)
     }
 
     pub(crate) fn filter(&self) -> Option<&Pred> {
