@@ -95,7 +95,7 @@ fn initial_slices(db: &Database) {
     let (mut slices, mut longest) = (1, started.elapsed());
     loop {
         let started = Instant::now();
-        let done = scan.step(db, &slice);
+        let done = scan.step(db, &slice).expect("step");
         longest = longest.max(started.elapsed());
         slices += 1;
         if done {
@@ -133,7 +133,7 @@ fn subscriptions(db: &mut Database, t: tickdb_engine::TableId) {
         }
         let changes = tx.commit().table_changes(db);
         let started = Instant::now();
-        let deltas = set.evaluate(db, &changes);
+        let deltas = set.evaluate(db, &changes).deltas;
         let elapsed = started.elapsed();
         changed_queries = deltas.len();
         if round >= 5 {
@@ -231,7 +231,7 @@ fn area_of_interest() {
         }
         let changes = tx.commit().table_changes(&db);
         let started = Instant::now();
-        let deltas = set.evaluate(&db, &changes);
+        let deltas = set.evaluate(&db, &changes).deltas;
         let evaluated = started.elapsed();
         let started = Instant::now();
         for &p in &moved_players {
@@ -244,7 +244,7 @@ fn area_of_interest() {
         let moved = started.elapsed();
         if round < 3 {
             let started = Instant::now();
-            let naive_deltas = naive.evaluate(&db, &changes);
+            let naive_deltas = naive.evaluate(&db, &changes).deltas;
             naive_ms.push(started.elapsed().as_secs_f64() * 1e3);
             assert_eq!(naive_deltas.len(), deltas.len(), "the index finds the windows testing finds");
         }

@@ -57,7 +57,9 @@ impl StatementCache {
 
     /// Like [`crate::prepare`], through the cache.
     pub fn prepare(&self, db: &Database, sql: &str) -> Result<BoundQuery, SqlError> {
-        let Some((shape, literals)) = shape(sql).filter(|(shape, _)| shape.len() <= SHAPE_BYTES_MAX) else {
+        // Too long a text is refused by the parser's path, as it would be uncached.
+        let shaped = (sql.len() <= crate::QUERY_BYTES_MAX).then(|| shape(sql)).flatten();
+        let Some((shape, literals)) = shaped.filter(|(shape, _)| shape.len() <= SHAPE_BYTES_MAX) else {
             return crate::prepare(db, sql);
         };
         let cached = self.shapes.lock().expect("cache lock").get(&shape).cloned();

@@ -75,7 +75,9 @@ pub fn run(db: &Database, query: &BoundQuery, limits: &QueryLimits) -> Result<Qu
     };
     let at = wanted.len();
     wanted.extend(query.order_by.iter().map(|(c, _)| *c));
-    let early_limit = if query.order_by.is_empty() { query.limit } else { None };
+    // Without an order, rows past the limit need not be read; a count reads them all.
+    let counting = matches!(query.output, Output::Count(_));
+    let early_limit = if query.order_by.is_empty() && !counting { query.limit } else { None };
     let mut run = Run {
         tables,
         plan: &plan,
@@ -107,18 +109,19 @@ pub fn run(db: &Database, query: &BoundQuery, limits: &QueryLimits) -> Result<Qu
                 .find(|o| *o != Ordering::Equal)
                 .unwrap_or(Ordering::Equal)
         });
-        if let Some(limit) = query.limit {
-            matched.truncate(limit as usize);
-        }
         matched.iter_mut().for_each(|row| row.truncate(at));
     }
-    let (columns, rows) = match &query.output {
+    let (columns, mut rows) = match &query.output {
         Output::Columns(columns) => {
             let ty = |c: &ColRef| schemas[c.table].columns[c.col.index()].ty.clone();
             (columns.iter().map(|(n, c)| (n.clone(), ty(c))).collect(), matched)
         }
         Output::Count(name) => (vec![(name.clone(), ValueType::U64)], vec![vec![Value::U64(count)]]),
     };
+    // `LIMIT` limits the rows returned: a count is one row, `LIMIT 0` none.
+    if let Some(limit) = query.limit {
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    }
     Ok(QueryResult { columns, rows, plan, rows_read })
 }
 
@@ -262,6 +265,8 @@ fn cast(value: &Value, ty: &ValueType) -> Option<Value> {
             let narrow = *f as f32;
             (f64::from(narrow).to_bits() == f.to_bits()).then_some(Value::F32(narrow))
         }
+        // A u128 past every i128 equals no value of another integer type.
+        (Value::U128(_), ty) if *ty != ValueType::U128 => None,
         _ => Some(value.clone()),
     }
 }
@@ -347,6 +352,9 @@ fn candidates<'t>(
                     })
                 })
             };
+            if cells.iter().any(|(lo, hi)| lo > hi) {
+                return Ok(Box::new(std::iter::empty())); // an empty window
+            }
             let mut ids = Vec::new();
             let mut at: Vec<i64> = cells.iter().map(|(lo, _)| *lo).collect();
             'cells: loop {

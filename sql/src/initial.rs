@@ -75,8 +75,9 @@ impl InitialScan {
     }
 
     /// Reads on within `slice` (rows read and time); returns whether the scan is done.
-    pub fn step(&mut self, db: &Database, slice: &QueryLimits) -> bool {
-        let State::Scanning { cursor, pk, found } = &mut self.state else { return true };
+    /// Fails if a joined row matches past [`crate::JOIN_ROWS_MAX`] rows.
+    pub fn step(&mut self, db: &Database, slice: &QueryLimits) -> Result<bool, SqlError> {
+        let State::Scanning { cursor, pk, found } = &mut self.state else { return Ok(true) };
         let table = db.table(self.sub.table());
         let started = Instant::now();
         let mut read = 0u64;
@@ -87,7 +88,7 @@ impl InitialScan {
                     continue;
                 }
                 if read >= slice.rows_max || (read % 256 == 255 && started.elapsed() >= slice.time_max) {
-                    return false;
+                    return Ok(false);
                 }
                 read += 1;
                 *cursor = RowId(id.0 + 1);
@@ -97,7 +98,7 @@ impl InitialScan {
                         let filter = self.sub.filter();
                         i64::from(filter.is_none_or(|f| eval(f, std::slice::from_ref(&row)) == Some(true)))
                     }
-                    Some(plan) => plan.count_of(db, &row.to_bytes()),
+                    Some(plan) => plan.count_of(db, &row.to_bytes())?,
                 };
                 if count > 0 {
                     let pk_columns = &table.schema().unique[*pk].columns;
@@ -108,12 +109,13 @@ impl InitialScan {
             }
         }
         self.state = State::Scanned(std::mem::take(found));
-        true
+        Ok(true)
     }
 
-    /// Folds in one tick's changes; `db` is as the tick left it.
-    pub fn apply(&mut self, db: &Database, changes: &[TableChanges]) {
-        let State::Scanning { cursor, pk, found } = &mut self.state else { return };
+    /// Folds in one tick's changes; `db` is as the tick left it. Fails as
+    /// [`InitialScan::step`] does.
+    pub fn apply(&mut self, db: &Database, changes: &[TableChanges]) -> Result<(), SqlError> {
+        let State::Scanning { cursor, pk, found } = &mut self.state else { return Ok(()) };
         let table = db.table(self.sub.table());
         let pk_columns = &table.schema().unique[*pk].columns;
         let key_of = |row: &[u8]| -> Option<KeyBytes> {
@@ -130,7 +132,7 @@ impl InitialScan {
             touched.extend(rows.chain(changed.moved.iter()).filter_map(key_of));
         }
         if self.sub.join_plan().is_some() {
-            let delta = self.sub.delta(db, changes);
+            let delta = self.sub.delta(db, changes)?;
             let rows = delta.inserts.iter().chain(delta.deletes.iter());
             let rows = rows.chain(delta.updates.iter().flat_map(|(old, new)| [old, new]));
             touched.extend(rows.filter_map(|r| key_of(r)));
@@ -144,12 +146,13 @@ impl InitialScan {
             let bytes = row.to_bytes();
             let count = match self.sub.join_plan() {
                 None => i64::from(self.sub.matches(&bytes)),
-                Some(plan) => plan.count_of(db, &bytes),
+                Some(plan) => plan.count_of(db, &bytes)?,
             };
             if count > 0 {
                 found.insert(key, (bytes, count));
             }
         }
+        Ok(())
     }
 
     /// The initial rows, once done: a row in the result several times (through a

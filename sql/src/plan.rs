@@ -107,8 +107,12 @@ fn grid_access(schema: &TableSchema, conditions: &[&Pred]) -> Option<Access> {
         if cells.len() < grid.columns.len() {
             continue;
         }
-        let count =
-            cells.iter().try_fold(1u64, |n, (a, b)| n.checked_mul(u64::try_from(b - a + 1).unwrap_or(0)));
+        // Cells read: none if a side is empty (the window holds nothing); wide in i128,
+        // since cells saturate at the ends of i64.
+        let count = cells.iter().try_fold(1u64, |n, (a, b)| {
+            let span = (i128::from(*b) - i128::from(*a) + 1).max(0);
+            n.checked_mul(u64::try_from(span).ok()?)
+        });
         match count {
             Some(n) if n <= GRID_CELLS_MAX && best.as_ref().is_none_or(|(m, _)| n < *m) => {
                 best = Some((n, Access::Grid { index, cells, bounds }))

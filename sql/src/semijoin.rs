@@ -27,6 +27,11 @@ use crate::exec::{RowSource, eval};
 use crate::plan::conjuncts;
 use crate::subscribe::Delta;
 
+/// The most rows a join subscription may read to find one tick's delta (or one
+/// row's count): a join whose rows match many rows each can cost far more than the
+/// changes that set it off.
+pub const JOIN_ROWS_MAX: u64 = 1_000_000;
+
 /// How a table is looked up by the value of one of its columns.
 #[derive(Debug, Clone, Copy)]
 enum Lookup {
@@ -90,6 +95,11 @@ impl JoinPlan {
         result: usize,
         filter: Option<&Pred>,
     ) -> Result<JoinPlan, SqlError> {
+        if tables.len() > crate::visibility::TABLES_WITH_RULES_MAX {
+            let why =
+                format!("a subscription joins at most {} tables", crate::visibility::TABLES_WITH_RULES_MAX);
+            return Err(SqlError::new(ErrorKind::TooLarge, why, None));
+        }
         let schemas: Vec<&TableSchema> = tables.iter().map(|&t| &**db.table(t).schema()).collect();
         let name =
             |c: ColRef| format!("{}.{}", schemas[c.table].name, schemas[c.table].columns[c.col.index()].name);
@@ -116,13 +126,14 @@ impl JoinPlan {
         let mut starts = Vec::with_capacity(tables.len());
         for start in 0..tables.len() {
             let mut bound = 1u32 << start;
-            let ready = |bound: u32, done: &mut u32| -> Vec<usize> {
+            // Conditions are as many as the query has; tables at most 32 (a bit each).
+            let ready = |bound: u32, done: &mut Vec<bool>| -> Vec<usize> {
                 let now: Vec<usize> =
-                    (0..masks.len()).filter(|&i| *done & (1 << i) == 0 && masks[i] & !bound == 0).collect();
-                now.iter().for_each(|i| *done |= 1 << i);
+                    (0..masks.len()).filter(|&i| !done[i] && masks[i] & !bound == 0).collect();
+                now.iter().for_each(|&i| done[i] = true);
                 now
             };
-            let mut done = 0u32;
+            let mut done = vec![false; masks.len()];
             let first_checks = ready(bound, &mut done);
             let mut steps = Vec::new();
             while bound.count_ones() < tables.len() as u32 {
@@ -171,13 +182,18 @@ impl JoinPlan {
         })
     }
 
+    /// The position of the table whose rows are returned.
+    pub(crate) fn result(&self) -> usize {
+        self.result
+    }
+
     /// The tables the join reads.
     pub(crate) fn tables(&self) -> &[TableId] {
         &self.tables
     }
 
-    /// The result's delta for one tick.
-    pub(crate) fn delta(&self, db: &Database, changes: &[TableChanges]) -> Delta {
+    /// The result's delta for one tick; fails past [`JOIN_ROWS_MAX`] rows read.
+    pub(crate) fn delta(&self, db: &Database, changes: &[TableChanges]) -> Result<Delta, SqlError> {
         let before: Vec<Option<Before<'_>>> = (0..self.tables.len())
             .map(|k| {
                 let changed = changes.iter().find(|c| c.table == self.tables[k])?;
@@ -185,8 +201,9 @@ impl JoinPlan {
             })
             .collect();
         if before.iter().all(Option::is_none) {
-            return Delta::default();
+            return Ok(Delta::default());
         }
+        let mut budget = JOIN_ROWS_MAX;
         let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
         let mut binding: Vec<Option<Row>> = vec![None; self.tables.len()];
         for (start, changed) in before.iter().enumerate() {
@@ -195,28 +212,29 @@ impl JoinPlan {
                 binding[start] = Some(Row { bytes: bytes.to_vec(), values });
                 let (checks, _) = &self.starts[start];
                 if self.holds(checks, &binding) {
-                    self.extend(db, &before, start, 0, &mut binding, sign, &mut counts);
+                    self.extend(db, &before, start, 0, &mut binding, sign, &mut counts, &mut budget)?;
                 }
             }
             binding[start] = None;
         }
-        self.consolidate(counts)
+        Ok(self.consolidate(counts))
     }
 
     /// How many times a row of the result table is in the result now: the number of
     /// combinations of the other tables' rows it joins with.
-    pub(crate) fn count_of(&self, db: &Database, row: &[u8]) -> i64 {
+    /// Fails past [`JOIN_ROWS_MAX`] rows read.
+    pub(crate) fn count_of(&self, db: &Database, row: &[u8]) -> Result<i64, SqlError> {
         let mut binding: Vec<Option<Row>> = vec![None; self.tables.len()];
         let values = decoded(&self.row_types[self.result], row);
         binding[self.result] = Some(Row { bytes: row.to_vec(), values });
         let (checks, _) = &self.starts[self.result];
         if !self.holds(checks, &binding) {
-            return 0;
+            return Ok(0);
         }
         let now: Vec<Option<Before<'_>>> = (0..self.tables.len()).map(|_| None).collect();
-        let mut counts = HashMap::new();
-        self.extend(db, &now, self.result, 0, &mut binding, 1, &mut counts);
-        counts.values().sum()
+        let (mut counts, mut budget) = (HashMap::new(), JOIN_ROWS_MAX);
+        self.extend(db, &now, self.result, 0, &mut binding, 1, &mut counts, &mut budget)?;
+        Ok(counts.values().sum())
     }
 
     fn holds(&self, checks: &[usize], binding: &[Option<Row>]) -> bool {
@@ -235,31 +253,41 @@ impl JoinPlan {
         binding: &mut Vec<Option<Row>>,
         sign: i64,
         counts: &mut HashMap<Vec<u8>, i64>,
-    ) {
+        budget: &mut u64,
+    ) -> Result<(), SqlError> {
         let steps = &self.starts[start].1;
         let Some(s) = steps.get(step) else {
             let row = binding[self.result].as_ref().expect("every table is bound");
             *counts.entry(row.bytes.clone()).or_insert(0) += sign;
-            return;
+            return Ok(());
         };
         // The value as the looked-up column holds it (an option or not); NULL joins nothing.
         let value = match &binding[s.from.table].as_ref().expect("bound before").values[s.from.col.index()] {
-            Value::Option(None) => return,
+            Value::Option(None) => return Ok(()),
             Value::Option(Some(v)) => (**v).clone(),
             v => v.clone(),
         };
         let Some(value) = crate::exec::key_value(db.table(self.tables[s.table]), s.col, &value) else {
-            return;
+            return Ok(());
         };
         // Tables before the starting one are read as they are now, after it as they were.
         let was = if s.table > start { before[s.table].as_ref() } else { None };
-        for row in self.rows_with(db, s, &value, was) {
+        let rows = self.rows_with(db, s, &value, was);
+        *budget = budget.checked_sub(rows.len() as u64).ok_or_else(|| {
+            let why = format!(
+                "the join reads more than {JOIN_ROWS_MAX} rows for one tick's changes; join on columns \
+                 with fewer matches, or narrow it"
+            );
+            SqlError::new(ErrorKind::Budget, why, None)
+        })?;
+        for row in rows {
             binding[s.table] = Some(row);
             if self.holds(&s.checks, binding) {
-                self.extend(db, before, start, step + 1, binding, sign, counts);
+                self.extend(db, before, start, step + 1, binding, sign, counts, budget)?;
             }
         }
         binding[s.table] = None;
+        Ok(())
     }
 
     /// The rows of the step's table whose column holds `value`: now, or, given the

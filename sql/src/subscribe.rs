@@ -147,11 +147,12 @@ impl Subscription {
         out
     }
 
-    /// What identifies the query however it was written: its tables, the one returned,
+    /// What identifies the query however it was written: its tables, the one returned
+    /// (by position: a self-join returns one of two copies of a table),
     /// and its bound condition.
     fn key(&self) -> String {
         match &self.join {
-            Some((bound, _)) => format!("{:?}/{:?}/{:?}", bound.tables, self.table, bound.filter),
+            Some((bound, plan)) => format!("{:?}/{}/{:?}", bound.tables, plan.result(), bound.filter),
             None => format!("{:?}/{:?}", self.table, self.filter),
         }
     }
@@ -174,8 +175,8 @@ impl Subscription {
     }
 
     /// The subscription's delta for one tick: `db` as the tick left it, and the tick's
-    /// changes.
-    pub fn delta(&self, db: &Database, changes: &[TableChanges]) -> Delta {
+    /// changes. Only a join can fail, past [`crate::JOIN_ROWS_MAX`] rows read.
+    pub fn delta(&self, db: &Database, changes: &[TableChanges]) -> Result<Delta, SqlError> {
         match &self.join {
             Some((_, plan)) => plan.delta(db, changes),
             None => {
@@ -183,7 +184,7 @@ impl Subscription {
                 for table_changes in changes.iter().filter(|c| c.table == self.table) {
                     self.delta_of_table(table_changes, &mut delta);
                 }
-                delta
+                Ok(delta)
             }
         }
     }
@@ -246,6 +247,15 @@ enum Place {
     Window(Dims),
     Join,
     Other,
+}
+
+/// What a tick did to a set's queries.
+#[derive(Debug, Default)]
+pub struct TickDeltas {
+    /// For each query whose result changed, what changed.
+    pub deltas: HashMap<QueryId, Delta>,
+    /// Queries that could not be evaluated, and why.
+    pub failed: Vec<(QueryId, SqlError)>,
 }
 
 /// How many of a set's distinct queries are evaluated each way.
@@ -383,18 +393,29 @@ impl SubscriptionSet {
         self.queries.get(id.0 as usize)?.as_ref().map(|e| &e.sub)
     }
 
-    /// The deltas of one tick: for each query whose result changed, what changed.
-    /// `db` is as the tick left it.
-    pub fn evaluate(&self, db: &Database, changes: &[TableChanges]) -> HashMap<QueryId, Delta> {
+    /// The deltas of one tick: for each query whose result changed, what changed; and
+    /// the queries that could not be evaluated (their holders should be told and
+    /// unsubscribed). `db` is as the tick left it.
+    pub fn evaluate(&self, db: &Database, changes: &[TableChanges]) -> TickDeltas {
         let live = |id: &QueryId| self.live(*id);
         let changed = |sub: &Subscription| sub.tables().iter().any(|t| changes.iter().any(|c| c.table == *t));
-        let mut deltas: HashMap<QueryId, Delta> = self
+        let joins: Vec<(QueryId, Result<Delta, SqlError>)> = self
             .joins
             .par_iter()
             .filter(|id| changed(live(id)))
             .map(|id| (*id, live(id).delta(db, changes)))
-            .filter(|(_, delta)| !delta.is_empty())
             .collect();
+        let mut deltas = HashMap::new();
+        let mut failed = Vec::new();
+        for (id, result) in joins {
+            match result {
+                Ok(delta) if delta.is_empty() => {}
+                Ok(delta) => {
+                    deltas.insert(id, delta);
+                }
+                Err(e) => failed.push((id, e)),
+            }
+        }
         for table_changes in changes {
             let table = table_changes.table;
             // Distinct queries are independent: evaluated in parallel, one task each.
@@ -421,7 +442,7 @@ impl SubscriptionSet {
                 }
             }
         }
-        deltas
+        TickDeltas { deltas, failed }
     }
 }
 

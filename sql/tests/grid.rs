@@ -146,6 +146,13 @@ fn the_fewest_cells_win_and_wide_windows_scan() {
     assert_eq!(plan, Access::Scan, "a window past the cell limit");
     let (plan, _) = ids(&both, "SELECT id FROM entity WHERE x > 0 AND y BETWEEN 0 AND 1");
     assert_eq!(plan, Access::Scan, "a side without a bound");
+    // An empty side reads nothing, however wide the other; bounds past every cell
+    // neither overflow nor read the grid.
+    let (_, rows) = ids(&both, "SELECT id FROM entity WHERE x BETWEEN 1000 AND 0 AND y BETWEEN 0 AND 1e15");
+    assert!(rows.is_empty());
+    let (plan, _) =
+        ids(&both, "SELECT id FROM entity WHERE x BETWEEN 0 AND 1e300 AND y BETWEEN -1e300 AND 0");
+    assert_eq!(plan, Access::Scan);
 }
 
 #[test]

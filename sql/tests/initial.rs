@@ -104,10 +104,10 @@ proptest! {
         let mut scan = InitialScan::start(&db, &sub, &slice, &QueryLimits::default()).unwrap();
         let mut steps = 0;
         let mut ticks = ticks.iter().cycle();
-        while !scan.step(&db, &slice) {
+        while !scan.step(&db, &slice).unwrap() {
             steps += 1;
             let changes = tick(&mut db, (u, t), ticks.next().unwrap());
-            scan.apply(&db, &changes);
+            scan.apply(&db, &changes).unwrap();
         }
         prop_assert!(steps as u64 >= u64::from(rows) / per_step / 2, "{steps} steps");
         let got = multiset(scan.rows().unwrap());

@@ -137,6 +137,11 @@ fn projections_order_limit_and_count() {
     assert_eq!((r.columns[0].0.as_str(), &r.rows[0][0]), ("n", &Value::U64(100)));
     let r = query(&db, "SELECT id FROM player LIMIT 5", &limits).unwrap();
     assert_eq!((r.rows.len(), r.rows_read), (5, 5), "a LIMIT without ORDER BY stops early");
+    // `LIMIT` counts rows returned: a count is one row, whatever it counts.
+    assert!(query(&db, "SELECT id FROM player LIMIT 0", &limits).unwrap().rows.is_empty());
+    let r = query(&db, "SELECT COUNT(*) FROM player LIMIT 5", &limits).unwrap();
+    assert_eq!(r.rows, vec![vec![Value::U64(100)]]);
+    assert!(query(&db, "SELECT COUNT(*) FROM player LIMIT 0", &limits).unwrap().rows.is_empty());
 }
 
 #[test]
@@ -216,6 +221,10 @@ fn budgets_and_hostile_queries_fail_cleanly() {
     let huge_in = format!("SELECT COUNT(*) FROM player WHERE id IN ({})", list.join(","));
     let r = query(&db, &huge_in, &QueryLimits::default()).unwrap();
     assert_eq!(r.rows, vec![vec![Value::U64(100)]]);
+    // A text past the limit is refused through the cache too, whatever its shape.
+    let padded = format!("SELECT id FROM player WHERE name = '{}'", "x".repeat(tickdb_sql::QUERY_BYTES_MAX));
+    let cache = tickdb_sql::StatementCache::default();
+    assert_eq!(cache.query(&db, &padded, &QueryLimits::default()).unwrap_err().kind, ErrorKind::TooLarge);
     // Through the statement cache: answered the same, and too long a shape to keep.
     let cache = tickdb_sql::StatementCache::default();
     assert_eq!(cache.query(&db, &huge_in, &QueryLimits::default()).unwrap().rows, r.rows);

@@ -94,7 +94,7 @@ proptest! {
         let mut result = multiset(sub.initial(&db, &limits).unwrap());
         for ops in &ticks {
             for changes in tick(&mut db, t, ops) {
-                let delta = sub.delta(&db, std::slice::from_ref(&changes));
+                let delta = sub.delta(&db, std::slice::from_ref(&changes)).unwrap();
                 apply(&mut result, delta).map_err(TestCaseError::fail)?;
             }
             let rerun = multiset(sub.initial(&db, &limits).unwrap());
@@ -154,12 +154,14 @@ proptest! {
         prop_assert_eq!((stats.grouped, stats.windows, stats.joins), (6, 5, 0));
         for ops in &ticks {
             let changes = tick(&mut db, t, ops);
-            let deltas = set.evaluate(&db, &changes);
+            let evaluated = set.evaluate(&db, &changes);
+            prop_assert!(evaluated.failed.is_empty());
+            let deltas = evaluated.deltas;
             for (q, id) in queries.iter().zip(&ids) {
                 let alone = Subscription::new(&db, q).unwrap();
                 let mut expected = tickdb_sql::Delta::default();
                 for c in &changes {
-                    let d = alone.delta(&db, std::slice::from_ref(c));
+                    let d = alone.delta(&db, std::slice::from_ref(c)).unwrap();
                     expected.inserts.extend(d.inserts);
                     expected.deletes.extend(d.deletes);
                     expected.updates.extend(d.updates);

@@ -193,7 +193,7 @@ proptest! {
         let mut result = multiset(sub.initial(&db, &limits).unwrap());
         for ops in &ticks {
             let changes = tick(&mut db, &tables, defs, ops);
-            let delta = sub.delta(&db, &changes);
+            let delta = sub.delta(&db, &changes).unwrap();
             apply(&mut result, delta).map_err(TestCaseError::fail)?;
             let rerun = multiset(sub.initial(&db, &limits).unwrap());
             prop_assert_eq!(&result, &rerun, "{}", sql);
@@ -260,7 +260,7 @@ fn a_guild_roster_follows_members_and_players() {
         .unwrap();
     }
     let changes = tx.commit().table_changes(&db);
-    let deltas = set.evaluate(&db, &changes);
+    let deltas = set.evaluate(&db, &changes).deltas;
     let delta = &deltas[&id];
     assert_eq!((delta.inserts.len(), delta.updates.len(), delta.deletes.len()), (1, 1, 1), "{delta:?}");
 }
@@ -281,4 +281,54 @@ fn joins_that_cannot_be_kept_up_to_date_are_refused() {
         assert_eq!(e.kind, ErrorKind::Unsupported, "{sql}");
         assert!(e.message.contains(names), "{sql}: {e}");
     }
+}
+
+/// Conditions are tracked one by one however many there are: a member joining the
+/// guild is checked against the player's level, the 37th condition, too.
+#[test]
+fn every_condition_of_a_long_join_is_checked() {
+    let (mut db, p, m) = guild_db();
+    let mut tx = db.begin();
+    tx.insert_values(p, &[Value::U64(1), Value::string("low"), Value::U32(1)]).unwrap();
+    tx.insert_values(p, &[Value::U64(2), Value::string("high"), Value::U32(9)]).unwrap();
+    tx.commit();
+    let padding = vec!["m.rank < 100"; 35].join(" AND ");
+    let sql = format!(
+        "SELECT p.* FROM player p JOIN guild_member m ON p.id = m.player_id WHERE {padding} AND p.level < 5"
+    );
+    let sub = Subscription::new(&db, &sql).unwrap();
+    let mut tx = db.begin();
+    for id in [1u64, 2] {
+        tx.insert_values(m, &[Value::U64(id), Value::U32(7), Value::U8(0)]).unwrap();
+    }
+    let changes = tx.commit().table_changes(&db);
+    let delta = sub.delta(&db, &changes).unwrap();
+    assert_eq!(delta.inserts.len(), 1, "only the low-level player joins the result");
+    assert_eq!(delta.inserts, sub.initial(&db, &QueryLimits::default()).unwrap());
+}
+
+/// The two sides of a self-join are two queries, not one.
+#[test]
+fn the_sides_of_a_self_join_are_different_queries() {
+    let mut db = Database::new(EngineConfig::default()).unwrap();
+    let node = TableSchema::builder("node")
+        .column("id", ValueType::U32)
+        .column("parent", ValueType::U32)
+        .primary_key(["id"])
+        .btree_index(["parent"])
+        .build()
+        .unwrap();
+    let t = db.create_table(node).unwrap();
+    let mut tx = db.begin();
+    for (id, parent) in [(1u32, 0u32), (2, 1), (3, 1)] {
+        tx.insert_values(t, &[Value::U32(id), Value::U32(parent)]).unwrap();
+    }
+    tx.commit();
+    let mut set = SubscriptionSet::default();
+    let children = set.subscribe(&db, "SELECT a.* FROM node a JOIN node b ON a.parent = b.id").unwrap();
+    let parents = set.subscribe(&db, "SELECT b.* FROM node a JOIN node b ON a.parent = b.id").unwrap();
+    assert_ne!(children, parents);
+    let limits = QueryLimits::default();
+    let rows = |id| multiset(set.query(id).unwrap().initial(&db, &limits).unwrap()).len();
+    assert_eq!((rows(children), rows(parents)), (2, 1));
 }

@@ -158,7 +158,7 @@ fn subscriptions_follow_the_rules_as_rows_change_hands() {
             tx.update_values(w.player, row, &values).unwrap();
         }
         let changes = tx.commit().table_changes(&w.db);
-        let deltas = set.evaluate(&w.db, &changes);
+        let deltas = set.evaluate(&w.db, &changes).deltas;
         for (id, sub, result) in &mut held {
             let delta = deltas.get(id).cloned().unwrap_or_default();
             apply(result, delta).unwrap();
