@@ -24,6 +24,9 @@ use crate::error::{ErrorKind, SqlError};
 use crate::exec::{QueryLimits, eval};
 use crate::subscribe::Subscription;
 
+/// Rows a sliced scan makes room for when it starts.
+const SCAN_ROWS_RESERVED: usize = 1 << 16;
+
 /// A subscription's initial rows, being computed.
 #[derive(Debug)]
 pub struct InitialScan {
@@ -60,10 +63,12 @@ impl InitialScan {
         let state = match (sub.initial(db, slice), table.schema().primary_key) {
             (Ok(rows), _) => State::Done(rows),
             (Err(e), _) if e.kind != ErrorKind::Budget => return Err(e),
-            // Room for every row up front: growing the map mid-scan would move every
-            // row found so far within one slice.
+            // Room up front for the rows of most scans (growing the map moves every row
+            // found so far within one slice), but not for every row of a big table,
+            // since many clients may be starting subscriptions at once.
             (Err(_), Some(pk)) => {
-                State::Scanning { cursor: RowId(0), pk, found: HashMap::with_capacity(table.len()) }
+                let room = table.len().min(SCAN_ROWS_RESERVED);
+                State::Scanning { cursor: RowId(0), pk, found: HashMap::with_capacity(room) }
             }
             (Err(_), None) => State::Done(sub.initial(db, limits)?),
         };
