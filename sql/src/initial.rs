@@ -32,6 +32,8 @@ const SCAN_ROWS_RESERVED: usize = 1 << 16;
 pub struct InitialScan {
     sub: Subscription,
     state: State,
+    /// The most rows one row's joins, or one tick's join delta, may read.
+    rows_max: u64,
 }
 
 #[derive(Debug)]
@@ -72,7 +74,7 @@ impl InitialScan {
             }
             (Err(_), None) => State::Done(sub.initial(db, limits)?),
         };
-        Ok(InitialScan { sub: sub.clone(), state })
+        Ok(InitialScan { sub: sub.clone(), state, rows_max: limits.rows_max })
     }
 
     pub fn is_done(&self) -> bool {
@@ -80,7 +82,7 @@ impl InitialScan {
     }
 
     /// Reads on within `slice` (rows read and time); returns whether the scan is done.
-    /// Fails if a joined row matches past [`crate::JOIN_ROWS_MAX`] rows.
+    /// Fails if a row's joins read past the start's `limits.rows_max` rows.
     pub fn step(&mut self, db: &Database, slice: &QueryLimits) -> Result<bool, SqlError> {
         let State::Scanning { cursor, pk, found } = &mut self.state else { return Ok(true) };
         let table = db.table(self.sub.table());
@@ -103,7 +105,7 @@ impl InitialScan {
                         let filter = self.sub.filter();
                         i64::from(filter.is_none_or(|f| eval(f, std::slice::from_ref(&row)) == Some(true)))
                     }
-                    Some(plan) => plan.count_of(db, &row.to_bytes())?,
+                    Some(plan) => plan.count_of(db, &row.to_bytes(), self.rows_max)?,
                 };
                 if count > 0 {
                     let pk_columns = &table.schema().unique[*pk].columns;
@@ -137,7 +139,8 @@ impl InitialScan {
             touched.extend(rows.chain(changed.moved.iter()).filter_map(key_of));
         }
         if self.sub.join_plan().is_some() {
-            let delta = self.sub.delta(db, changes)?;
+            let limits = QueryLimits { rows_max: self.rows_max, ..QueryLimits::default() };
+            let delta = self.sub.delta(db, changes, &limits)?;
             let rows = delta.inserts.iter().chain(delta.deletes.iter());
             let rows = rows.chain(delta.updates.iter().flat_map(|(old, new)| [old, new]));
             touched.extend(rows.filter_map(|r| key_of(r)));
@@ -151,7 +154,7 @@ impl InitialScan {
             let bytes = row.to_bytes();
             let count = match self.sub.join_plan() {
                 None => i64::from(self.sub.matches(&bytes)),
-                Some(plan) => plan.count_of(db, &bytes)?,
+                Some(plan) => plan.count_of(db, &bytes, self.rows_max)?,
             };
             if count > 0 {
                 found.insert(key, (bytes, count));

@@ -27,11 +27,6 @@ use crate::exec::{RowSource, eval};
 use crate::plan::conjuncts;
 use crate::subscribe::Delta;
 
-/// The most rows a join subscription may read to find one tick's delta (or one
-/// row's count): a join whose rows match many rows each can cost far more than the
-/// changes that set it off.
-pub const JOIN_ROWS_MAX: u64 = 1_000_000;
-
 /// How a table is looked up by the value of one of its columns.
 #[derive(Debug, Clone, Copy)]
 enum Lookup {
@@ -192,8 +187,14 @@ impl JoinPlan {
         &self.tables
     }
 
-    /// The result's delta for one tick; fails past [`JOIN_ROWS_MAX`] rows read.
-    pub(crate) fn delta(&self, db: &Database, changes: &[TableChanges]) -> Result<Delta, SqlError> {
+    /// The result's delta for one tick; fails past `rows_max` rows read (a join whose
+    /// rows match many rows each can cost far more than the changes that set it off).
+    pub(crate) fn delta(
+        &self,
+        db: &Database,
+        changes: &[TableChanges],
+        rows_max: u64,
+    ) -> Result<Delta, SqlError> {
         let before: Vec<Option<Before<'_>>> = (0..self.tables.len())
             .map(|k| {
                 let changed = changes.iter().find(|c| c.table == self.tables[k])?;
@@ -203,7 +204,7 @@ impl JoinPlan {
         if before.iter().all(Option::is_none) {
             return Ok(Delta::default());
         }
-        let mut budget = JOIN_ROWS_MAX;
+        let mut budget = rows_max;
         let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
         let mut binding: Vec<Option<Row>> = vec![None; self.tables.len()];
         for (start, changed) in before.iter().enumerate() {
@@ -222,8 +223,8 @@ impl JoinPlan {
 
     /// How many times a row of the result table is in the result now: the number of
     /// combinations of the other tables' rows it joins with.
-    /// Fails past [`JOIN_ROWS_MAX`] rows read.
-    pub(crate) fn count_of(&self, db: &Database, row: &[u8]) -> Result<i64, SqlError> {
+    /// Fails past `rows_max` rows read.
+    pub(crate) fn count_of(&self, db: &Database, row: &[u8], rows_max: u64) -> Result<i64, SqlError> {
         let mut binding: Vec<Option<Row>> = vec![None; self.tables.len()];
         let values = decoded(&self.row_types[self.result], row);
         binding[self.result] = Some(Row { bytes: row.to_vec(), values });
@@ -232,7 +233,7 @@ impl JoinPlan {
             return Ok(0);
         }
         let now: Vec<Option<Before<'_>>> = (0..self.tables.len()).map(|_| None).collect();
-        let (mut counts, mut budget) = (HashMap::new(), JOIN_ROWS_MAX);
+        let (mut counts, mut budget) = (HashMap::new(), rows_max);
         self.extend(db, &now, self.result, 0, &mut binding, 1, &mut counts, &mut budget)?;
         Ok(counts.values().sum())
     }
@@ -274,10 +275,8 @@ impl JoinPlan {
         let was = if s.table > start { before[s.table].as_ref() } else { None };
         let rows = self.rows_with(db, s, &value, was);
         *budget = budget.checked_sub(rows.len() as u64).ok_or_else(|| {
-            let why = format!(
-                "the join reads more than {JOIN_ROWS_MAX} rows for one tick's changes; join on columns \
-                 with fewer matches, or narrow it"
-            );
+            let why = "the join reads more rows for one tick's changes than its budget allows; join on \
+                       columns with fewer matches, or narrow it";
             SqlError::new(ErrorKind::Budget, why, None)
         })?;
         for row in rows {

@@ -175,10 +175,15 @@ impl Subscription {
     }
 
     /// The subscription's delta for one tick: `db` as the tick left it, and the tick's
-    /// changes. Only a join can fail, past [`crate::JOIN_ROWS_MAX`] rows read.
-    pub fn delta(&self, db: &Database, changes: &[TableChanges]) -> Result<Delta, SqlError> {
+    /// changes. Only a join can fail: past `limits.rows_max` rows read.
+    pub fn delta(
+        &self,
+        db: &Database,
+        changes: &[TableChanges],
+        limits: &QueryLimits,
+    ) -> Result<Delta, SqlError> {
         match &self.join {
-            Some((_, plan)) => plan.delta(db, changes),
+            Some((_, plan)) => plan.delta(db, changes, limits.rows_max),
             None => {
                 let mut delta = Delta::default();
                 for table_changes in changes.iter().filter(|c| c.table == self.table) {
@@ -230,6 +235,8 @@ pub struct SubscriptionSet {
     others: HashMap<TableId, Vec<QueryId>>,
     /// The queries over joins.
     joins: Vec<QueryId>,
+    /// How much a join may read per tick (`rows_max`).
+    limits: QueryLimits,
 }
 
 #[derive(Debug)]
@@ -278,6 +285,12 @@ enum Change<'a> {
 }
 
 impl SubscriptionSet {
+    /// A set whose join queries may each read `limits.rows_max` rows per tick (past
+    /// that, a query fails alone: see [`TickDeltas::failed`]).
+    pub fn with_limits(limits: QueryLimits) -> SubscriptionSet {
+        SubscriptionSet { limits, ..SubscriptionSet::default() }
+    }
+
     /// Adds a holder of `sql`: the query's id, shared with every other holder of the
     /// same query.
     pub fn subscribe(&mut self, db: &Database, sql: &str) -> Result<QueryId, SqlError> {
@@ -403,7 +416,7 @@ impl SubscriptionSet {
             .joins
             .par_iter()
             .filter(|id| changed(live(id)))
-            .map(|id| (*id, live(id).delta(db, changes)))
+            .map(|id| (*id, live(id).delta(db, changes, &self.limits)))
             .collect();
         let mut deltas = HashMap::new();
         let mut failed = Vec::new();

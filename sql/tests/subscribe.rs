@@ -94,7 +94,7 @@ proptest! {
         let mut result = multiset(sub.initial(&db, &limits).unwrap());
         for ops in &ticks {
             for changes in tick(&mut db, t, ops) {
-                let delta = sub.delta(&db, std::slice::from_ref(&changes)).unwrap();
+                let delta = sub.delta(&db, std::slice::from_ref(&changes), &limits).unwrap();
                 apply(&mut result, delta).map_err(TestCaseError::fail)?;
             }
             let rerun = multiset(sub.initial(&db, &limits).unwrap());
@@ -161,7 +161,7 @@ proptest! {
                 let alone = Subscription::new(&db, q).unwrap();
                 let mut expected = tickdb_sql::Delta::default();
                 for c in &changes {
-                    let d = alone.delta(&db, std::slice::from_ref(c)).unwrap();
+                    let d = alone.delta(&db, std::slice::from_ref(c), &QueryLimits::default()).unwrap();
                     expected.inserts.extend(d.inserts);
                     expected.deletes.extend(d.deletes);
                     expected.updates.extend(d.updates);

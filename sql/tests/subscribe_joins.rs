@@ -193,7 +193,7 @@ proptest! {
         let mut result = multiset(sub.initial(&db, &limits).unwrap());
         for ops in &ticks {
             let changes = tick(&mut db, &tables, defs, ops);
-            let delta = sub.delta(&db, &changes).unwrap();
+            let delta = sub.delta(&db, &changes, &QueryLimits::default()).unwrap();
             apply(&mut result, delta).map_err(TestCaseError::fail)?;
             let rerun = multiset(sub.initial(&db, &limits).unwrap());
             prop_assert_eq!(&result, &rerun, "{}", sql);
@@ -302,7 +302,7 @@ fn every_condition_of_a_long_join_is_checked() {
         tx.insert_values(m, &[Value::U64(id), Value::U32(7), Value::U8(0)]).unwrap();
     }
     let changes = tx.commit().table_changes(&db);
-    let delta = sub.delta(&db, &changes).unwrap();
+    let delta = sub.delta(&db, &changes, &QueryLimits::default()).unwrap();
     assert_eq!(delta.inserts.len(), 1, "only the low-level player joins the result");
     assert_eq!(delta.inserts, sub.initial(&db, &QueryLimits::default()).unwrap());
 }
@@ -331,4 +331,42 @@ fn the_sides_of_a_self_join_are_different_queries() {
     let limits = QueryLimits::default();
     let rows = |id| multiset(set.query(id).unwrap().initial(&db, &limits).unwrap()).len();
     assert_eq!((rows(children), rows(parents)), (2, 1));
+}
+
+/// A join whose rows each match many rows may read no more than its budget in a tick;
+/// past it, that query fails alone and the others are evaluated as usual.
+#[test]
+fn a_join_past_its_budget_fails_alone() {
+    let (mut db, p, m) = guild_db();
+    let mut tx = db.begin();
+    for id in 0..40u64 {
+        tx.insert_values(p, &[Value::U64(id), Value::string(format!("p{id}")), Value::U32(1)]).unwrap();
+        tx.insert_values(m, &[Value::U64(id), Value::U32(7), Value::U8(0)]).unwrap();
+    }
+    tx.commit();
+    let limits = QueryLimits { rows_max: 20, ..QueryLimits::default() };
+    let mut set = SubscriptionSet::with_limits(limits.clone());
+    // Every member of a guild with every other: 40 rows read for one changed member.
+    let wide = "SELECT a.* FROM guild_member a JOIN guild_member b ON a.guild = b.guild";
+    let wide = set.subscribe(&db, wide).unwrap();
+    let narrow =
+        set.subscribe(&db, "SELECT p.* FROM player p JOIN guild_member m ON p.id = m.player_id").unwrap();
+    let mut tx = db.begin();
+    let key = tx.table(m).key_from_values(&[tickdb_wasm_abi::ColId(0)], &[Value::U64(3)]).unwrap();
+    let row = tx.table(m).find_unique(0, &key).unwrap();
+    tx.update_values(m, row, &[Value::U64(3), Value::U32(7), Value::U8(1)]).unwrap();
+    let changes = tx.commit().table_changes(&db);
+    let evaluated = set.evaluate(&db, &changes);
+    assert_eq!(evaluated.failed.len(), 1);
+    assert_eq!(evaluated.failed[0].0, wide);
+    assert_eq!(evaluated.failed[0].1.kind, ErrorKind::Budget);
+    assert!(!evaluated.deltas.contains_key(&wide));
+    // The narrow join read one player for the one changed member: within the budget,
+    // and the player stayed in its result, unchanged.
+    assert!(!evaluated.deltas.contains_key(&narrow));
+    // Its initial rows (a table without a primary key: at once) fail the same way.
+    let sub = set.query(wide).unwrap().clone();
+    let slice = QueryLimits { rows_max: 5, ..QueryLimits::default() };
+    let e = tickdb_sql::InitialScan::start(&db, &sub, &slice, &limits).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Budget);
 }
