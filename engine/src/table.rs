@@ -650,6 +650,14 @@ impl Table {
         self.unique_key_of_row(constraint, a) == self.unique_key_of_row(constraint, b)
     }
 
+    /// The key in unique constraint `constraint` of an encoded row this table held (or
+    /// holds), as [`Table::find_unique`] takes it.
+    pub fn unique_key_bytes_of_row(&self, constraint: usize, row: &[u8]) -> KeyBytes {
+        let mut parts = RowParts::new();
+        self.split_trusted(row, &mut parts);
+        self.key_over(&self.schema.unique[constraint].columns, |col| part(row, &parts, col))
+    }
+
     /// The key in unique constraint `constraint` of an encoded row this table held.
     pub(crate) fn unique_key_of_row(&self, constraint: usize, row: &[u8]) -> UniqueKey {
         let mut parts = RowParts::new();

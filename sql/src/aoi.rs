@@ -16,11 +16,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use tickdb_wasm_abi::{ColId, Value, ValueType, decode_exact};
+use tickdb_wasm_abi::{ColId, Value, ValueType};
 
 use crate::bind::{CmpOp, Pred};
 use crate::plan::conjuncts;
-use crate::subscribe::{QueryId, fixed_position};
+use crate::subscribe::{QueryId, column_value, fixed_position};
 
 /// The columns of a window: two or three.
 pub(crate) type Dims = Vec<ColId>;
@@ -41,45 +41,67 @@ pub(crate) struct Window {
     pub(crate) exact: bool,
 }
 
+/// What a condition's conjuncts say about the numeric columns of one of its tables.
+pub(crate) struct Bounds {
+    /// Per column, the narrowest lower and upper bound (as `f64`s, in `total_cmp` order).
+    pub(crate) by_column: BTreeMap<ColId, (Option<f64>, Option<f64>)>,
+    /// Whether every conjunct is an inclusive bound (`=`, `>=`, `<=`, `BETWEEN`) on a
+    /// numeric column of that table: then a row within the bounds meets the condition.
+    pub(crate) whole: bool,
+}
+
+/// The bounds `conditions` (a condition's conjuncts) put on table `table`'s columns.
+pub(crate) fn bounds(conditions: &[&Pred], table: usize) -> Bounds {
+    let mut by_column: BTreeMap<ColId, (Option<f64>, Option<f64>)> = BTreeMap::new();
+    let mut whole = true;
+    for condition in conditions {
+        let (col, low, high, inclusive) = match condition {
+            Pred::Between { col, low, high, negated: false } => (col, Some(low), Some(high), true),
+            Pred::Cmp { col, op, value } => match op {
+                CmpOp::Eq => (col, Some(value), Some(value), true),
+                CmpOp::Ge | CmpOp::Gt => (col, Some(value), None, *op == CmpOp::Ge),
+                CmpOp::Le | CmpOp::Lt => (col, None, Some(value), *op == CmpOp::Le),
+                CmpOp::Ne => {
+                    whole = false;
+                    continue;
+                }
+            },
+            _ => {
+                whole = false;
+                continue;
+            }
+        };
+        // A literal has its column's type: a number, or the column is not numeric.
+        let (low, high) = (low.map(coordinate), high.map(coordinate));
+        if col.table != table || low == Some(None) || high == Some(None) {
+            whole = false;
+            continue;
+        }
+        whole &= inclusive;
+        let entry = by_column.entry(col.col).or_default();
+        if let Some(Some(v)) = low {
+            entry.0 = Some(entry.0.map_or(v, |e: f64| if v.total_cmp(&e).is_gt() { v } else { e }));
+        }
+        if let Some(Some(v)) = high {
+            entry.1 = Some(entry.1.map_or(v, |e: f64| if v.total_cmp(&e).is_lt() { v } else { e }));
+        }
+    }
+    Bounds { by_column, whole }
+}
+
+/// Whether `v` lies in `lo..=hi`, in the order values compare in (`total_cmp`, as for
+/// float columns).
+pub(crate) fn within((lo, hi): (f64, f64), v: f64) -> bool {
+    lo.total_cmp(&v).is_le() && v.total_cmp(&hi).is_le()
+}
+
 /// The window a single-table condition bounds: both bounds on two or three numeric
 /// columns; `None` if it bounds fewer.
 pub(crate) fn window(row_type: &ValueType, filter: Option<&Pred>) -> Option<Window> {
     let ValueType::Product(row) = row_type else { return None };
-    let mut bounds: BTreeMap<ColId, (Option<f64>, Option<f64>)> = BTreeMap::new();
-    let mut exact = true;
-    for condition in conjuncts(filter?) {
-        let (col, low, high) = match condition {
-            Pred::Between { col, low, high, negated: false } => (col, Some(low), Some(high)),
-            Pred::Cmp { col, op: op @ (CmpOp::Ge | CmpOp::Gt), value } => {
-                exact &= *op == CmpOp::Ge;
-                (col, Some(value), None)
-            }
-            Pred::Cmp { col, op: op @ (CmpOp::Le | CmpOp::Lt), value } => {
-                exact &= *op == CmpOp::Le;
-                (col, None, Some(value))
-            }
-            _ => {
-                exact = false;
-                continue;
-            }
-        };
-        let ty = &row.fields[col.col.index()].ty;
-        if !numeric(ty) {
-            exact = false;
-            continue;
-        }
-        exact &= exactly_f64(ty);
-        let entry = bounds.entry(col.col).or_default();
-        // Of several bounds on one side, the narrowest.
-        if let Some(v) = low.and_then(coordinate) {
-            entry.0 = Some(entry.0.map_or(v, |e: f64| if v.total_cmp(&e).is_gt() { v } else { e }));
-        }
-        if let Some(v) = high.and_then(coordinate) {
-            entry.1 = Some(entry.1.map_or(v, |e: f64| if v.total_cmp(&e).is_lt() { v } else { e }));
-        }
-    }
-    let bounded = bounds.len();
-    let (dims, ranges): (Vec<ColId>, Vec<(f64, f64)>) = bounds
+    let Bounds { by_column, whole } = bounds(&conjuncts(filter?), 0);
+    let bounded = by_column.len();
+    let (dims, ranges): (Vec<ColId>, Vec<(f64, f64)>) = by_column
         .into_iter()
         .filter_map(|(col, b)| match b {
             (Some(lo), Some(hi)) => Some((col, (lo, hi))),
@@ -87,7 +109,8 @@ pub(crate) fn window(row_type: &ValueType, filter: Option<&Pred>) -> Option<Wind
         })
         .take(3)
         .unzip();
-    exact &= dims.len() == bounded;
+    // Wide integers round on their way to `f64`, so their bounds only narrow the search.
+    let exact = whole && dims.len() == bounded && dims.iter().all(|c| exactly_f64(&row.fields[c.index()].ty));
     (dims.len() >= 2).then_some(Window { dims, ranges, exact })
 }
 
@@ -97,25 +120,6 @@ fn exactly_f64(ty: &ValueType) -> bool {
         ValueType::Option(inner) => exactly_f64(inner),
         ValueType::U64 | ValueType::U128 | ValueType::I64 | ValueType::I128 => false,
         _ => true,
-    }
-}
-
-fn numeric(ty: &ValueType) -> bool {
-    match ty {
-        ValueType::Option(inner) => numeric(inner),
-        ValueType::U8
-        | ValueType::U16
-        | ValueType::U32
-        | ValueType::U64
-        | ValueType::U128
-        | ValueType::I8
-        | ValueType::I16
-        | ValueType::I32
-        | ValueType::I64
-        | ValueType::I128
-        | ValueType::F32
-        | ValueType::F64 => true,
-        _ => false,
     }
 }
 
@@ -161,7 +165,7 @@ impl Filed {
     /// In the order values compare in (`total_cmp`, as for float columns), so that an
     /// exact window decides as its condition would.
     fn holds(&self, point: &[f64; 3]) -> bool {
-        self.ranges.iter().zip(point).all(|((lo, hi), v)| lo.total_cmp(v).is_le() && v.total_cmp(hi).is_le())
+        self.ranges.iter().zip(point).all(|(range, v)| within(*range, *v))
     }
 }
 
@@ -174,7 +178,7 @@ pub(crate) struct AoiIndex {
     row_type: ValueType,
     dims: Dims,
     /// Where each window column lies in an encoded row, if fixed.
-    fixed: Option<Vec<(usize, usize, ValueType)>>,
+    fixed: Vec<Option<(usize, usize, ValueType)>>,
     cells: HashMap<Cell, Vec<Filed>>,
     /// Windows in use per level.
     levels: BTreeMap<i32, usize>,
@@ -203,23 +207,12 @@ impl AoiIndex {
         &self.row_type
     }
 
-    /// An encoded row's point: read where the columns lie when their place is fixed,
-    /// decoded otherwise. `None` if a coordinate is NULL.
+    /// An encoded row's point: each column read where it lies when its place is fixed,
+    /// from the decoded row otherwise. `None` if a coordinate is NULL.
     pub(crate) fn point(&self, row: &[u8]) -> Option<Point> {
         let mut point = [0.0; 3];
-        match &self.fixed {
-            Some(fixed) => {
-                for (d, (offset, size, ty)) in fixed.iter().enumerate() {
-                    let value = decode_exact(ty, row.get(*offset..offset + size)?).ok()?;
-                    point[d] = coordinate(&value)?;
-                }
-            }
-            None => {
-                let Ok(Value::Product(values)) = decode_exact(&self.row_type, row) else { return None };
-                for (d, col) in self.dims.iter().enumerate() {
-                    point[d] = coordinate(&values[col.index()])?;
-                }
-            }
+        for (d, (col, at)) in self.dims.iter().zip(&self.fixed).enumerate() {
+            point[d] = coordinate(&column_value(&self.row_type, *col, at.as_ref(), row)?)?;
         }
         Some(point)
     }

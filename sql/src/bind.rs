@@ -133,6 +133,18 @@ pub struct BoundQuery {
     pub limit: Option<u64>,
 }
 
+impl BoundQuery {
+    /// The table (by its place in `FROM`) whose every column, in order and nothing
+    /// else, the query returns: what subscriptions and visibility rules return.
+    pub(crate) fn whole_rows_of(&self, db: &Database) -> Option<usize> {
+        let Output::Columns(columns) = &self.output else { return None };
+        let t = columns.first()?.1.table;
+        let whole = columns.len() == db.table(self.tables[t]).schema().columns.len()
+            && columns.iter().enumerate().all(|(i, (_, c))| c.table == t && c.col.index() == i);
+        whole.then_some(t)
+    }
+}
+
 /// The most tables one query may join.
 pub const JOIN_TABLES_MAX: usize = 8;
 

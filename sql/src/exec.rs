@@ -348,7 +348,7 @@ fn candidates<'t>(
                 table.get(*id).is_some_and(|row| {
                     columns.iter().zip(bounds).all(|(col, (lo, hi))| {
                         let v = stored_number(&table.schema().columns[col.index()].ty, row.stored(*col));
-                        lo.total_cmp(&v).is_le() && v.total_cmp(hi).is_le()
+                        crate::aoi::within((*lo, *hi), v)
                     })
                 })
             };

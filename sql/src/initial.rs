@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use tickdb_engine::{Database, KeyBytes, RowId, TableChanges};
-use tickdb_wasm_abi::{Value, decode_exact};
 
 use crate::error::{ErrorKind, SqlError};
 use crate::exec::{QueryLimits, eval};
@@ -100,18 +99,17 @@ impl InitialScan {
                 read += 1;
                 *cursor = RowId(id.0 + 1);
                 let Some(row) = table.get(id) else { continue };
+                let mut bytes = None;
                 let count = match self.sub.join_plan() {
                     None => {
                         let filter = self.sub.filter();
                         i64::from(filter.is_none_or(|f| eval(f, std::slice::from_ref(&row)) == Some(true)))
                     }
-                    Some(plan) => plan.count_of(db, &row.to_bytes(), self.rows_max)?,
+                    Some(plan) => plan.count_of(db, bytes.insert(row.to_bytes()), self.rows_max)?,
                 };
                 if count > 0 {
-                    let pk_columns = &table.schema().unique[*pk].columns;
-                    let values: Vec<Value> = pk_columns.iter().map(|c| row.value(*c)).collect();
-                    let key = table.key_from_values(pk_columns, &values).expect("a row's own key");
-                    found.insert(key, (row.to_bytes(), count));
+                    let bytes = bytes.unwrap_or_else(|| row.to_bytes());
+                    found.insert(table.unique_key_bytes_of_row(*pk, &bytes), (bytes, count));
                 }
             }
         }
@@ -124,26 +122,21 @@ impl InitialScan {
     pub fn apply(&mut self, db: &Database, changes: &[TableChanges]) -> Result<(), SqlError> {
         let State::Scanning { cursor, pk, found } = &mut self.state else { return Ok(()) };
         let table = db.table(self.sub.table());
-        let pk_columns = &table.schema().unique[*pk].columns;
-        let key_of = |row: &[u8]| -> Option<KeyBytes> {
-            let Ok(Value::Product(values)) = decode_exact(self.sub.row_type(), row) else { return None };
-            let key: Vec<Value> = pk_columns.iter().map(|c| values[c.index()].clone()).collect();
-            table.key_from_values(pk_columns, &key).ok()
-        };
+        let key_of = |row: &[u8]| table.unique_key_bytes_of_row(*pk, row);
         // Every row of the result table the tick may have changed the count of: its
         // own changes and moves, and for a join, the rows the join's delta names.
         let mut touched: Vec<KeyBytes> = Vec::new();
         for changed in changes.iter().filter(|c| c.table == self.sub.table()) {
             let rows = changed.deletes.iter().chain(changed.inserts.iter());
             let rows = rows.chain(changed.updates_old.iter()).chain(changed.updates_new.iter());
-            touched.extend(rows.chain(changed.moved.iter()).filter_map(key_of));
+            touched.extend(rows.chain(changed.moved.iter()).map(key_of));
         }
         if self.sub.join_plan().is_some() {
             let limits = QueryLimits { rows_max: self.rows_max, ..QueryLimits::default() };
             let delta = self.sub.delta(db, changes, &limits)?;
             let rows = delta.inserts.iter().chain(delta.deletes.iter());
             let rows = rows.chain(delta.updates.iter().flat_map(|(old, new)| [old, new]));
-            touched.extend(rows.filter_map(|r| key_of(r)));
+            touched.extend(rows.map(|r| key_of(r)));
         }
         touched.sort();
         touched.dedup();

@@ -69,44 +69,22 @@ pub const GRID_CELLS_MAX: u64 = 4096;
 /// The best grid index for the window the conditions bound on its columns: the one
 /// reading the fewest cells, and the cell range on each of its columns.
 fn grid_access(schema: &TableSchema, conditions: &[&Pred]) -> Option<Access> {
+    let window = crate::aoi::bounds(conditions, 0);
     let mut best: Option<(u64, Access)> = None;
     for (index, grid) in schema.indexes.iter().enumerate() {
         let IndexKind::Grid { cell_log2 } = grid.kind else { continue };
-        let mut cells = Vec::with_capacity(grid.columns.len());
-        let mut bounds = Vec::with_capacity(grid.columns.len());
-        for col in &grid.columns {
-            let (mut lo, mut hi) = (f64::NEG_INFINITY, f64::INFINITY);
-            for condition in conditions {
-                let (low, high) = match condition {
-                    Pred::Between { col: ColRef { table: 0, col: c }, low, high, negated: false }
-                        if c == col =>
-                    {
-                        (Some(low), Some(high))
-                    }
-                    Pred::Cmp { col: ColRef { table: 0, col: c }, op, value } if c == col => match op {
-                        CmpOp::Eq => (Some(value), Some(value)),
-                        CmpOp::Ge | CmpOp::Gt => (Some(value), None),
-                        CmpOp::Le | CmpOp::Lt => (None, Some(value)),
-                        CmpOp::Ne => continue,
-                    },
-                    _ => continue,
-                };
-                if let Some(v) = low.and_then(crate::aoi::coordinate) {
-                    lo = lo.max(v);
-                }
-                if let Some(v) = high.and_then(crate::aoi::coordinate) {
-                    hi = hi.min(v);
-                }
-            }
-            if !lo.is_finite() || !hi.is_finite() {
-                break;
-            }
-            cells.push((grid_cell(lo, cell_log2), grid_cell(hi, cell_log2)));
-            bounds.push((lo, hi));
-        }
-        if cells.len() < grid.columns.len() {
-            continue;
-        }
+        // Each of the grid's columns bounded on both sides, finitely.
+        let bounds: Option<Vec<(f64, f64)>> = grid
+            .columns
+            .iter()
+            .map(|col| match window.by_column.get(col) {
+                Some(&(Some(lo), Some(hi))) if lo.is_finite() && hi.is_finite() => Some((lo, hi)),
+                _ => None,
+            })
+            .collect();
+        let Some(bounds) = bounds else { continue };
+        let cells: Vec<(i64, i64)> =
+            bounds.iter().map(|&(lo, hi)| (grid_cell(lo, cell_log2), grid_cell(hi, cell_log2))).collect();
         // Cells read: none if a side is empty (the window holds nothing); wide in i128,
         // since cells saturate at the ends of i64.
         let count = cells.iter().try_fold(1u64, |n, (a, b)| {

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 
 use tickdb_engine::{Database, TableChanges, TableId};
-use tickdb_wasm_abi::{ColId, TableSchema, Value, ValueType, decode_exact};
+use tickdb_wasm_abi::{ColId, TableSchema, Value, ValueType};
 
 use crate::bind::{CmpOp, ColRef, Pred};
 use crate::error::{ErrorKind, SqlError};
@@ -339,7 +339,7 @@ impl JoinPlan {
         let Some(pk) = &self.primary_key else { return delta };
         let row_type = &self.row_types[self.result];
         let key_of = |row: &[u8]| -> Option<Vec<Value>> {
-            let Ok(Value::Product(values)) = decode_exact(row_type, row) else { return None };
+            let values = crate::subscribe::row_values(row_type, row)?;
             Some(pk.iter().map(|c| values[c.index()].clone()).collect())
         };
         let mut left: HashMap<Vec<Value>, Vec<Vec<u8>>> = HashMap::new();
@@ -423,9 +423,6 @@ impl<'c> Before<'c> {
 
 /// A row of the table's own encoding, decoded.
 fn decoded(row_type: &ValueType, row: &[u8]) -> Vec<Value> {
-    match decode_exact(row_type, row) {
-        Ok(Value::Product(values)) => values,
-        // Rows in a changeset are the table's own, always valid.
-        _ => unreachable!("a changed row does not decode as its table's row"),
-    }
+    // Rows in a changeset are the table's own, always valid.
+    crate::subscribe::row_values(row_type, row).expect("a changed row decodes as its table's row")
 }

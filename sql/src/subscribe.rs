@@ -17,7 +17,7 @@ use tickdb_engine::{Database, TableChanges, TableId};
 use tickdb_wasm_abi::{ColId, ProductType, TableSchema, Value, ValueType, decode_exact, encode};
 
 use crate::aoi::{self, AoiIndex, Dims};
-use crate::bind::{BoundQuery, Output, Pred};
+use crate::bind::{BoundQuery, Pred};
 use crate::error::{ErrorKind, SqlError};
 use crate::exec::{Decoded, QueryLimits, eval, matching_rows};
 use crate::semijoin::JoinPlan;
@@ -46,6 +46,15 @@ pub struct Delta {
 impl Delta {
     pub fn is_empty(&self) -> bool {
         self.inserts.is_empty() && self.deletes.is_empty() && self.updates.is_empty()
+    }
+}
+
+/// An encoded row's column values; `None` if it is not a row of `row_type` (rows of a
+/// table and of its changes always are).
+pub(crate) fn row_values(row_type: &ValueType, row: &[u8]) -> Option<Vec<Value>> {
+    match decode_exact(row_type, row) {
+        Ok(Value::Product(values)) => Some(values),
+        _ => None,
     }
 }
 
@@ -84,16 +93,7 @@ impl Subscription {
         if bound.limit.is_some() || !bound.order_by.is_empty() {
             return Err(unsupported("have no ORDER BY or LIMIT"));
         }
-        // The output is every column of one table, in order.
-        let result = match &bound.output {
-            Output::Columns(columns) => columns.first().map(|(_, c)| c.table).filter(|&t| {
-                let schema = db.table(bound.tables[t]).schema();
-                columns.len() == schema.columns.len()
-                    && columns.iter().enumerate().all(|(i, (_, c))| c.table == t && c.col.index() == i)
-            }),
-            Output::Count(_) => None,
-        };
-        let Some(result) = result else {
+        let Some(result) = bound.whole_rows_of(db) else {
             return Err(unsupported("return whole rows of one table"));
         };
         let table = bound.tables[result];
@@ -124,10 +124,6 @@ impl Subscription {
 
     pub(crate) fn filter(&self) -> Option<&Pred> {
         self.filter.as_ref()
-    }
-
-    pub(crate) fn row_type(&self) -> &ValueType {
-        &self.row_type
     }
 
     /// The rows the query returns now, encoded.
@@ -162,11 +158,7 @@ impl Subscription {
         if self.filter.is_none() {
             return true;
         }
-        match decode_exact(&self.row_type, row) {
-            Ok(Value::Product(values)) => self.matches_values(&values),
-            // Rows in a changeset are the table's own, always valid.
-            _ => false,
-        }
+        row_values(&self.row_type, row).is_some_and(|values| self.matches_values(&values))
     }
 
     /// Whether a row of the table, decoded, is in the result.
@@ -540,15 +532,12 @@ impl SubscriptionSet {
     fn window_changes<'c>(&self, index: &AoiIndex, changes: &'c TableChanges) -> Vec<(QueryId, Change<'c>)> {
         let holding = |row: &[u8], out: &mut Vec<QueryId>| {
             out.clear();
-            let mut decoded: Option<Vec<Value>> = None;
+            let mut decoded: Option<Option<Vec<Value>>> = None;
             let Some(point) = index.point(row) else { return }; // a NULL coordinate is in no window
             index.windows_at(&point, |id, exact| {
                 let holds = exact || {
-                    let values = decoded.get_or_insert_with(|| match decode_exact(index.row_type(), row) {
-                        Ok(Value::Product(values)) => values,
-                        _ => Vec::new(),
-                    });
-                    !values.is_empty() && self.live(id).matches_values(values)
+                    let values = decoded.get_or_insert_with(|| row_values(index.row_type(), row));
+                    values.as_ref().is_some_and(|values| self.live(id).matches_values(values))
                 };
                 if holds {
                     out.push(id);
@@ -607,7 +596,7 @@ pub(crate) fn fixed_position(row_type: &ValueType, col: ColId) -> Option<(usize,
 /// Column `col` of an encoded row, as a `col = literal` condition compares it: the
 /// inner value of an option, `None` for NULL. A fixed-size column at a fixed place is
 /// read where it lies; any other makes the whole row decoded.
-fn column_value(
+pub(crate) fn column_value(
     row_type: &ValueType,
     col: ColId,
     at: Option<&(usize, usize, ValueType)>,
@@ -615,10 +604,7 @@ fn column_value(
 ) -> Option<Value> {
     let value = match at {
         Some((offset, size, ty)) => decode_exact(ty, row.get(*offset..offset + size)?).ok()?,
-        None => {
-            let Ok(Value::Product(mut values)) = decode_exact(row_type, row) else { return None };
-            values.swap_remove(col.index())
-        }
+        None => row_values(row_type, row)?.swap_remove(col.index()),
     };
     match value {
         Value::Option(inner) => inner.map(|v| *v),

@@ -23,7 +23,7 @@ use sqlparser::ast::Statement;
 use tickdb_engine::{Database, TableId};
 use tickdb_wasm_abi::{Identity, TableAccess};
 
-use crate::bind::{self, BoundQuery, ColRef, Output, Params, Pred};
+use crate::bind::{self, BoundQuery, ColRef, Params, Pred};
 use crate::error::{ErrorKind, SqlError};
 use crate::plan::conjuncts;
 
@@ -115,7 +115,7 @@ impl Visibility {
             let mut alternatives = Vec::with_capacity(rules.len());
             for rule in rules {
                 let bound = bind::bind(db, &rule.statement, params)?;
-                let result = rule_table(&bound).expect("checked when the rule was added");
+                let result = bound.whole_rows_of(db).expect("checked when the rule was added");
                 // The rule's tables join the query's: its own table is the query's `k`,
                 // the others come after the query's.
                 let base = query.tables.len();
@@ -162,21 +162,11 @@ impl Visibility {
 /// The most tables a query may read once its tables' rules are joined.
 pub const TABLES_WITH_RULES_MAX: usize = 32;
 
-/// The table a rule returns, if it returns whole rows of one table.
-fn rule_table(bound: &BoundQuery) -> Option<usize> {
-    let Output::Columns(columns) = &bound.output else { return None };
-    let t = columns.first()?.1.table;
-    columns.iter().enumerate().all(|(i, (_, c))| c.table == t && c.col.index() == i).then_some(t)
-}
-
 /// The table a rule restricts, and whether it reads that table alone.
 fn check_rule(db: &Database, bound: &BoundQuery) -> Result<(TableId, bool), SqlError> {
     let unsupported = |why: String| SqlError::new(ErrorKind::Unsupported, why, None);
-    let result = rule_table(bound)
-        .filter(|&t| {
-            let Output::Columns(columns) = &bound.output else { return false };
-            columns.len() == db.table(bound.tables[t]).schema().columns.len()
-        })
+    let result = bound
+        .whole_rows_of(db)
         .ok_or_else(|| unsupported("a rule returns whole rows of one table (SELECT t.* ...)".into()))?;
     if bound.limit.is_some() || !bound.order_by.is_empty() {
         return Err(unsupported("a rule has no ORDER BY or LIMIT".into()));
