@@ -25,7 +25,7 @@ pub mod value;
 pub use encoding::{DecodeError, EncodeError, Reader, decode, decode_exact, encode, encode_product, skip};
 pub use module_def::{
     Lifecycle, ModuleDef, ModuleDefError, ReducerDef, SCHEDULE_AT_INTERVAL, SCHEDULE_AT_TIME, ScheduleDef,
-    TickSystemDef, schedule_at_type,
+    TickSystemDef, decode_type, encode_type, schedule_at_type,
 };
 pub use schema::{
     ColId, ColumnSchema, GRID_CELL_LOG2, IndexKind, IndexSchema, SchemaError, TableAccess, TableSchema,

@@ -118,6 +118,25 @@ pub enum ModuleDefError {
     InvalidTickSystem { reducer: String, why: String },
 }
 
+/// A type in the module definition's type encoding: a tag byte per type (scalars 0 to
+/// 18, then array, option, product, sum), products and sums with their named fields.
+/// The client protocol describes query results' rows with it.
+pub fn encode_type(ty: &ValueType) -> Vec<u8> {
+    let mut w = Writer(Vec::new());
+    w.ty(ty);
+    w.0
+}
+
+/// Reads a type written by [`encode_type`]; the whole input must be one type.
+pub fn decode_type(bytes: &[u8]) -> Result<ValueType, ModuleDefError> {
+    let mut r = DefReader(Reader::new(bytes));
+    let ty = r.ty(0)?;
+    if r.0.remaining() != 0 {
+        return Err(DecodeError::TrailingBytes { extra: r.0.remaining() }.into());
+    }
+    Ok(ty)
+}
+
 impl ModuleDef {
     /// The definition's binary encoding.
     pub fn encode(&self) -> Vec<u8> {
