@@ -86,6 +86,10 @@ impl DataDir {
         DataDir { root: root.into() }
     }
 
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn module_cache(&self) -> PathBuf {
         self.root.join("module-cache")
     }
@@ -111,6 +115,10 @@ impl DataDir {
         if dir.join("database").exists() {
             return Err(StoreError::Exists(name.into()));
         }
+        if dir.exists() {
+            // What a delete interrupted by a crash left: no old log may reach the new database.
+            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        }
         use sha2::Digest;
         let meta = DatabaseMeta { name: name.into(), owner, module_hash: sha2::Sha256::digest(wasm).into() };
         let databases = self.root.join("databases");
@@ -120,6 +128,20 @@ impl DataDir {
         std::fs::create_dir_all(self.log(name)).map_err(io(&dir))?;
         write_atomic(&dir.join("database"), &encode_meta(&meta))?;
         Ok(meta)
+    }
+
+    /// Deletes database `name` and all its data. The database must not be running.
+    /// Its record goes first (durably), so a crash part way leaves files that
+    /// [`DataDir::list`] no longer shows and [`DataDir::create`] writes over.
+    pub fn delete(&self, name: &str) -> Result<(), StoreError> {
+        if !valid_name(name) {
+            return Err(StoreError::InvalidName(name.into()));
+        }
+        let dir = self.database_dir(name);
+        let record = dir.join("database");
+        std::fs::remove_file(&record).map_err(io(&record))?;
+        std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))
     }
 
     /// The databases in the directory, by name.

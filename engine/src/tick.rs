@@ -709,6 +709,16 @@ impl<W: Send + 'static> TickHandle<W> {
         result.recv().map_err(|_| InboxError::Closed)?.map_err(ReadError::Panicked)
     }
 
+    /// Queues `read` to run on the tick thread between ticks, after the work queued
+    /// before it, without waiting for it: for an event loop that must not block.
+    /// `read` sends its own result wherever it is wanted; a panic in it is caught and
+    /// ends that read only.
+    pub fn post(&self, read: impl FnOnce(&Database) + Send + 'static) -> Result<(), InboxError> {
+        self.try_send(Message::Read(Box::new(move |db| {
+            let _ = catch_unwind(AssertUnwindSafe(|| read(db)));
+        })))
+    }
+
     /// Why the loop stopped taking work, if its sink failed (the commit log could not
     /// write, say).
     pub fn failure(&self) -> Option<String> {

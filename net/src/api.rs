@@ -1,0 +1,399 @@
+//! The HTTP API, served by worker threads so that the event loop never waits for a
+//! module to compile or a reducer to run.
+//!
+//! | method and path | what | who |
+//! |---|---|---|
+//! | `POST /v1/identity` | a new identity and its token | anyone |
+//! | `GET /v1/database` | the databases | anyone |
+//! | `POST /v1/database/NAME[?clear=true]` | publish the wasm in the body | the owner (a new name: anyone with a token) |
+//! | `DELETE /v1/database/NAME` | delete it and its data | the owner |
+//! | `GET /v1/database/NAME/schema` | tables, columns, indexes, reducers | anyone |
+//! | `POST /v1/database/NAME/call/REDUCER` | call with JSON arguments | anyone (as their token's identity) |
+//! | `POST /v1/database/NAME/sql` | run SQL from the body | reads: anyone, as visibility allows; writes: the owner |
+//! | `GET /v1/database/NAME/logs[?n=100]` | the module's recent log lines | the owner |
+//! | `GET /metrics` | Prometheus metrics | anyone |
+//! | `GET /v1/database/NAME/subscribe` | the WebSocket client protocol | anyone |
+//!
+//! Tokens go in `Authorization: Bearer TOKEN`. Errors are JSON: `{"error": "...", "status": N}`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use serde_json::{Value as Json, json};
+use tickdb_engine::{CallReply, ModuleWork, ReplyTo};
+use tickdb_sql::Reader;
+use tickdb_wasm_abi::{ConnectionId, Identity, IndexKind, TableAccess, ValueType, decode_exact};
+
+use crate::databases::{ApiError, Databases, Published, Served};
+use crate::http::{Request, Response};
+use crate::identity::{Keys, new_connection_id};
+use crate::json::{from_json, to_json};
+
+/// Server-wide counters, shown by `GET /metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections_open: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub websocket_clients: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub messages_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub reducer_calls: AtomicU64,
+    pub reducer_errors: AtomicU64,
+    pub slow_clients_dropped: AtomicU64,
+    pub http_requests: AtomicU64,
+}
+
+/// What the HTTP workers share.
+#[derive(Debug)]
+pub struct Api {
+    pub databases: Arc<Databases>,
+    pub keys: Arc<Keys>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Api {
+    /// Answers one request.
+    pub fn handle(&self, request: &Request) -> Response {
+        self.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
+        match self.route(request) {
+            Ok(response) => response,
+            Err(e) => Response::error(&e),
+        }
+    }
+
+    fn route(&self, request: &Request) -> Result<Response, ApiError> {
+        let head = &request.head;
+        let parts: Vec<&str> = head.path.trim_matches('/').split('/').collect();
+        match (head.method.as_str(), parts.as_slice()) {
+            ("POST", ["v1", "identity"]) => {
+                let (identity, token) = self.keys.new_identity();
+                Ok(Response::json(200, &json!({ "identity": identity.to_string(), "token": token })))
+            }
+            ("GET", ["metrics"]) => Ok(Response::text(200, self.prometheus())),
+            ("GET", ["v1", "database"]) => Ok(Response::json(200, &self.list())),
+            ("POST", ["v1", "database", name]) => self.publish(request, name),
+            ("DELETE", ["v1", "database", name]) => {
+                self.databases.delete(name, self.caller(request)?)?;
+                Ok(Response::json(200, &json!({ "deleted": name })))
+            }
+            ("GET", ["v1", "database", name, "schema"]) => {
+                Ok(Response::json(200, &schema(&*self.databases.get(name)?)))
+            }
+            ("POST", ["v1", "database", name, "call", reducer]) => self.call(request, name, reducer),
+            ("POST", ["v1", "database", name, "sql"]) => self.sql(request, name),
+            ("GET", ["v1", "database", name, "logs"]) => self.logs(request, name),
+            ("GET", ["v1", "database", _, "subscribe"]) => {
+                Err(ApiError::new(426, "this is the WebSocket endpoint: connect with a WebSocket client"))
+            }
+            _ => Err(ApiError::not_found(format!("no API at {} {}", head.method, head.path))),
+        }
+    }
+
+    /// The identity of the request's token; a request without one is refused.
+    fn caller(&self, request: &Request) -> Result<Identity, ApiError> {
+        let token = request.head.token().ok_or_else(|| {
+            ApiError::unauthorized(
+                "this needs an identity: send `Authorization: Bearer TOKEN` (POST /v1/identity makes one)",
+            )
+        })?;
+        self.keys.verify(token).map_err(|e| ApiError::unauthorized(e.to_string()))
+    }
+
+    /// The identity of the request's token, or a new anonymous one.
+    fn caller_or_anonymous(&self, request: &Request) -> Result<Identity, ApiError> {
+        match request.head.token() {
+            Some(_) => self.caller(request),
+            None => Ok(self.keys.new_identity().0),
+        }
+    }
+
+    fn list(&self) -> Json {
+        let databases: Vec<Json> = self
+            .databases
+            .list()
+            .iter()
+            .map(|s| {
+                json!({
+                    "name": s.meta.name,
+                    "owner": s.meta.owner.to_string(),
+                    "module_hash": s.meta.module_hash.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                })
+            })
+            .collect();
+        json!({ "databases": databases })
+    }
+
+    fn publish(&self, request: &Request, name: &str) -> Result<Response, ApiError> {
+        let owner = self.caller(request)?;
+        if request.body.is_empty() {
+            return Err(ApiError::bad_request("send the module's wasm as the request body"));
+        }
+        let clear = request.head.param("clear").is_some_and(|v| v == "true" || v == "1");
+        let outcome = self.databases.publish(name, owner, &request.body, clear)?;
+        let what = match outcome {
+            Published::Created => "created",
+            Published::Unchanged => "unchanged",
+            Published::Replaced => "replaced",
+        };
+        let status = if outcome == Published::Created { 201 } else { 200 };
+        Ok(Response::json(status, &json!({ "name": name, "owner": owner.to_string(), "outcome": what })))
+    }
+
+    fn call(&self, request: &Request, name: &str, reducer: &str) -> Result<Response, ApiError> {
+        let caller = self.caller_or_anonymous(request)?;
+        let served = self.databases.get(name)?;
+        let (id, def) = served
+            .module
+            .reducer_id(reducer)
+            .map(|id| (id, &served.module.def.reducers[id as usize]))
+            .ok_or_else(|| ApiError::not_found(format!("database `{name}` has no reducer `{reducer}`")))?;
+        let body: Json = match request.body.is_empty() {
+            true => Json::Array(Vec::new()),
+            false => serde_json::from_slice(&request.body)
+                .map_err(|e| ApiError::bad_request(format!("the arguments are not JSON: {e}")))?,
+        };
+        let params = ValueType::Product(def.params.clone());
+        let args = from_json(&body, &params)
+            .map_err(|e| ApiError::bad_request(format!("reducer `{reducer}`: {e}")))?;
+        let mut encoded = Vec::new();
+        tickdb_wasm_abi::encode(&params, &args, &mut encoded)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let (to, reply) = mpsc::channel::<CallReply>();
+        let started = Instant::now();
+        let work = ModuleWork::call(id, caller, new_connection_id(), &encoded, Some(ReplyTo { id: 0, to }));
+        served.with_handle(|h| h.submit(work))?.map_err(|e| ApiError::unavailable(e.to_string()))?;
+        self.metrics.reducer_calls.fetch_add(1, Ordering::Relaxed);
+        let reply = reply.recv().map_err(|_| ApiError::unavailable("the database stopped"))?;
+        let duration_us = started.elapsed().as_micros() as u64;
+        match reply.outcome {
+            Ok(value) => {
+                let value = decode_exact(&def.returns, &value)
+                    .map(|v| to_json(&v, &def.returns))
+                    .unwrap_or(Json::Null);
+                Ok(Response::json(
+                    200,
+                    &json!({ "ok": value, "tick": reply.tick.0, "duration_us": duration_us }),
+                ))
+            }
+            Err(e) => {
+                self.metrics.reducer_errors.fetch_add(1, Ordering::Relaxed);
+                let status = match e {
+                    tickdb_engine::CallError::NotCallable(_) => 403,
+                    tickdb_engine::CallError::InvalidArguments { .. } => 400,
+                    tickdb_engine::CallError::Failed(_) => 400,
+                    _ => 500,
+                };
+                Err(ApiError::new(status, e.to_string()))
+            }
+        }
+    }
+
+    fn sql(&self, request: &Request, name: &str) -> Result<Response, ApiError> {
+        let caller = self.caller_or_anonymous(request)?;
+        let served = self.databases.get(name)?;
+        let sql = std::str::from_utf8(&request.body)
+            .map_err(|_| ApiError::bad_request("the SQL must be UTF-8"))?
+            .to_string();
+        let reader = if served.is_owner(caller) { Reader::owner(caller) } else { Reader::client(caller) };
+        let is_write = {
+            let first = sql.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+            matches!(first.as_str(), "INSERT" | "UPDATE" | "DELETE")
+        };
+        if is_write {
+            return self.dml(&served, caller, sql);
+        }
+        let hub = Arc::clone(&served.hub);
+        let limits = self.databases.config().query_limits.clone();
+        let result = served
+            .with_handle(|h| {
+                h.read(move |db| {
+                    let hub = hub.lock().expect("hub lock");
+                    tickdb_sql::query_for(db, hub.visibility(), reader, &sql, &limits)
+                })
+            })?
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let result = result.map_err(|e| match e.kind {
+            tickdb_sql::ErrorKind::Forbidden => ApiError::forbidden(e.to_string()),
+            _ => ApiError::bad_request(e.to_string()),
+        })?;
+        let columns: Vec<Json> =
+            result.columns.iter().map(|(n, t)| json!({ "name": n, "type": t.to_string() })).collect();
+        let rows: Vec<Json> = result
+            .rows
+            .iter()
+            .map(|row| row.iter().zip(&result.columns).map(|(v, (_, t))| to_json(v, t)).collect())
+            .collect();
+        Ok(Response::json(200, &json!({ "columns": columns, "rows": rows })))
+    }
+
+    fn dml(&self, served: &Served, caller: Identity, sql: String) -> Result<Response, ApiError> {
+        if !served.is_owner(caller) {
+            return Err(ApiError::forbidden(format!(
+                "only the owner of `{}` may change its tables with SQL",
+                served.meta.name
+            )));
+        }
+        let (to, reply) = mpsc::channel::<CallReply>();
+        let limits = self.databases.config().query_limits.clone();
+        let to = Some(ReplyTo { id: 0, to });
+        let work = tickdb_sql::dml_work(served.meta.owner, caller, ConnectionId::default(), sql, limits, to);
+        served.with_handle(|h| h.submit(work))?.map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let reply = reply.recv().map_err(|_| ApiError::unavailable("the database stopped"))?;
+        match reply.outcome {
+            Ok(count) => {
+                let rows = count.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+                Ok(Response::json(200, &json!({ "rows_affected": rows, "tick": reply.tick.0 })))
+            }
+            Err(e) => Err(ApiError::bad_request(e.to_string())),
+        }
+    }
+
+    fn logs(&self, request: &Request, name: &str) -> Result<Response, ApiError> {
+        let caller = self.caller(request)?;
+        let served = self.databases.get(name)?;
+        if !served.is_owner(caller) {
+            return Err(ApiError::forbidden(format!("only the owner of `{name}` may read its logs")));
+        }
+        let n = request.head.param("n").and_then(|n| n.parse().ok()).unwrap_or(100usize);
+        let lines: Vec<Json> = served
+            .logs
+            .recent(n)
+            .iter()
+            .map(|l| {
+                json!({
+                    "level": l.level_name(),
+                    "timestamp_us": l.timestamp.micros_since_epoch,
+                    "reducer": l.reducer.as_deref(),
+                    "target": l.target,
+                    "message": l.message,
+                })
+            })
+            .collect();
+        Ok(Response::json(200, &json!({ "lines": lines })))
+    }
+
+    fn prometheus(&self) -> String {
+        let m = &self.metrics;
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, kind: &str, value: &AtomicU64| {
+            out.push_str(&format!(
+                "# HELP tickdb_{name} {help}\n# TYPE tickdb_{name} {kind}\ntickdb_{name} {}\n",
+                value.load(Ordering::Relaxed)
+            ));
+        };
+        counter("connections_open", "Connections open now.", "gauge", &m.connections_open);
+        counter("connections_total", "Connections accepted.", "counter", &m.connections_total);
+        counter(
+            "connections_refused_total",
+            "Connections refused at a limit.",
+            "counter",
+            &m.connections_refused,
+        );
+        counter("websocket_clients", "WebSocket clients connected now.", "gauge", &m.websocket_clients);
+        counter("messages_received_total", "WebSocket messages received.", "counter", &m.messages_received);
+        counter("messages_sent_total", "WebSocket messages sent.", "counter", &m.messages_sent);
+        counter("bytes_sent_total", "WebSocket bytes queued to clients.", "counter", &m.bytes_sent);
+        counter("bytes_received_total", "WebSocket message bytes received.", "counter", &m.bytes_received);
+        counter("reducer_calls_total", "Reducer calls from clients.", "counter", &m.reducer_calls);
+        counter("reducer_errors_total", "Reducer calls that failed.", "counter", &m.reducer_errors);
+        counter(
+            "slow_clients_dropped_total",
+            "Clients dropped for a full send buffer.",
+            "counter",
+            &m.slow_clients_dropped,
+        );
+        counter("http_requests_total", "HTTP API requests.", "counter", &m.http_requests);
+        out.push_str(
+            "# HELP tickdb_tick_duration_us Tick durations.\n# TYPE tickdb_tick_duration_us summary\n",
+        );
+        let mut evaluation = String::from(
+            "# HELP tickdb_subscription_eval_us Subscription evaluation per tick.\n# TYPE tickdb_subscription_eval_us summary\n",
+        );
+        for served in self.databases.list() {
+            let name = &served.meta.name;
+            let Ok(metrics) = served.with_handle(|h| h.metrics()) else { continue };
+            let h = &metrics.tick_duration_us;
+            for q in [0.5, 0.99, 0.999] {
+                out.push_str(&format!(
+                    "tickdb_tick_duration_us{{database=\"{name}\",quantile=\"{q}\"}} {}\n",
+                    h.value_at_quantile(q)
+                ));
+            }
+            out.push_str(&format!("tickdb_tick_duration_us_count{{database=\"{name}\"}} {}\n", h.len()));
+            out.push_str(&format!(
+                "tickdb_transactions_committed_total{{database=\"{name}\"}} {}\n",
+                metrics.committed
+            ));
+            out.push_str(&format!(
+                "tickdb_transactions_rolled_back_total{{database=\"{name}\"}} {}\n",
+                metrics.rolled_back
+            ));
+            let e = served.hub.lock().expect("hub lock").eval_us().clone();
+            for q in [0.5, 0.99] {
+                evaluation.push_str(&format!(
+                    "tickdb_subscription_eval_us{{database=\"{name}\",quantile=\"{q}\"}} {}\n",
+                    e.value_at_quantile(q)
+                ));
+            }
+        }
+        out.push_str(&evaluation);
+        out
+    }
+}
+
+/// A database's schema as JSON.
+pub fn schema(served: &Served) -> Json {
+    let def = &served.module.def;
+    let tables: Vec<Json> = def
+        .tables
+        .iter()
+        .map(|t| {
+            let columns: Vec<Json> =
+                t.columns.iter().map(|c| json!({ "name": c.name, "type": c.ty.to_string() })).collect();
+            let names = |cols: &[tickdb_wasm_abi::ColId]| -> Vec<String> {
+                cols.iter().map(|c| t.columns[c.0 as usize].name.clone()).collect()
+            };
+            let unique: Vec<Json> =
+                t.unique.iter().map(|u| json!({ "name": u.name, "columns": names(&u.columns) })).collect();
+            let indexes: Vec<Json> = t
+                .indexes
+                .iter()
+                .map(|i| {
+                    let kind = match i.kind {
+                        IndexKind::BTree => json!("btree"),
+                        IndexKind::Grid { cell_log2 } => json!({ "grid": { "cell": 1u64 << cell_log2 } }),
+                    };
+                    json!({ "name": i.name, "columns": names(&i.columns), "kind": kind })
+                })
+                .collect();
+            json!({
+                "name": t.name,
+                "public": t.access == TableAccess::Public,
+                "columns": columns,
+                "primary_key": t.primary_key.map(|pk| names(&t.unique[pk].columns)),
+                "unique": unique,
+                "indexes": indexes,
+            })
+        })
+        .collect();
+    let reducers: Vec<Json> = def
+        .reducers
+        .iter()
+        .map(|r| {
+            let params: Vec<Json> =
+                r.params.fields.iter().map(|f| json!({ "name": f.name, "type": f.ty.to_string() })).collect();
+            json!({
+                "name": r.name,
+                "params": params,
+                "returns": r.returns.to_string(),
+                "lifecycle": r.lifecycle.map(|l| format!("{l:?}")),
+            })
+        })
+        .collect();
+    json!({ "name": served.meta.name, "owner": served.meta.owner.to_string(), "tables": tables, "reducers": reducers })
+}

@@ -1,0 +1,682 @@
+//! A database's subscriptions and its per-tick fan-out, on the tick thread.
+//!
+//! The hub lives beside the tables: it is only touched on the database's tick thread,
+//! by the sink after each tick ([`FanoutSink`]) and by reads the event loop posts
+//! between ticks (subscribe, unsubscribe, one-off queries). So it reads the tables as
+//! each tick leaves them, without copies and without locks on the tables.
+//!
+//! After each tick it evaluates the database's [`SubscriptionSet`] once per distinct
+//! query, then builds each client's one `TickUpdate` from the deltas of the queries its
+//! applied query sets hold. Clients whose query sets hold the same queries under the
+//! same ids get the very same message, encoded once and shared.
+//!
+//! Nothing leaves before it may: a [`Gate`] holds every message until the tick whose
+//! state it shows is durable (confirmed mode), then hands it to the event loop, in
+//! order, and wakes it. Messages computed between ticks (initial rows) show the state
+//! of the last tick that wrote, and wait for that tick.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+
+use tickdb_engine::{Database, DurableSink, Release, Releases, TableId, TickOutput, TickSink};
+use tickdb_protocol::{
+    Compression, QuerySetUpdate, RowList, RowUpdates, ServerMessage, TableRows, TableUpdate, frame,
+};
+use tickdb_sql::{
+    Delta, InitialScan, QueryId, QueryLimits, Reader, SqlError, StatementCache, Subscription,
+    SubscriptionSet, Visibility,
+};
+use tickdb_wasm_abi::{Reader as ValueReader, TableSchema, skip};
+
+/// A connection, as the hub and the event loop both name it: unique for the server's life.
+pub type ClientKey = u64;
+
+/// A message built once and sent to any number of clients, framed for each
+/// compression the first time a client that wants it is written to.
+#[derive(Debug)]
+pub struct Shared {
+    message: Vec<u8>,
+    none: OnceLock<tungstenite::Bytes>,
+    lz4: OnceLock<tungstenite::Bytes>,
+}
+
+impl Shared {
+    pub fn new(message: &ServerMessage) -> Arc<Shared> {
+        Arc::new(Shared { message: message.encode(), none: OnceLock::new(), lz4: OnceLock::new() })
+    }
+
+    /// The message as sent to a client that asked for `compression`.
+    pub fn framed(&self, compression: Compression) -> tungstenite::Bytes {
+        let cell = match compression {
+            Compression::None => &self.none,
+            Compression::Lz4 => &self.lz4,
+        };
+        cell.get_or_init(|| frame(compression, &self.message).into()).clone()
+    }
+}
+
+/// What the hub hands to the event loop.
+#[derive(Debug)]
+pub enum Outgoing {
+    Message {
+        client: ClientKey,
+        message: Arc<Shared>,
+    },
+    /// The database stopped (its log could not be written): its clients are closed.
+    Stopped {
+        database: String,
+        why: String,
+    },
+}
+
+/// Holds messages until the tick they show is durable; see the module docs.
+#[derive(Debug)]
+pub struct Gate {
+    database: String,
+    durable: u64,
+    queue: VecDeque<(u64, Vec<Outgoing>)>,
+    failed: Option<String>,
+    out: mpsc::Sender<Outgoing>,
+    waker: Arc<mio::Waker>,
+}
+
+impl Gate {
+    pub fn new(database: String, out: mpsc::Sender<Outgoing>, waker: Arc<mio::Waker>) -> Arc<Mutex<Gate>> {
+        Arc::new(Mutex::new(Gate { database, durable: 0, queue: VecDeque::new(), failed: None, out, waker }))
+    }
+
+    /// Queues `messages`, which show the state after tick `after`.
+    fn send(&mut self, after: u64, messages: Vec<Outgoing>) {
+        if messages.is_empty() || self.failed.is_some() {
+            return;
+        }
+        if after <= self.durable && self.queue.is_empty() {
+            self.deliver(messages);
+            self.wake();
+        } else {
+            self.queue.push_back((after, messages));
+        }
+    }
+
+    fn deliver(&self, messages: Vec<Outgoing>) {
+        // The event loop gone means the server is stopping: nobody is left to tell.
+        messages.into_iter().for_each(|m| drop(self.out.send(m)));
+    }
+
+    fn wake(&self) {
+        // A failed wake means the event loop is gone; see `deliver`.
+        let _ = self.waker.wake();
+    }
+
+    /// Tick `tick` is durable: sends what waited for it.
+    fn durable(&mut self, tick: u64) {
+        self.durable = self.durable.max(tick);
+        while let Some((_, messages)) = self.queue.pop_front_if(|(after, _)| *after <= self.durable) {
+            self.deliver(messages);
+        }
+        self.wake();
+    }
+
+    fn fail(&mut self, why: &str) {
+        self.queue.clear();
+        if self.failed.is_none() {
+            self.failed = Some(why.to_string());
+            self.deliver(vec![Outgoing::Stopped { database: self.database.clone(), why: why.to_string() }]);
+        }
+        self.wake();
+    }
+}
+
+/// Releases a written tick's messages once it is durable.
+struct GateRelease {
+    gate: Arc<Mutex<Gate>>,
+    tick: u64,
+}
+
+impl Release for GateRelease {
+    fn release(self: Box<Self>, outcome: Result<(), &str>) {
+        let mut gate = self.gate.lock().expect("gate lock");
+        match outcome {
+            Ok(()) => gate.durable(self.tick),
+            Err(why) => gate.fail(why),
+        }
+    }
+}
+
+/// Wakes the event loop for a tick that wrote nothing (its replies went out at once).
+struct Wake(Arc<Mutex<Gate>>);
+
+impl Release for Wake {
+    fn release(self: Box<Self>, _: Result<(), &str>) {
+        self.0.lock().expect("gate lock").wake();
+    }
+}
+
+/// One client's subscriptions.
+#[derive(Debug)]
+struct Client {
+    reader: Reader,
+    sets: BTreeMap<u32, QuerySet>,
+}
+
+#[derive(Debug)]
+struct QuerySet {
+    queries: Vec<QueryId>,
+    /// Initial rows per query, filled as scans finish; the set is applied (its
+    /// deltas sent) once every query has its rows.
+    initial: Vec<Option<Vec<Vec<u8>>>>,
+    applied: bool,
+}
+
+#[derive(Debug)]
+struct Scan {
+    client: ClientKey,
+    set: u32,
+    query: usize,
+    scan: InitialScan,
+}
+
+/// How a table's rows are cut into columns, for updates that carry changed columns only.
+#[derive(Debug)]
+struct TableShape {
+    name: String,
+    schema: Arc<TableSchema>,
+    /// The primary key's columns, when the table has one.
+    key: Option<Vec<usize>>,
+}
+
+/// A database's subscriptions; see the module docs.
+#[derive(Debug)]
+pub struct Hub {
+    set: SubscriptionSet,
+    visibility: Visibility,
+    statements: StatementCache,
+    clients: HashMap<ClientKey, Client>,
+    /// Who holds each query: (client, query set).
+    holders: HashMap<QueryId, Vec<(ClientKey, u32)>>,
+    scans: Vec<Scan>,
+    shapes: HashMap<TableId, TableShape>,
+    gate: Arc<Mutex<Gate>>,
+    /// The last tick that wrote, and the last tick.
+    written: u64,
+    tick: u64,
+    limits: QueryLimits,
+    slice: QueryLimits,
+    query_sets_max: usize,
+    queries_per_set_max: usize,
+    /// Time spent computing each tick's updates, µs.
+    eval_us: hdrhistogram::Histogram<u64>,
+}
+
+/// Why a subscribe was refused.
+fn refused(set: u32, message: String) -> ServerMessage {
+    ServerMessage::SubscriptionError { query_set_id: set, message }
+}
+
+impl Hub {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        visibility: Visibility,
+        gate: Arc<Mutex<Gate>>,
+        limits: QueryLimits,
+        slice: QueryLimits,
+        query_sets_max: usize,
+        queries_per_set_max: usize,
+    ) -> Hub {
+        Hub {
+            set: SubscriptionSet::with_limits(limits.clone()),
+            visibility,
+            statements: StatementCache::new(tickdb_sql::STATEMENT_CACHE_SHAPES),
+            clients: HashMap::new(),
+            holders: HashMap::new(),
+            scans: Vec::new(),
+            shapes: HashMap::new(),
+            gate,
+            written: 0,
+            tick: 0,
+            limits,
+            slice,
+            query_sets_max,
+            queries_per_set_max,
+            eval_us: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds"),
+        }
+    }
+
+    /// How long computing each tick's updates took, µs.
+    pub fn eval_us(&self) -> &hdrhistogram::Histogram<u64> {
+        &self.eval_us
+    }
+
+    pub fn visibility(&self) -> &Visibility {
+        &self.visibility
+    }
+
+    /// The last tick the hub saw.
+    pub fn tick(&self) -> u64 {
+        self.tick
+    }
+
+    /// Whether initial scans are waiting for more slices.
+    pub fn scanning(&self) -> bool {
+        !self.scans.is_empty()
+    }
+
+    /// Sends `messages` once the last written tick is durable.
+    fn send(&self, messages: Vec<Outgoing>) {
+        self.gate.lock().expect("gate lock").send(self.written, messages);
+    }
+
+    fn send_one(&self, client: ClientKey, message: &ServerMessage) {
+        self.send(vec![Outgoing::Message { client, message: Shared::new(message) }]);
+    }
+
+    /// A new connection; `reader` says whose.
+    pub fn connect(&mut self, client: ClientKey, reader: Reader) {
+        self.clients.insert(client, Client { reader, sets: BTreeMap::new() });
+    }
+
+    /// A connection closed: its query sets go.
+    pub fn disconnect(&mut self, client: ClientKey) {
+        if let Some(c) = self.clients.remove(&client) {
+            for (id, set) in c.sets {
+                self.release(client, id, &set.queries);
+            }
+        }
+        self.scans.retain(|s| s.client != client);
+    }
+
+    fn release(&mut self, client: ClientKey, set: u32, queries: &[QueryId]) {
+        for &q in queries {
+            self.set.unsubscribe(q);
+            if let Some(holders) = self.holders.get_mut(&q) {
+                if let Some(i) = holders.iter().position(|h| *h == (client, set)) {
+                    holders.swap_remove(i);
+                }
+                if holders.is_empty() {
+                    self.holders.remove(&q);
+                }
+            }
+        }
+    }
+
+    /// Subscribes `client` to `queries` as query set `set` (replacing a set of that id).
+    pub fn subscribe(&mut self, db: &Database, client: ClientKey, set: u32, queries: &[String]) {
+        self.unsubscribe(client, set);
+        let Some(c) = self.clients.get(&client) else { return };
+        if c.sets.len() >= self.query_sets_max {
+            let why =
+                format!("a connection may hold {} query sets at once (query_sets_max)", self.query_sets_max);
+            return self.send_one(client, &refused(set, why));
+        }
+        if queries.len() > self.queries_per_set_max || queries.is_empty() {
+            let why = format!(
+                "a query set holds 1 to {} queries (queries_per_set_max); this one has {}",
+                self.queries_per_set_max,
+                queries.len()
+            );
+            return self.send_one(client, &refused(set, why));
+        }
+        let reader = c.reader;
+        let subs: Result<Vec<Subscription>, String> = queries
+            .iter()
+            .map(|sql| {
+                let bound = self.statements.prepare_for(db, &self.visibility, reader, sql);
+                bound.and_then(|b| Subscription::from_bound(db, b)).map_err(|e| format!("{sql}: {e}"))
+            })
+            .collect();
+        let subs = match subs {
+            Ok(subs) => subs,
+            Err(why) => return self.send_one(client, &refused(set, why)),
+        };
+        let mut scans = Vec::new();
+        let mut initial = Vec::new();
+        for (i, sub) in subs.iter().enumerate() {
+            match InitialScan::start(db, sub, &self.slice, &self.limits) {
+                Ok(scan) if scan.is_done() => initial.push(scan.rows()),
+                Ok(scan) => {
+                    initial.push(None);
+                    scans.push(Scan { client, set, query: i, scan });
+                }
+                Err(e) => return self.send_one(client, &refused(set, format!("{}: {e}", queries[i]))),
+            }
+        }
+        let ids: Vec<QueryId> = subs.into_iter().map(|s| self.set.add(s)).collect();
+        for &q in &ids {
+            self.holders.entry(q).or_default().push((client, set));
+        }
+        let c = self.clients.get_mut(&client).expect("checked above");
+        c.sets.insert(set, QuerySet { queries: ids, initial, applied: false });
+        self.scans.extend(scans);
+        self.apply_if_ready(db, client, set);
+    }
+
+    pub fn unsubscribe(&mut self, client: ClientKey, set: u32) {
+        let Some(c) = self.clients.get_mut(&client) else { return };
+        if let Some(old) = c.sets.remove(&set) {
+            self.release(client, set, &old.queries);
+            self.scans.retain(|s| (s.client, s.set) != (client, set));
+        }
+    }
+
+    /// Sends a set's initial rows once every query has them.
+    fn apply_if_ready(&mut self, db: &Database, client: ClientKey, set: u32) {
+        let Some(qs) = self.clients.get_mut(&client).and_then(|c| c.sets.get_mut(&set)) else { return };
+        if qs.applied || qs.initial.iter().any(Option::is_none) {
+            return;
+        }
+        qs.applied = true;
+        let initial = std::mem::take(&mut qs.initial);
+        let queries = qs.queries.clone();
+        let mut tables = Vec::new();
+        for (q, rows) in queries.iter().zip(initial) {
+            let table = self.set.query(*q).expect("held").table();
+            let shape = self.shape(db, table);
+            let rows = rows.expect("checked");
+            tables.push(TableRows {
+                table_id: table.0,
+                table_name: shape.name.clone(),
+                rows: rows.iter().map(Vec::as_slice).collect(),
+            });
+        }
+        let message = ServerMessage::SubscribeApplied { query_set_id: set, tick: self.tick, tables };
+        self.send_one(client, &message);
+    }
+
+    fn shape(&mut self, db: &Database, table: TableId) -> &TableShape {
+        shape_of(&mut self.shapes, db, table)
+    }
+
+    /// Reads on in the initial scans within one slice's budget.
+    pub fn step_scans(&mut self, db: &Database) {
+        let mut scans = std::mem::take(&mut self.scans);
+        let mut finished = Vec::new();
+        let started = std::time::Instant::now();
+        scans.retain_mut(|s| {
+            if started.elapsed() >= self.slice.time_max {
+                return true;
+            }
+            match s.scan.step(db, &self.slice) {
+                Ok(false) => true,
+                Ok(true) => {
+                    finished.push((s.client, s.set, s.query, Ok(())));
+                    true
+                }
+                Err(e) => {
+                    finished.push((s.client, s.set, s.query, Err(e)));
+                    false
+                }
+            }
+        });
+        self.finish_scans(db, scans, finished);
+    }
+
+    fn finish_scans(
+        &mut self,
+        db: &Database,
+        mut scans: Vec<Scan>,
+        finished: Vec<(ClientKey, u32, usize, Result<(), SqlError>)>,
+    ) {
+        for (client, set, query, outcome) in finished {
+            match outcome {
+                Ok(()) => {
+                    let i = scans.iter().position(|s| (s.client, s.set, s.query) == (client, set, query));
+                    let scan = scans.swap_remove(i.expect("finished scans are kept"));
+                    if let Some(qs) = self.clients.get_mut(&client).and_then(|c| c.sets.get_mut(&set)) {
+                        qs.initial[query] = scan.scan.rows();
+                    }
+                    self.scans = std::mem::take(&mut scans);
+                    self.apply_if_ready(db, client, set);
+                    scans = std::mem::take(&mut self.scans);
+                }
+                Err(e) => {
+                    self.scans = std::mem::take(&mut scans);
+                    self.unsubscribe(client, set);
+                    self.send_one(client, &refused(set, e.to_string()));
+                    scans = std::mem::take(&mut self.scans);
+                }
+            }
+        }
+        self.scans = scans;
+    }
+
+    /// After a tick: scans fold in its changes and read on, then each client with
+    /// changes gets its update. Returns the messages.
+    fn after_tick(&mut self, db: &Database, output: &TickOutput) -> Vec<Outgoing> {
+        self.tick = output.tick.0;
+        let mut failed_scans = Vec::new();
+        for s in &mut self.scans {
+            if let Err(e) = s.scan.apply(db, &output.changes) {
+                failed_scans.push((s.client, s.set, s.query, Err(e)));
+            }
+        }
+        let scans = std::mem::take(&mut self.scans);
+        self.finish_scans(db, scans, failed_scans);
+        if !self.scans.is_empty() {
+            self.step_scans(db);
+        }
+        if output.changes.is_empty() || self.set.is_empty() {
+            return Vec::new();
+        }
+        let deltas = self.set.evaluate(db, &output.changes);
+        let mut out = Vec::new();
+        for (q, e) in deltas.failed {
+            for (client, set) in self.holders.get(&q).cloned().unwrap_or_default() {
+                self.unsubscribe(client, set);
+                let why = format!("the query failed and was dropped: {e}");
+                out.push(Outgoing::Message { client, message: Shared::new(&refused(set, why)) });
+            }
+        }
+        self.updates(db, output, &deltas.deltas, &mut out);
+        out
+    }
+
+    /// Each client's one update for the tick, shared between clients that hold the
+    /// same queries under the same set ids.
+    fn updates(
+        &mut self,
+        db: &Database,
+        output: &TickOutput,
+        deltas: &HashMap<QueryId, Delta>,
+        out: &mut Vec<Outgoing>,
+    ) {
+        // Per client, the (set, query) pairs with changes, in a stable order.
+        let mut touched: HashMap<ClientKey, Vec<(u32, QueryId)>> = HashMap::new();
+        for q in deltas.keys() {
+            for &(client, set) in self.holders.get(q).into_iter().flatten() {
+                let applied =
+                    self.clients.get(&client).and_then(|c| c.sets.get(&set)).is_some_and(|s| s.applied);
+                if applied {
+                    touched.entry(client).or_default().push((set, *q));
+                }
+            }
+        }
+        let mut tables: HashMap<QueryId, TableUpdate> = HashMap::new();
+        let mut messages: HashMap<Vec<(u32, QueryId)>, Arc<Shared>> = HashMap::new();
+        let mut clients: Vec<_> = touched.into_iter().collect();
+        clients.sort_unstable_by_key(|(client, _)| *client);
+        for (client, mut pairs) in clients {
+            pairs.sort_unstable();
+            if let Some(message) = messages.get(&pairs) {
+                out.push(Outgoing::Message { client, message: Arc::clone(message) });
+                continue;
+            }
+            let mut query_sets: Vec<QuerySetUpdate> = Vec::new();
+            for &(set, q) in &pairs {
+                if query_sets.last().is_none_or(|s| s.query_set_id != set) {
+                    query_sets.push(QuerySetUpdate { query_set_id: set, tables: Vec::new() });
+                }
+                let update = match tables.entry(q) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let table = self.set.query(q).expect("held").table();
+                        let shape = shape_of(&mut self.shapes, db, table);
+                        e.insert(table_update(shape, table, &deltas[&q]))
+                    }
+                };
+                query_sets.last_mut().expect("pushed").tables.push(update.clone());
+            }
+            let message = Shared::new(&ServerMessage::TickUpdate {
+                tick: output.tick.0,
+                timestamp_us: output.timestamp.micros_since_epoch,
+                query_sets,
+            });
+            messages.insert(pairs, Arc::clone(&message));
+            out.push(Outgoing::Message { client, message });
+        }
+    }
+}
+
+fn shape_of<'a>(
+    shapes: &'a mut HashMap<TableId, TableShape>,
+    db: &Database,
+    table: TableId,
+) -> &'a TableShape {
+    shapes.entry(table).or_insert_with(|| {
+        let schema = Arc::clone(db.table(table).schema());
+        let key =
+            schema.primary_key.map(|pk| schema.unique[pk].columns.iter().map(|c| c.0 as usize).collect());
+        TableShape { name: schema.name.clone(), schema, key }
+    })
+}
+
+/// A query's delta as the protocol carries it: updates of rows with a primary key as
+/// the key and the changed columns; other updates as a delete and an insert.
+fn table_update(shape: &TableShape, table: TableId, delta: &Delta) -> TableUpdate {
+    let mut update = TableUpdate {
+        table_id: table.0,
+        table_name: shape.name.clone(),
+        inserts: delta.inserts.iter().map(Vec::as_slice).collect(),
+        deletes: delta.deletes.iter().map(Vec::as_slice).collect(),
+        updates: RowUpdates::default(),
+    };
+    for (old, new) in &delta.updates {
+        match (&shape.key, columns(&shape.schema, old), columns(&shape.schema, new)) {
+            (Some(key), Some(old_cols), Some(new_cols)) => {
+                push_update(&mut update.updates, key, (old, &old_cols), (new, &new_cols))
+            }
+            _ => {
+                update.deletes.push(old);
+                update.inserts.push(new);
+            }
+        }
+    }
+    update
+}
+
+/// Where each column of an encoded row starts and ends.
+fn columns(schema: &TableSchema, row: &[u8]) -> Option<Vec<(usize, usize)>> {
+    let mut r = ValueReader::new(row);
+    let mut spans = Vec::with_capacity(schema.columns.len());
+    for ty in schema.column_types() {
+        let start = r.position();
+        skip(ty, &mut r).ok()?;
+        spans.push((start, r.position()));
+    }
+    Some(spans)
+}
+
+fn push_update(
+    updates: &mut RowUpdates,
+    key: &[usize],
+    (old, old_cols): (&[u8], &[(usize, usize)]),
+    (new, new_cols): (&[u8], &[(usize, usize)]),
+) {
+    let mut key_bytes = Vec::new();
+    for &c in key {
+        key_bytes.extend_from_slice(&new[new_cols[c].0..new_cols[c].1]);
+    }
+    updates.keys.push(&key_bytes);
+    let width = new_cols.len().div_ceil(8);
+    let start = updates.changed.len();
+    updates.changed.resize(start + width, 0);
+    let mut values = Vec::new();
+    for (c, (&(os, oe), &(ns, ne))) in old_cols.iter().zip(new_cols).enumerate() {
+        if old[os..oe] != new[ns..ne] {
+            updates.changed[start + c / 8] |= 1 << (c % 8);
+            values.extend_from_slice(&new[ns..ne]);
+        }
+    }
+    updates.values.push(&values);
+}
+
+/// The sink of a served database: after each tick, the hub computes the subscription
+/// updates; the log makes the tick durable; the gate lets the updates out once it is.
+#[derive(Debug)]
+pub struct FanoutSink {
+    pub inner: DurableSink,
+    pub hub: Arc<Mutex<Hub>>,
+    pub gate: Arc<Mutex<Gate>>,
+}
+
+impl TickSink for FanoutSink {
+    fn tick_committed(
+        &mut self,
+        db: &Database,
+        output: TickOutput,
+        mut releases: Releases,
+    ) -> Result<(), String> {
+        let wrote = output.log.as_ref().is_some_and(|log| log.tx_count > 0);
+        let tick = output.tick.0;
+        {
+            let mut hub = self.hub.lock().expect("hub lock");
+            if wrote {
+                hub.written = tick;
+            }
+            let started = std::time::Instant::now();
+            let messages = hub.after_tick(db, &output);
+            hub.eval_us.saturating_record(started.elapsed().as_micros() as u64);
+            self.gate.lock().expect("gate lock").send(hub.written, messages);
+        }
+        if wrote {
+            releases.push(Box::new(GateRelease { gate: Arc::clone(&self.gate), tick }));
+        } else {
+            releases.push(Box::new(Wake(Arc::clone(&self.gate))));
+        }
+        self.inner.tick_committed(db, output, releases)
+    }
+}
+
+/// A one-off query's answer as a message.
+pub fn query_result(
+    db: &Database,
+    hub: &Hub,
+    reader: Reader,
+    request_id: u32,
+    sql: &str,
+    limits: &QueryLimits,
+) -> ServerMessage {
+    let started = std::time::Instant::now();
+    let outcome = hub
+        .statements
+        .prepare_for(db, &hub.visibility, reader, sql)
+        .and_then(|bound| tickdb_sql::run(db, &bound, limits))
+        .map_err(|e| e.to_string())
+        .and_then(|result| encode_result(&result));
+    ServerMessage::QueryResult { request_id, outcome, duration_us: started.elapsed().as_micros() as u64 }
+}
+
+fn encode_result(result: &tickdb_sql::QueryResult) -> Result<tickdb_protocol::QueryRows, String> {
+    use tickdb_wasm_abi::{ProductType, Value, ValueType};
+    let row_type =
+        ValueType::Product(ProductType::new(result.columns.iter().map(|(n, t)| (n.clone(), t.clone()))));
+    let mut rows = RowList::default();
+    let mut buf = Vec::new();
+    for row in &result.rows {
+        buf.clear();
+        tickdb_wasm_abi::encode(&row_type, &Value::Product(row.clone()), &mut buf)
+            .map_err(|e| e.to_string())?;
+        rows.push(&buf);
+    }
+    Ok(tickdb_protocol::QueryRows {
+        columns: result.columns.iter().map(|(n, _)| n.clone()).collect(),
+        row_type: tickdb_wasm_abi::encode_type(&row_type),
+        rows,
+    })
+}
+
+impl Hub {
+    /// Sends a one-off query's answer through the gate (after the state it read is durable).
+    pub fn answer(&self, client: ClientKey, message: &ServerMessage) {
+        self.send_one(client, message);
+    }
+}

@@ -1,0 +1,12 @@
+//! tickdb's server.
+pub mod api;
+pub mod config;
+pub mod databases;
+pub mod http;
+pub mod hub;
+pub mod identity;
+pub mod json;
+pub mod server;
+
+pub use config::ServerConfig;
+pub use server::{ServerError, ServerHandle, start};

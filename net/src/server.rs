@@ -1,0 +1,1003 @@
+//! The event loop: one mio thread that accepts connections, reads HTTP requests and
+//! WebSocket messages, and writes responses and updates, never blocking.
+//!
+//! A connection starts as an HTTP request. An API request goes to a worker thread
+//! ([`crate::api`]) and its response comes back through a channel. A WebSocket
+//! upgrade first runs the database's `client_connected` reducer (an `Err` refuses the
+//! client with its message), then becomes a client: its reducer calls go into the
+//! database's inbox, its subscriptions and queries are posted to the tick thread, and
+//! what comes back (reducer results through the reply channel, updates through the
+//! hubs' gates) is written out. Everything another thread has for the loop arrives on
+//! a channel, followed by a wake of the loop's [`mio::Waker`].
+//!
+//! Writes are batched: the loop drains everything that arrived, queuing each client's
+//! messages in its WebSocket's buffer, then flushes each client once. A client whose
+//! buffer holds more than `send_buffer_bytes_max` is dropped with a close frame
+//! that says why.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use tickdb_engine::store::DataDir;
+use tickdb_engine::{CallReply, ModuleWork, ReplyTo};
+use tickdb_protocol::{ClientMessage, Compression, ServerMessage, unframe};
+use tickdb_sql::Reader;
+use tickdb_wasm_abi::{ConnectionId, Identity, Lifecycle};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::{Message, WebSocket};
+
+use crate::api::{Api, Metrics};
+use crate::config::ServerConfig;
+use crate::databases::{ApiError, Databases, Served};
+use crate::http::{Head, Request, Response, parse_head, switching_protocols};
+use crate::hub::{ClientKey, Outgoing, Shared, query_result};
+use crate::identity::{Keys, new_connection_id};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_CONNECTION: usize = 2;
+/// How often timeouts are checked, at least.
+const TIMER_PERIOD: Duration = Duration::from_millis(100);
+/// How long a closing connection may take to read our close frame before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// HTTP requests waiting for a worker; past it, new ones get 503 at once.
+const JOBS_QUEUED_MAX: usize = 256;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("listening on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Databases(#[from] ApiError),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    databases: Arc<Databases>,
+    keys: Arc<Keys>,
+}
+
+impl ServerHandle {
+    /// Where the server listens (with the port the system chose, for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn databases(&self) -> &Arc<Databases> {
+        &self.databases
+    }
+
+    /// Stops accepting, closes every connection, and stops every database after the
+    /// work already queued.
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+            self.databases.shutdown();
+        }
+    }
+
+    /// Waits until the event loop ends (for `tickdb start`).
+    pub fn wait(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.databases.shutdown();
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// Starts a server for the databases in `data`, listening on `listen`.
+pub fn start(config: ServerConfig, data: DataDir, listen: SocketAddr) -> Result<ServerHandle, ServerError> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let mut listener =
+        TcpListener::bind(listen).map_err(|source| ServerError::Listen { addr: listen, source })?;
+    let addr = listener.local_addr()?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    let keys = Arc::new(Keys::load_or_create(&data.root().join("server.key"))?);
+    let (out, outgoing) = mpsc::channel();
+    let databases = Arc::new(Databases::open(data, config.clone(), out, Arc::clone(&waker))?);
+    let metrics = Arc::new(Metrics::default());
+    let api = Arc::new(Api {
+        databases: Arc::clone(&databases),
+        keys: Arc::clone(&keys),
+        metrics: Arc::clone(&metrics),
+    });
+    let (jobs, responses) = start_workers(&api, config.http_workers, Arc::clone(&waker))?;
+    let (replies_to, replies) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut event_loop = EventLoop {
+        poll,
+        listener,
+        config,
+        conns: Vec::new(),
+        free: Vec::new(),
+        by_key: HashMap::new(),
+        next_key: 1,
+        outgoing,
+        replies,
+        replies_to,
+        jobs,
+        responses,
+        calls: HashMap::new(),
+        next_call: 1,
+        databases: Arc::clone(&databases),
+        keys: Arc::clone(&keys),
+        metrics,
+        dirty: Vec::new(),
+        stop: Arc::clone(&stop),
+    };
+    let thread = std::thread::Builder::new().name("tickdb-net".into()).spawn(move || event_loop.run())?;
+    Ok(ServerHandle { addr, stop, waker, thread: Some(thread), databases, keys })
+}
+
+type Jobs = mpsc::SyncSender<(ClientKey, Request)>;
+type Responses = mpsc::Receiver<(ClientKey, Response)>;
+
+/// HTTP API workers: each takes a request, answers it, sends the answer to the loop.
+fn start_workers(api: &Arc<Api>, workers: usize, waker: Arc<Waker>) -> std::io::Result<(Jobs, Responses)> {
+    let (jobs, queue) = mpsc::sync_channel::<(ClientKey, Request)>(JOBS_QUEUED_MAX);
+    let queue = Arc::new(Mutex::new(queue));
+    let (done, responses) = mpsc::channel();
+    for i in 0..workers.max(1) {
+        let (api, queue, done, waker) =
+            (Arc::clone(api), Arc::clone(&queue), done.clone(), Arc::clone(&waker));
+        std::thread::Builder::new().name(format!("tickdb-http-{i}")).spawn(move || {
+            loop {
+                let job = queue.lock().expect("job queue lock").recv();
+                let Ok((key, request)) = job else { return };
+                let response =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| api.handle(&request)))
+                        .unwrap_or_else(|_| {
+                            Response::error(&ApiError::internal("the request handler panicked"))
+                        });
+                if done.send((key, response)).is_err() {
+                    return;
+                }
+                let _ = waker.wake();
+            }
+        })?;
+    }
+    Ok((jobs, responses))
+}
+
+/// A WebSocket client.
+struct Client {
+    ws: WebSocket<TcpStream>,
+    served: Arc<Served>,
+    identity: Identity,
+    connection_id: ConnectionId,
+    compression: Compression,
+    calls_in_flight: usize,
+    /// Token bucket of the inbound message rate.
+    tokens: f64,
+    refilled: Instant,
+    last_heard: Instant,
+    pinged: bool,
+}
+
+/// A WebSocket handshake waiting for `client_connected`.
+struct Upgrade {
+    served: Arc<Served>,
+    identity: Identity,
+    token: String,
+    connection_id: ConnectionId,
+    compression: Compression,
+    accept: Vec<u8>,
+    /// Bytes the client sent after its handshake.
+    rest: Vec<u8>,
+}
+
+enum State {
+    /// Reading a request: its head, then its body.
+    Request {
+        buf: Vec<u8>,
+        head: Option<Head>,
+    },
+    /// A worker has the request; or `client_connected` is running.
+    Waiting,
+    Connecting(Box<Upgrade>),
+    /// Writing `out`, then closing, or (for a handshake) becoming a client.
+    Responding {
+        out: Vec<u8>,
+        written: usize,
+        then: Option<Box<Upgrade>>,
+    },
+    Client(Box<Client>),
+    /// A close frame was sent: waiting a little for the client to close its side.
+    Closing {
+        until: Instant,
+    },
+}
+
+struct Conn {
+    key: ClientKey,
+    /// The socket, except while a client's WebSocket holds it.
+    stream: Option<TcpStream>,
+    state: State,
+    /// When a request must be whole (slowloris).
+    deadline: Instant,
+}
+
+enum PendingCall {
+    Reducer { client: ClientKey, request_id: u32, started: Instant },
+    Connect { client: ClientKey },
+}
+
+struct EventLoop {
+    poll: Poll,
+    listener: TcpListener,
+    config: ServerConfig,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    by_key: HashMap<ClientKey, usize>,
+    next_key: ClientKey,
+    outgoing: mpsc::Receiver<Outgoing>,
+    replies: mpsc::Receiver<CallReply>,
+    replies_to: mpsc::Sender<CallReply>,
+    jobs: Jobs,
+    responses: Responses,
+    calls: HashMap<u64, PendingCall>,
+    next_call: u64,
+    databases: Arc<Databases>,
+    keys: Arc<Keys>,
+    metrics: Arc<Metrics>,
+    /// Clients with messages queued since their last flush.
+    dirty: Vec<ClientKey>,
+    stop: Arc<AtomicBool>,
+}
+
+/// How a connection should end.
+struct Close {
+    code: CloseCode,
+    reason: String,
+}
+
+impl Close {
+    fn new(code: CloseCode, reason: impl Into<String>) -> Close {
+        // A close frame's reason is at most 123 bytes.
+        let mut reason: String = reason.into();
+        while reason.len() > 123 {
+            reason.pop();
+        }
+        Close { code, reason }
+    }
+}
+
+impl EventLoop {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut last_timers = Instant::now();
+        while !self.stop.load(Ordering::Acquire) {
+            if let Err(e) = self.poll.poll(&mut events, Some(TIMER_PERIOD)) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                eprintln!("tickdb: the event loop failed: {e}");
+                return;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(t) => self.ready(t - FIRST_CONNECTION, event.is_readable(), event.is_writable()),
+                }
+            }
+            self.drain_channels();
+            self.flush_dirty();
+            if last_timers.elapsed() >= TIMER_PERIOD {
+                last_timers = Instant::now();
+                self.timers();
+            }
+        }
+        let keys: Vec<ClientKey> = self.by_key.keys().copied().collect();
+        for key in keys {
+            self.close(key, Close::new(CloseCode::Away, "the server is stopping"));
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let (mut stream, _) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // Out of file descriptors, say: the connection waits in the backlog.
+                    eprintln!("tickdb: accepting a connection: {e}");
+                    return;
+                }
+            };
+            if self.by_key.len() >= self.config.connections_max {
+                self.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+                let body =
+                    format!("the server has {} connections (connections_max)", self.config.connections_max);
+                let _ = stream.write(&Response::error(&ApiError::unavailable(body)).to_bytes());
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let slot = self.free.pop().unwrap_or_else(|| {
+                self.conns.push(None);
+                self.conns.len() - 1
+            });
+            let token = Token(slot + FIRST_CONNECTION);
+            if self.poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
+                self.free.push(slot);
+                continue;
+            }
+            let key = self.next_key;
+            self.next_key += 1;
+            let deadline = Instant::now() + self.config.request_timeout;
+            let state = State::Request { buf: Vec::new(), head: None };
+            self.conns[slot] = Some(Conn { key, stream: Some(stream), state, deadline });
+            self.by_key.insert(key, slot);
+            self.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+            self.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn ready(&mut self, slot: usize, readable: bool, writable: bool) {
+        let Some(conn) = self.conns.get(slot).and_then(Option::as_ref) else { return };
+        let key = conn.key;
+        let outcome = match &conn.state {
+            State::Request { .. } if readable => self.read_request(slot),
+            State::Responding { .. } if writable => self.write_response(slot),
+            State::Client(_) => self.client_ready(slot, readable, writable),
+            State::Closing { .. } if readable => self.drain_closing(slot),
+            _ => Ok(()),
+        };
+        if let Err(close) = outcome {
+            self.close(key, close);
+        }
+    }
+
+    fn conn(&mut self, slot: usize) -> &mut Conn {
+        self.conns[slot].as_mut().expect("live connection")
+    }
+
+    /// Reads what the client sent of its request; acts once it is whole. mio reports
+    /// readiness once per change (edge-triggered), so it reads until the socket has
+    /// nothing more or the request is whole or refused.
+    fn read_request(&mut self, slot: usize) -> Result<(), Close> {
+        let (header_max, body_max) = (self.config.header_bytes_max, self.config.body_bytes_max);
+        let conn = self.conns[slot].as_mut().expect("live connection");
+        let stream = conn.stream.as_mut().expect("requests own their socket");
+        let State::Request { buf, head } = &mut conn.state else { return Ok(()) };
+        let mut chunk = [0u8; 16 << 10];
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(0) => return Err(Close::new(CloseCode::Normal, "")),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return Err(Close::new(CloseCode::Abnormal, "")),
+            }
+            if head.is_none() {
+                match parse_head(buf) {
+                    Ok(Some(h)) => *head = Some(h),
+                    Ok(None) if buf.len() > header_max => {
+                        let why = format!(
+                            "the request's headers are larger than {header_max} bytes (header_bytes_max)"
+                        );
+                        return self.respond(slot, &ApiError::new(431, why));
+                    }
+                    Ok(None) => continue,
+                    Err(e) => return self.respond(slot, &e),
+                }
+            }
+            let h = head.as_ref().expect("parsed above");
+            let length = match h.content_length() {
+                Ok(length) if length > body_max => {
+                    let why = format!(
+                        "the body is {length} bytes; at most {body_max} are accepted (body_bytes_max)"
+                    );
+                    return self.respond(slot, &ApiError::new(413, why));
+                }
+                Ok(length) => length,
+                Err(e) => return self.respond(slot, &e),
+            };
+            if h.is_upgrade() {
+                let (head, buf) = (h.clone(), std::mem::take(buf));
+                return self.upgrade(slot, head, buf);
+            }
+            if buf.len() >= h.len + length {
+                let (head, mut body) = (head.take().expect("parsed above"), std::mem::take(buf));
+                body.drain(..head.len);
+                body.truncate(length);
+                let key = conn.key;
+                conn.state = State::Waiting;
+                return match self.jobs.try_send((key, Request { head, body })) {
+                    Ok(()) => Ok(()),
+                    Err(_) => self.respond(
+                        slot,
+                        &ApiError::unavailable("the server is busy with other requests; retry"),
+                    ),
+                };
+            }
+        }
+    }
+
+    /// Starts writing an error response, closing afterwards.
+    fn respond(&mut self, slot: usize, e: &ApiError) -> Result<(), Close> {
+        self.start_response(slot, Response::error(e).to_bytes(), None)
+    }
+
+    fn start_response(&mut self, slot: usize, out: Vec<u8>, then: Option<Box<Upgrade>>) -> Result<(), Close> {
+        let conn = self.conns[slot].as_mut().expect("live connection");
+        conn.state = State::Responding { out, written: 0, then };
+        let token = Token(slot + FIRST_CONNECTION);
+        let stream = conn.stream.as_mut().expect("responses own their socket");
+        let _ = self.poll.registry().reregister(stream, token, Interest::READABLE | Interest::WRITABLE);
+        self.write_response(slot)
+    }
+
+    fn write_response(&mut self, slot: usize) -> Result<(), Close> {
+        let conn = self.conns[slot].as_mut().expect("live connection");
+        let stream = conn.stream.as_mut().expect("responses own their socket");
+        let State::Responding { out, written, then } = &mut conn.state else { return Ok(()) };
+        while *written < out.len() {
+            match stream.write(&out[*written..]) {
+                Ok(0) => return Err(Close::new(CloseCode::Abnormal, "")),
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return Err(Close::new(CloseCode::Abnormal, "")),
+            }
+        }
+        match then.take() {
+            Some(upgrade) => self.become_client(slot, *upgrade),
+            None => {
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                conn.state = State::Closing { until: Instant::now() + CLOSE_GRACE };
+                let token = Token(slot + FIRST_CONNECTION);
+                let _ = self.poll.registry().reregister(stream, token, Interest::READABLE);
+                Ok(())
+            }
+        }
+    }
+
+    fn drain_closing(&mut self, slot: usize) -> Result<(), Close> {
+        let conn = self.conns[slot].as_mut().expect("live connection");
+        let Some(stream) = conn.stream.as_mut() else { return Err(Close::new(CloseCode::Normal, "")) };
+        let mut sink = [0u8; 4096];
+        loop {
+            match stream.read(&mut sink) {
+                Ok(0) => return Err(Close::new(CloseCode::Normal, "")),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(_) => return Err(Close::new(CloseCode::Normal, "")),
+            }
+        }
+    }
+
+    /// A WebSocket handshake: checks it, then runs `client_connected`.
+    fn upgrade(&mut self, slot: usize, head: Head, buf: Vec<u8>) -> Result<(), Close> {
+        let checked = self.check_upgrade(&head);
+        let (served, identity, token, compression) = match checked {
+            Ok(checked) => checked,
+            Err(e) => return self.respond(slot, &e),
+        };
+        let key = head.header("sec-websocket-key").unwrap_or_default();
+        let accept = switching_protocols(key);
+        let connection_id = new_connection_id();
+        let call = self.next_call;
+        self.next_call += 1;
+        let reply = ReplyTo { id: call, to: self.replies_to.clone() };
+        let work = ModuleWork::lifecycle(Lifecycle::ClientConnected, identity, connection_id, Some(reply));
+        match served.with_handle(|h| h.submit(work)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return self.respond(slot, &ApiError::unavailable(e.to_string())),
+            Err(e) => return self.respond(slot, &e),
+        }
+        let conn = self.conns[slot].as_mut().expect("live connection");
+        self.calls.insert(call, PendingCall::Connect { client: conn.key });
+        let rest = buf[head.len..].to_vec();
+        let upgrade = Upgrade { served, identity, token, connection_id, compression, accept, rest };
+        conn.state = State::Connecting(Box::new(upgrade));
+        Ok(())
+    }
+
+    fn check_upgrade(&self, head: &Head) -> Result<(Arc<Served>, Identity, String, Compression), ApiError> {
+        let parts: Vec<&str> = head.path.trim_matches('/').split('/').collect();
+        let ["v1", "database", name, "subscribe"] = parts.as_slice() else {
+            return Err(ApiError::not_found(format!("no WebSocket endpoint at {}", head.path)));
+        };
+        if head.method != "GET" || head.header("sec-websocket-version") != Some("13") {
+            return Err(ApiError::bad_request(
+                "a WebSocket handshake is a GET with Sec-WebSocket-Version: 13",
+            ));
+        }
+        if head.header("sec-websocket-key").is_none_or(|k| k.trim().len() != 24) {
+            return Err(ApiError::bad_request("the handshake has no valid Sec-WebSocket-Key"));
+        }
+        let compression = match head.param("compression") {
+            None => Compression::None,
+            Some(c) => Compression::from_name(c).ok_or_else(|| {
+                ApiError::bad_request(format!("unknown compression `{c}`; use none or lz4"))
+            })?,
+        };
+        let (identity, token) = match head.token() {
+            Some(token) => (
+                self.keys.verify(token).map_err(|e| ApiError::unauthorized(e.to_string()))?,
+                token.to_string(),
+            ),
+            None => self.keys.new_identity(),
+        };
+        Ok((self.databases.get(name)?, identity, token, compression))
+    }
+
+    /// `client_connected` said yes: the handshake is answered and the client starts.
+    fn become_client(&mut self, slot: usize, upgrade: Upgrade) -> Result<(), Close> {
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4 << 10)
+            .write_buffer_size(0)
+            .max_write_buffer_size(self.config.send_buffer_bytes_max)
+            .max_message_size(Some(self.config.message_bytes_max))
+            .max_frame_size(Some(self.config.message_bytes_max));
+        let conn = self.conns[slot].as_mut().expect("live connection");
+        let key = conn.key;
+        let stream = conn.stream.take().expect("the handshake owns its socket");
+        let Upgrade { served, identity, token, connection_id, compression, rest, .. } = upgrade;
+        let ws = WebSocket::from_partially_read(stream, rest, Role::Server, Some(config));
+        let now = Instant::now();
+        let burst = f64::from(self.config.messages_burst_max);
+        let client = Client {
+            ws,
+            served: Arc::clone(&served),
+            identity,
+            connection_id,
+            compression,
+            calls_in_flight: 0,
+            tokens: burst,
+            refilled: now,
+            last_heard: now,
+            pinged: false,
+        };
+        conn.state = State::Client(Box::new(client));
+        self.metrics.websocket_clients.fetch_add(1, Ordering::Relaxed);
+        // The hub learns of the client before any of its subscriptions: both go
+        // through the database's inbox, in order.
+        let hub = Arc::clone(&served.hub);
+        let reader =
+            if served.is_owner(identity) { Reader::owner(identity) } else { Reader::client(identity) };
+        let tick = hub.lock().expect("hub lock").tick();
+        let posted =
+            served.with_handle(|h| h.post(move |_| hub.lock().expect("hub lock").connect(key, reader)));
+        if !matches!(posted, Ok(Ok(()))) {
+            return Err(Close::new(CloseCode::Again, "the database is busy; retry"));
+        }
+        let hello = ServerMessage::IdentityToken {
+            identity: identity.0,
+            token,
+            connection_id: connection_id.0,
+            tick,
+        };
+        self.send(key, &Shared::new(&hello));
+        self.client_ready(slot, true, true)
+    }
+
+    /// Reads a client's messages and flushes what it has queued.
+    fn client_ready(&mut self, slot: usize, readable: bool, writable: bool) -> Result<(), Close> {
+        if writable {
+            self.flush_slot(slot)?;
+        }
+        if !readable {
+            return Ok(());
+        }
+        loop {
+            let conn = self.conns[slot].as_mut().expect("live connection");
+            let key = conn.key;
+            let State::Client(client) = &mut conn.state else { return Ok(()) };
+            let message = match client.ws.read() {
+                Ok(message) => message,
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => return Err(read_error(e)),
+            };
+            client.last_heard = Instant::now();
+            client.pinged = false;
+            self.client_message(key, slot, message)?;
+        }
+        // Pongs and close replies that reading queued.
+        self.flush_slot(slot)
+    }
+
+    fn client_message(&mut self, key: ClientKey, slot: usize, message: Message) -> Result<(), Close> {
+        let (rate, burst) =
+            (f64::from(self.config.messages_per_second_max), f64::from(self.config.messages_burst_max));
+        let len_max = self.config.message_bytes_max;
+        let State::Client(client) = &mut self.conn(slot).state else { return Ok(()) };
+        let bytes = match message {
+            Message::Binary(bytes) => bytes,
+            Message::Text(_) => {
+                return Err(Close::new(
+                    CloseCode::Unsupported,
+                    "send binary messages (FlatBuffers); text is not accepted",
+                ));
+            }
+            Message::Close(_) => return Err(Close::new(CloseCode::Normal, "")),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Ok(()),
+        };
+        let now = Instant::now();
+        client.tokens = (client.tokens + now.duration_since(client.refilled).as_secs_f64() * rate).min(burst);
+        client.refilled = now;
+        if client.tokens < 1.0 {
+            let why = format!("more than {rate} messages per second (messages_per_second_max)");
+            return Err(Close::new(CloseCode::Policy, why));
+        }
+        client.tokens -= 1.0;
+        self.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
+        self.metrics.bytes_received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let decoded = unframe(&bytes, len_max)
+            .map_err(|e| e.to_string())
+            .and_then(|m| ClientMessage::decode(&m).map_err(|e| e.to_string()));
+        match decoded {
+            Ok(message) => self.handle(key, slot, message),
+            Err(why) => Err(Close::new(CloseCode::Invalid, format!("malformed message: {why}"))),
+        }
+    }
+
+    fn handle(&mut self, key: ClientKey, slot: usize, message: ClientMessage) -> Result<(), Close> {
+        let calls_max = self.config.calls_in_flight_max;
+        let limits = self.config.query_limits.clone();
+        let State::Client(client) = &self.conn(slot).state else { return Ok(()) };
+        let served = Arc::clone(&client.served);
+        let (identity, connection_id, in_flight) =
+            (client.identity, client.connection_id, client.calls_in_flight);
+        let reader =
+            if served.is_owner(identity) { Reader::owner(identity) } else { Reader::client(identity) };
+        match message {
+            ClientMessage::CallReducer { request_id, reducer, args } => {
+                let refuse = |why: String| {
+                    Shared::new(&ServerMessage::ReducerResult {
+                        request_id,
+                        tick: 0,
+                        outcome: Err(why),
+                        duration_us: 0,
+                    })
+                };
+                let Some(id) = served.module.reducer_id(&reducer) else {
+                    let why = format!("database `{}` has no reducer `{reducer}`", served.meta.name);
+                    self.send(key, &refuse(why));
+                    return Ok(());
+                };
+                if in_flight >= calls_max {
+                    let why = format!(
+                        "{calls_max} calls are waiting for their results already (calls_in_flight_max)"
+                    );
+                    self.send(key, &refuse(why));
+                    return Ok(());
+                }
+                let call = self.next_call;
+                let reply = ReplyTo { id: call, to: self.replies_to.clone() };
+                let work = ModuleWork::call(id, identity, connection_id, &args, Some(reply));
+                match served.with_handle(|h| h.submit(work)) {
+                    Ok(Ok(())) => {
+                        self.next_call += 1;
+                        if let State::Client(client) = &mut self.conn(slot).state {
+                            client.calls_in_flight += 1;
+                        }
+                        self.metrics.reducer_calls.fetch_add(1, Ordering::Relaxed);
+                        let started = Instant::now();
+                        self.calls.insert(call, PendingCall::Reducer { client: key, request_id, started });
+                    }
+                    Ok(Err(e)) => self.send(key, &refuse(e.to_string())),
+                    Err(e) => self.send(key, &refuse(e.to_string())),
+                }
+            }
+            ClientMessage::Subscribe { query_set_id, queries } => {
+                let hub = Arc::clone(&served.hub);
+                let posted = served.with_handle(|h| {
+                    h.post(move |db| hub.lock().expect("hub lock").subscribe(db, key, query_set_id, &queries))
+                });
+                if !matches!(posted, Ok(Ok(()))) {
+                    let why = "the database is busy; subscribe again later".to_string();
+                    self.send(
+                        key,
+                        &Shared::new(&ServerMessage::SubscriptionError { query_set_id, message: why }),
+                    );
+                }
+            }
+            ClientMessage::Unsubscribe { query_set_id } => {
+                let hub = Arc::clone(&served.hub);
+                // The inbox is full only under overload; the set then goes with the connection.
+                let _ = served.with_handle(|h| {
+                    h.post(move |_| hub.lock().expect("hub lock").unsubscribe(key, query_set_id))
+                });
+            }
+            ClientMessage::OneOffQuery { request_id, sql } => {
+                let hub = Arc::clone(&served.hub);
+                let posted = served.with_handle(|h| {
+                    h.post(move |db| {
+                        let hub = hub.lock().expect("hub lock");
+                        let message = query_result(db, &hub, reader, request_id, &sql, &limits);
+                        hub.answer(key, &message);
+                    })
+                });
+                if !matches!(posted, Ok(Ok(()))) {
+                    let outcome = Err("the database is busy; retry".to_string());
+                    self.send(
+                        key,
+                        &Shared::new(&ServerMessage::QueryResult { request_id, outcome, duration_us: 0 }),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a message in a client's WebSocket; it is flushed with the others.
+    fn send(&mut self, key: ClientKey, message: &Shared) {
+        let Some(&slot) = self.by_key.get(&key) else { return };
+        let State::Client(client) = &mut self.conn(slot).state else { return };
+        let bytes = message.framed(client.compression);
+        let len = bytes.len() as u64;
+        match client.ws.write(Message::Binary(bytes)) {
+            Ok(()) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(tungstenite::Error::WriteBufferFull(_)) => {
+                self.metrics.slow_clients_dropped.fetch_add(1, Ordering::Relaxed);
+                let why = format!(
+                    "the client reads too slowly: more than {} bytes waited to be sent (send_buffer_bytes_max)",
+                    self.config.send_buffer_bytes_max
+                );
+                return self.close(key, Close::new(CloseCode::Policy, why));
+            }
+            Err(_) => return self.close(key, Close::new(CloseCode::Abnormal, "")),
+        }
+        self.metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
+        self.metrics.bytes_sent.fetch_add(len, Ordering::Relaxed);
+        self.dirty.push(key);
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for key in dirty.drain(..) {
+            let Some(&slot) = self.by_key.get(&key) else { continue };
+            if let Err(close) = self.flush_slot(slot) {
+                self.close(key, close);
+            }
+        }
+        self.dirty = dirty;
+    }
+
+    /// Writes what a client has queued; asks to hear when it can write more.
+    fn flush_slot(&mut self, slot: usize) -> Result<(), Close> {
+        let token = Token(slot + FIRST_CONNECTION);
+        let State::Client(client) = &mut self.conns[slot].as_mut().expect("live").state else {
+            return Ok(());
+        };
+        let blocked = match client.ws.flush() {
+            Ok(()) => false,
+            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => true,
+            Err(e) => return Err(read_error(e)),
+        };
+        let interest = if blocked { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        let _ = self.poll.registry().reregister(client.ws.get_mut(), token, interest);
+        Ok(())
+    }
+
+    fn drain_channels(&mut self) {
+        while let Ok((key, response)) = self.responses.try_recv() {
+            if let Some(&slot) = self.by_key.get(&key)
+                && let Err(close) = self.start_response(slot, response.to_bytes(), None)
+            {
+                self.close(key, close);
+            }
+        }
+        // Replies first: a caller gets its result before the update of the same tick.
+        while let Ok(reply) = self.replies.try_recv() {
+            self.reply(reply);
+        }
+        while let Ok(outgoing) = self.outgoing.try_recv() {
+            match outgoing {
+                Outgoing::Message { client, message } => self.send(client, &message),
+                Outgoing::Stopped { database, why } => {
+                    let keys: Vec<ClientKey> = self
+                        .by_key
+                        .iter()
+                        .filter(|(_, slot)| matches!(&self.conns[**slot].as_ref().expect("live").state, State::Client(c) if c.served.meta.name == database))
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for key in keys {
+                        self.close(
+                            key,
+                            Close::new(CloseCode::Error, format!("database `{database}` stopped: {why}")),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn reply(&mut self, reply: CallReply) {
+        match self.calls.remove(&reply.id) {
+            Some(PendingCall::Reducer { client, request_id, started }) => {
+                let Some(&slot) = self.by_key.get(&client) else { return };
+                if let State::Client(c) = &mut self.conn(slot).state {
+                    c.calls_in_flight -= 1;
+                }
+                if reply.outcome.is_err() {
+                    self.metrics.reducer_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                let message = ServerMessage::ReducerResult {
+                    request_id,
+                    tick: reply.tick.0,
+                    outcome: reply.outcome.map_err(|e| e.to_string()),
+                    duration_us: started.elapsed().as_micros() as u64,
+                };
+                self.send(client, &Shared::new(&message));
+            }
+            Some(PendingCall::Connect { client }) => {
+                let Some(&slot) = self.by_key.get(&client) else { return };
+                let conn = self.conns[slot].as_mut().expect("live connection");
+                let State::Connecting(upgrade) = std::mem::replace(&mut conn.state, State::Waiting) else {
+                    return;
+                };
+                let outcome = match reply.outcome {
+                    Ok(_) => {
+                        let accept = upgrade.accept.clone();
+                        self.start_response(slot, accept, Some(upgrade))
+                    }
+                    Err(e) => {
+                        let why = format!("the database refused the connection: {e}");
+                        self.start_response(slot, Response::error(&ApiError::forbidden(why)).to_bytes(), None)
+                    }
+                };
+                if let Err(close) = outcome {
+                    self.close(client, close);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn timers(&mut self) {
+        let now = Instant::now();
+        let idle = self.config.idle_timeout;
+        let mut expired = Vec::new();
+        for conn in self.conns.iter_mut().flatten() {
+            match &mut conn.state {
+                State::Request { .. } if now >= conn.deadline => expired.push((conn.key, None)),
+                State::Closing { until } if now >= *until => expired.push((conn.key, None)),
+                State::Client(client) => {
+                    let silent = now.duration_since(client.last_heard);
+                    if silent >= 2 * idle {
+                        let why = format!("nothing heard for {} s (idle_timeout)", silent.as_secs());
+                        expired.push((conn.key, Some(Close::new(CloseCode::Away, why))));
+                    } else if silent >= idle && !client.pinged {
+                        client.pinged = true;
+                        let _ = client.ws.write(Message::Ping(Default::default()));
+                        self.dirty.push(conn.key);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (key, close) in expired {
+            let Some(&slot) = self.by_key.get(&key) else { continue };
+            match (close, &self.conn(slot).state) {
+                (None, State::Request { .. }) => {
+                    let why = "the request took too long to arrive (request_timeout)";
+                    if let Err(close) = self.respond(slot, &ApiError::new(408, why)) {
+                        self.close(key, close);
+                    }
+                }
+                (None, _) => self.drop_conn(key),
+                (Some(close), _) => self.close(key, close),
+            }
+        }
+        self.flush_dirty();
+        self.step_scans();
+    }
+
+    /// Initial scans of big subscriptions read on between ticks, even when no tick comes.
+    fn step_scans(&mut self) {
+        for served in self.databases.list() {
+            let hub = Arc::clone(&served.hub);
+            if hub.lock().expect("hub lock").scanning() {
+                let _ =
+                    served.with_handle(|h| h.post(move |db| hub.lock().expect("hub lock").step_scans(db)));
+            }
+        }
+    }
+
+    /// Ends a connection: a client gets a close frame with `close`'s reason and a
+    /// moment to read it; anything else is dropped.
+    fn close(&mut self, key: ClientKey, close: Close) {
+        let Some(&slot) = self.by_key.get(&key) else { return };
+        let closing = State::Closing { until: Instant::now() + CLOSE_GRACE };
+        let State::Client(client) = std::mem::replace(&mut self.conn(slot).state, closing) else {
+            return self.drop_conn(key);
+        };
+        let mut client = *client;
+        self.client_gone(key, &client);
+        let frame = CloseFrame { code: close.code, reason: close.reason.into() };
+        // The client may be gone already, or too slow to take the frame: either way
+        // the connection ends after the grace period.
+        let _ = client.ws.close(Some(frame));
+        let _ = client.ws.flush();
+        let mut stream = client.ws.into_inner();
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ =
+            self.poll.registry().reregister(&mut stream, Token(slot + FIRST_CONNECTION), Interest::READABLE);
+        self.conn(slot).stream = Some(stream);
+    }
+
+    /// Tells the database the client left: its subscriptions go, its
+    /// `client_disconnected` runs.
+    fn client_gone(&self, key: ClientKey, client: &Client) {
+        self.metrics.websocket_clients.fetch_sub(1, Ordering::Relaxed);
+        let hub = Arc::clone(&client.served.hub);
+        let (identity, connection) = (client.identity, client.connection_id);
+        let _ = client.served.with_handle(|h| {
+            // A full inbox loses these only under overload; the hub then keeps the
+            // client's sets until the database restarts, and sends to a closed key.
+            let _ = h.post(move |_| hub.lock().expect("hub lock").disconnect(key));
+            let _ =
+                h.submit(ModuleWork::lifecycle(Lifecycle::ClientDisconnected, identity, connection, None));
+        });
+    }
+
+    fn drop_conn(&mut self, key: ClientKey) {
+        let Some(slot) = self.by_key.remove(&key) else { return };
+        let mut conn = self.conns[slot].take().expect("live");
+        if let State::Client(client) = &conn.state {
+            self.client_gone(key, client);
+        }
+        if let Some(stream) = conn.stream.as_mut() {
+            let _ = self.poll.registry().deregister(stream);
+        }
+        if let State::Client(mut client) = conn.state {
+            let _ = self.poll.registry().deregister(client.ws.get_mut());
+        }
+        self.free.push(slot);
+        self.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How a failed read ends a client.
+fn read_error(e: tungstenite::Error) -> Close {
+    use tungstenite::error::{CapacityError, Error};
+    match e {
+        Error::ConnectionClosed | Error::AlreadyClosed => Close::new(CloseCode::Normal, ""),
+        Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => Close::new(
+            CloseCode::Size,
+            format!("a message of {size} bytes is over the limit of {max_size} (message_bytes_max)"),
+        ),
+        Error::Capacity(e) => Close::new(CloseCode::Size, e.to_string()),
+        Error::Protocol(e) => Close::new(CloseCode::Protocol, e.to_string()),
+        Error::Utf8(e) => Close::new(CloseCode::Invalid, e),
+        other => Close::new(CloseCode::Abnormal, other.to_string()),
+    }
+}
