@@ -237,6 +237,8 @@ enum State {
     /// A close frame was sent: waiting a little for the client to close its side.
     Closing {
         until: Instant,
+        /// A client's WebSocket, still sending what it queued and then its close frame.
+        ws: Option<Box<WebSocket<TcpStream>>>,
     },
 }
 
@@ -310,7 +312,9 @@ impl EventLoop {
                 match event.token() {
                     LISTENER => self.accept(),
                     WAKER => {}
-                    Token(t) => self.ready(t - FIRST_CONNECTION, event.is_readable(), event.is_writable()),
+                    Token(t) => {
+                        self.ready_guarded(t - FIRST_CONNECTION, event.is_readable(), event.is_writable())
+                    }
                 }
             }
             self.drain_channels();
@@ -365,6 +369,20 @@ impl EventLoop {
         }
     }
 
+    /// Serves one connection's event; a panic there (a bug, ours or a library's)
+    /// drops that connection only, and the loop serves the others.
+    fn ready_guarded(&mut self, slot: usize, readable: bool, writable: bool) {
+        let served =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.ready(slot, readable, writable)));
+        if let Err(panic) = served {
+            let key = self.conns.get(slot).and_then(Option::as_ref).map(|c| c.key);
+            eprintln!("tickdb: a connection's handler panicked and the connection was dropped: {panic:?}");
+            if let Some(key) = key {
+                self.drop_conn(key);
+            }
+        }
+    }
+
     fn ready(&mut self, slot: usize, readable: bool, writable: bool) {
         let Some(conn) = self.conns.get(slot).and_then(Option::as_ref) else { return };
         let key = conn.key;
@@ -372,7 +390,7 @@ impl EventLoop {
             State::Request { .. } if readable => self.read_request(slot),
             State::Responding { .. } if writable => self.write_response(slot),
             State::Client(_) => self.client_ready(slot, readable, writable),
-            State::Closing { .. } if readable => self.drain_closing(slot),
+            State::Closing { .. } => self.drain_closing(slot, writable),
             _ => Ok(()),
         };
         if let Err(close) = outcome {
@@ -403,6 +421,12 @@ impl EventLoop {
             }
             if head.is_none() {
                 match parse_head(buf) {
+                    Ok(Some(h)) if h.len > header_max => {
+                        let why = format!(
+                            "the request's headers are larger than {header_max} bytes (header_bytes_max)"
+                        );
+                        return self.respond(slot, &ApiError::new(431, why));
+                    }
                     Ok(Some(h)) => *head = Some(h),
                     Ok(None) if buf.len() > header_max => {
                         let why = format!(
@@ -477,7 +501,7 @@ impl EventLoop {
             Some(upgrade) => self.become_client(slot, *upgrade),
             None => {
                 let _ = stream.shutdown(std::net::Shutdown::Write);
-                conn.state = State::Closing { until: Instant::now() + CLOSE_GRACE };
+                conn.state = State::Closing { until: Instant::now() + CLOSE_GRACE, ws: None };
                 let token = Token(slot + FIRST_CONNECTION);
                 let _ = self.poll.registry().reregister(stream, token, Interest::READABLE);
                 Ok(())
@@ -485,16 +509,36 @@ impl EventLoop {
         }
     }
 
-    fn drain_closing(&mut self, slot: usize) -> Result<(), Close> {
+    /// A closing connection: reads and discards what the client still sends; a
+    /// client's WebSocket also writes out what it queued, its close frame last. Ends
+    /// when the client closes its side, or at the grace period's end.
+    fn drain_closing(&mut self, slot: usize, writable: bool) -> Result<(), Close> {
         let conn = self.conns[slot].as_mut().expect("live connection");
-        let Some(stream) = conn.stream.as_mut() else { return Err(Close::new(CloseCode::Normal, "")) };
+        let gone = || Err(Close::new(CloseCode::Normal, ""));
+        if let State::Closing { ws: Some(ws), .. } = &mut conn.state {
+            if writable {
+                match ws.flush() {
+                    Ok(()) => {}
+                    Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(_) => return gone(),
+                }
+            }
+        }
+        // Bytes are discarded unparsed: after a read error the WebSocket must not read again.
+        let stream = match &mut conn.state {
+            State::Closing { ws: Some(ws), .. } => ws.get_mut(),
+            _ => match conn.stream.as_mut() {
+                Some(stream) => stream,
+                None => return gone(),
+            },
+        };
         let mut sink = [0u8; 4096];
         loop {
             match stream.read(&mut sink) {
-                Ok(0) => return Err(Close::new(CloseCode::Normal, "")),
+                Ok(0) => return gone(),
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-                Err(_) => return Err(Close::new(CloseCode::Normal, "")),
+                Err(_) => return gone(),
             }
         }
     }
@@ -889,7 +933,7 @@ impl EventLoop {
         for conn in self.conns.iter_mut().flatten() {
             match &mut conn.state {
                 State::Request { .. } if now >= conn.deadline => expired.push((conn.key, None)),
-                State::Closing { until } if now >= *until => expired.push((conn.key, None)),
+                State::Closing { until, .. } if now >= *until => expired.push((conn.key, None)),
                 State::Client(client) => {
                     let silent = now.duration_since(client.last_heard);
                     if silent >= 2 * idle {
@@ -936,22 +980,26 @@ impl EventLoop {
     /// moment to read it; anything else is dropped.
     fn close(&mut self, key: ClientKey, close: Close) {
         let Some(&slot) = self.by_key.get(&key) else { return };
-        let closing = State::Closing { until: Instant::now() + CLOSE_GRACE };
-        let State::Client(client) = std::mem::replace(&mut self.conn(slot).state, closing) else {
+        let until = Instant::now() + CLOSE_GRACE;
+        let State::Client(client) =
+            std::mem::replace(&mut self.conn(slot).state, State::Closing { until, ws: None })
+        else {
             return self.drop_conn(key);
         };
         let mut client = *client;
         self.client_gone(key, &client);
+        // The close frame goes after what is queued: a slow client that reads on
+        // within the grace period gets it, one that does not is dropped without it.
         let frame = CloseFrame { code: close.code, reason: close.reason.into() };
-        // The client may be gone already, or too slow to take the frame: either way
-        // the connection ends after the grace period.
         let _ = client.ws.close(Some(frame));
         let _ = client.ws.flush();
-        let mut stream = client.ws.into_inner();
-        let _ = stream.shutdown(std::net::Shutdown::Write);
-        let _ =
-            self.poll.registry().reregister(&mut stream, Token(slot + FIRST_CONNECTION), Interest::READABLE);
-        self.conn(slot).stream = Some(stream);
+        let token = Token(slot + FIRST_CONNECTION);
+        let _ = self.poll.registry().reregister(
+            client.ws.get_mut(),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        self.conn(slot).state = State::Closing { until, ws: Some(Box::new(client.ws)) };
     }
 
     /// Tells the database the client left: its subscriptions go, its
@@ -978,8 +1026,14 @@ impl EventLoop {
         if let Some(stream) = conn.stream.as_mut() {
             let _ = self.poll.registry().deregister(stream);
         }
-        if let State::Client(mut client) = conn.state {
-            let _ = self.poll.registry().deregister(client.ws.get_mut());
+        match conn.state {
+            State::Client(mut client) => {
+                let _ = self.poll.registry().deregister(client.ws.get_mut());
+            }
+            State::Closing { ws: Some(mut ws), .. } => {
+                let _ = self.poll.registry().deregister(ws.get_mut());
+            }
+            _ => {}
         }
         self.free.push(slot);
         self.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
