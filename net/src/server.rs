@@ -515,13 +515,13 @@ impl EventLoop {
     fn drain_closing(&mut self, slot: usize, writable: bool) -> Result<(), Close> {
         let conn = self.conns[slot].as_mut().expect("live connection");
         let gone = || Err(Close::new(CloseCode::Normal, ""));
-        if let State::Closing { ws: Some(ws), .. } = &mut conn.state {
-            if writable {
-                match ws.flush() {
-                    Ok(()) => {}
-                    Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(_) => return gone(),
-                }
+        if let State::Closing { ws: Some(ws), .. } = &mut conn.state
+            && writable
+        {
+            match ws.flush() {
+                Ok(()) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => return gone(),
             }
         }
         // Bytes are discarded unparsed: after a read error the WebSocket must not read again.
