@@ -155,3 +155,157 @@ fn tokens_keep_identities() {
     let (status, body) = try_connect(server.addr, "chat", &format!("?token={forged}")).err().unwrap();
     assert_eq!(status, 401, "{body}");
 }
+
+/// A client's cache of one query's rows, by primary key (the first column, a `u64`),
+/// kept up to date from updates alone.
+#[derive(Default)]
+struct Cache {
+    rows: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Cache {
+    fn apply(&mut self, columns: &[ValueType], update: &TableUpdate) {
+        for row in update.deletes.iter() {
+            assert!(self.rows.remove(&row[..8]).is_some(), "a delete of a row the client has");
+        }
+        for row in update.inserts.iter() {
+            assert!(self.rows.insert(row[..8].to_vec(), row.to_vec()).is_none(), "an insert of a new row");
+        }
+        let width = columns.len().div_ceil(8);
+        for i in 0..update.updates.len() {
+            let key = update.updates.keys.row(i);
+            let old = self.rows.get(key).expect("an update of a row the client has");
+            let mut cols = split(columns, old);
+            let changed = &update.updates.changed[i * width..(i + 1) * width];
+            let mut values = tickdb_wasm_abi::Reader::new(update.updates.values.row(i));
+            for (c, ty) in columns.iter().enumerate() {
+                if changed[c / 8] & (1 << (c % 8)) != 0 {
+                    let start = values.position();
+                    tickdb_wasm_abi::skip(ty, &mut values).unwrap();
+                    cols[c] = update.updates.values.row(i)[start..values.position()].to_vec();
+                }
+            }
+            assert_eq!(values.remaining(), 0, "every changed value used");
+            self.rows.insert(key.to_vec(), cols.concat());
+        }
+    }
+}
+
+fn split(columns: &[ValueType], row: &[u8]) -> Vec<Vec<u8>> {
+    let mut r = tickdb_wasm_abi::Reader::new(row);
+    columns
+        .iter()
+        .map(|ty| {
+            let start = r.position();
+            tickdb_wasm_abi::skip(ty, &mut r).unwrap();
+            row[start..r.position()].to_vec()
+        })
+        .collect()
+}
+
+/// Random reducer calls (inserts, renames, moves, deletes, range deletes, several per
+/// tick, some refused) are watched by a client holding two query sets: its caches,
+/// kept from the updates alone (updates carrying changed columns only), end equal to
+/// the queries' results.
+#[test]
+fn caches_kept_from_updates_equal_the_tables() {
+    let server = start("clients-model", ServerConfig::default());
+    let owner = new_token(server.addr);
+    assert_eq!(publish(server.addr, "game", &owner, "tickdb-test-features").status, 201);
+    let columns: Vec<ValueType> = match row_type(&server, "game", "hero") {
+        ValueType::Product(p) => p.fields.into_iter().map(|f| f.ty).collect(),
+        _ => unreachable!(),
+    };
+    let queries = ["SELECT * FROM hero", "SELECT * FROM hero WHERE level >= 5"];
+    let mut watcher = connect(server.addr, "game", &format!("?token={owner}&compression=lz4"));
+    watcher.recv();
+    watcher.subscribe(1, &queries[..1]);
+    watcher.subscribe(2, &queries[1..]);
+    let mut caches = [Cache::default(), Cache::default()];
+    for _ in 0..2 {
+        match watcher.recv() {
+            ServerMessage::SubscribeApplied { query_set_id, tables, .. } => {
+                assert!(tables[0].rows.is_empty(), "{query_set_id}")
+            }
+            other => panic!("expected SubscribeApplied, got {other:?}"),
+        }
+    }
+
+    let mut actor = connect(server.addr, "game", "");
+    actor.recv();
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let calls = 300;
+    let mut last_tick = 0;
+    for i in 0..calls {
+        let (reducer, args) = match next(6) {
+            0 | 1 => {
+                let args =
+                    [format!("h{i}").to_bytes(), (1 + next(9) as u32).to_bytes(), 0u32.to_bytes(), vec![0]];
+                ("create_hero", args.concat())
+            }
+            2 => ("rename", [(1 + next(i + 1)).to_bytes(), format!("r{}", next(50)).to_bytes()].concat()),
+            3 => (
+                "move_hero",
+                [(1 + next(i + 1)).to_bytes(), 1.5f32.to_bytes(), (next(9) as f32).to_bytes()].concat(),
+            ),
+            4 => ("delete_hero", format!("h{}", next(i + 1)).to_bytes()),
+            _ => ("cull", (next(3) as u32).to_bytes()),
+        };
+        actor.call(i as u32, reducer, args);
+        // In batches of ten: several calls share a tick, and rows live across ticks.
+        if i % 10 == 9 {
+            for _ in 0..10 {
+                match actor.recv() {
+                    ServerMessage::ReducerResult { tick, .. } => last_tick = last_tick.max(tick),
+                    other => panic!("expected a result, got {other:?}"),
+                }
+            }
+        }
+    }
+    // One last insert, so that the watcher knows when it has seen everything.
+    actor.call(
+        9999,
+        "create_hero",
+        ["last".to_string().to_bytes(), 9u32.to_bytes(), 0u32.to_bytes(), vec![0]].concat(),
+    );
+    let final_tick = match actor.recv() {
+        ServerMessage::ReducerResult { request_id: 9999, tick, outcome: Ok(_), .. } => tick,
+        other => panic!("expected the last result, got {other:?}"),
+    };
+    assert!(final_tick > last_tick);
+    let mut updates = 0;
+    loop {
+        match watcher.recv() {
+            ServerMessage::TickUpdate { tick, query_sets, .. } => {
+                updates += 1;
+                for set in query_sets {
+                    for table in &set.tables {
+                        caches[set.query_set_id as usize - 1].apply(&columns, table);
+                    }
+                }
+                if tick >= final_tick {
+                    break;
+                }
+            }
+            other => panic!("expected TickUpdate, got {other:?}"),
+        }
+    }
+    assert!(updates > 20, "{updates} updates");
+    for (i, query) in queries.iter().enumerate() {
+        watcher.send(&ClientMessage::OneOffQuery { request_id: i as u32, sql: query.to_string() });
+        let rows = match watcher.recv() {
+            ServerMessage::QueryResult { outcome: Ok(rows), .. } => rows.rows,
+            other => panic!("expected QueryResult, got {other:?}"),
+        };
+        let expected: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
+            rows.iter().map(|r| (r[..8].to_vec(), r.to_vec())).collect();
+        assert!(!expected.is_empty());
+        assert_eq!(caches[i].rows, expected, "{query}");
+    }
+}
