@@ -37,6 +37,9 @@ pub struct ServerConfig {
     pub databases_max: usize,
     /// Worker threads that serve HTTP API requests (publishing compiles modules).
     pub http_workers: usize,
+    /// Serves `/v1/echo`, a WebSocket that echoes every message, for the Autobahn
+    /// conformance suite (`net/conformance.sh`); off by default.
+    pub echo_endpoint: bool,
     pub engine: EngineConfig,
     pub host: HostConfig,
     /// One-off queries and initial subscription rows.
@@ -62,6 +65,7 @@ impl Default for ServerConfig {
             calls_in_flight_max: 1_024,
             databases_max: 64,
             http_workers: 2,
+            echo_endpoint: false,
             engine: EngineConfig::default(),
             host: HostConfig::default(),
             query_limits: QueryLimits::default(),

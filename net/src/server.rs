@@ -218,6 +218,13 @@ struct Upgrade {
     rest: Vec<u8>,
 }
 
+/// What a connection becomes once its handshake answer is written.
+enum Then {
+    Client(Box<Upgrade>),
+    /// With the bytes read after the handshake.
+    Echo(Vec<u8>),
+}
+
 enum State {
     /// Reading a request: its head, then its body.
     Request {
@@ -231,9 +238,11 @@ enum State {
     Responding {
         out: Vec<u8>,
         written: usize,
-        then: Option<Box<Upgrade>>,
+        then: Option<Then>,
     },
     Client(Box<Client>),
+    /// The conformance endpoint: a WebSocket that echoes every message.
+    Echo(Box<WebSocket<TcpStream>>),
     /// A close frame was sent: waiting a little for the client to close its side.
     Closing {
         until: Instant,
@@ -390,6 +399,7 @@ impl EventLoop {
             State::Request { .. } if readable => self.read_request(slot),
             State::Responding { .. } if writable => self.write_response(slot),
             State::Client(_) => self.client_ready(slot, readable, writable),
+            State::Echo(_) => self.echo_ready(slot, readable, writable),
             State::Closing { .. } => self.drain_closing(slot, writable),
             _ => Ok(()),
         };
@@ -475,7 +485,7 @@ impl EventLoop {
         self.start_response(slot, Response::error(e).to_bytes(), None)
     }
 
-    fn start_response(&mut self, slot: usize, out: Vec<u8>, then: Option<Box<Upgrade>>) -> Result<(), Close> {
+    fn start_response(&mut self, slot: usize, out: Vec<u8>, then: Option<Then>) -> Result<(), Close> {
         let conn = self.conns[slot].as_mut().expect("live connection");
         conn.state = State::Responding { out, written: 0, then };
         let token = Token(slot + FIRST_CONNECTION);
@@ -498,7 +508,14 @@ impl EventLoop {
             }
         }
         match then.take() {
-            Some(upgrade) => self.become_client(slot, *upgrade),
+            Some(Then::Client(upgrade)) => self.become_client(slot, *upgrade),
+            Some(Then::Echo(rest)) => {
+                let stream = conn.stream.take().expect("the handshake owns its socket");
+                let ws =
+                    WebSocket::from_partially_read(stream, rest, Role::Server, Some(ws_config(&self.config)));
+                conn.state = State::Echo(Box::new(ws));
+                self.echo_ready(slot, true, true)
+            }
             None => {
                 let _ = stream.shutdown(std::net::Shutdown::Write);
                 conn.state = State::Closing { until: Instant::now() + CLOSE_GRACE, ws: None };
@@ -545,6 +562,13 @@ impl EventLoop {
 
     /// A WebSocket handshake: checks it, then runs `client_connected`.
     fn upgrade(&mut self, slot: usize, head: Head, buf: Vec<u8>) -> Result<(), Close> {
+        if self.config.echo_endpoint && head.path == "/v1/echo" {
+            if let Err(e) = check_handshake(&head) {
+                return self.respond(slot, &e);
+            }
+            let accept = switching_protocols(head.header("sec-websocket-key").unwrap_or_default());
+            return self.start_response(slot, accept, Some(Then::Echo(buf[head.len..].to_vec())));
+        }
         let checked = self.check_upgrade(&head);
         let (served, identity, token, compression) = match checked {
             Ok(checked) => checked,
@@ -575,14 +599,7 @@ impl EventLoop {
         let ["v1", "database", name, "subscribe"] = parts.as_slice() else {
             return Err(ApiError::not_found(format!("no WebSocket endpoint at {}", head.path)));
         };
-        if head.method != "GET" || head.header("sec-websocket-version") != Some("13") {
-            return Err(ApiError::bad_request(
-                "a WebSocket handshake is a GET with Sec-WebSocket-Version: 13",
-            ));
-        }
-        if head.header("sec-websocket-key").is_none_or(|k| k.trim().len() != 24) {
-            return Err(ApiError::bad_request("the handshake has no valid Sec-WebSocket-Key"));
-        }
+        check_handshake(head)?;
         let compression = match head.param("compression") {
             None => Compression::None,
             Some(c) => Compression::from_name(c).ok_or_else(|| {
@@ -600,13 +617,35 @@ impl EventLoop {
     }
 
     /// `client_connected` said yes: the handshake is answered and the client starts.
+    /// Echoes what the client sends (the conformance endpoint).
+    fn echo_ready(&mut self, slot: usize, readable: bool, writable: bool) -> Result<(), Close> {
+        let token = Token(slot + FIRST_CONNECTION);
+        let State::Echo(ws) = &mut self.conns[slot].as_mut().expect("live").state else { return Ok(()) };
+        while readable {
+            match ws.read() {
+                Ok(message @ (Message::Text(_) | Message::Binary(_))) => match ws.write(message) {
+                    Ok(()) => {}
+                    Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(read_error(e)),
+                },
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => return Err(read_error(e)),
+            }
+        }
+        let blocked = match ws.flush() {
+            Ok(()) => false,
+            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => true,
+            Err(e) => return Err(read_error(e)),
+        };
+        let interest =
+            if blocked || !writable { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        let _ = self.poll.registry().reregister(ws.get_mut(), token, interest);
+        Ok(())
+    }
+
     fn become_client(&mut self, slot: usize, upgrade: Upgrade) -> Result<(), Close> {
-        let config = WebSocketConfig::default()
-            .read_buffer_size(4 << 10)
-            .write_buffer_size(0)
-            .max_write_buffer_size(self.config.send_buffer_bytes_max)
-            .max_message_size(Some(self.config.message_bytes_max))
-            .max_frame_size(Some(self.config.message_bytes_max));
+        let config = ws_config(&self.config);
         let conn = self.conns[slot].as_mut().expect("live connection");
         let key = conn.key;
         let stream = conn.stream.take().expect("the handshake owns its socket");
@@ -911,7 +950,7 @@ impl EventLoop {
                 let outcome = match reply.outcome {
                     Ok(_) => {
                         let accept = upgrade.accept.clone();
-                        self.start_response(slot, accept, Some(upgrade))
+                        self.start_response(slot, accept, Some(Then::Client(upgrade)))
                     }
                     Err(e) => {
                         let why = format!("the database refused the connection: {e}");
@@ -981,25 +1020,22 @@ impl EventLoop {
     fn close(&mut self, key: ClientKey, close: Close) {
         let Some(&slot) = self.by_key.get(&key) else { return };
         let until = Instant::now() + CLOSE_GRACE;
-        let State::Client(client) =
-            std::mem::replace(&mut self.conn(slot).state, State::Closing { until, ws: None })
-        else {
-            return self.drop_conn(key);
+        let mut ws = match std::mem::replace(&mut self.conn(slot).state, State::Closing { until, ws: None }) {
+            State::Client(client) => {
+                self.client_gone(key, &client);
+                client.ws
+            }
+            State::Echo(ws) => *ws,
+            _ => return self.drop_conn(key),
         };
-        let mut client = *client;
-        self.client_gone(key, &client);
         // The close frame goes after what is queued: a slow client that reads on
         // within the grace period gets it, one that does not is dropped without it.
         let frame = CloseFrame { code: close.code, reason: close.reason.into() };
-        let _ = client.ws.close(Some(frame));
-        let _ = client.ws.flush();
+        let _ = ws.close(Some(frame));
+        let _ = ws.flush();
         let token = Token(slot + FIRST_CONNECTION);
-        let _ = self.poll.registry().reregister(
-            client.ws.get_mut(),
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        );
-        self.conn(slot).state = State::Closing { until, ws: Some(Box::new(client.ws)) };
+        let _ = self.poll.registry().reregister(ws.get_mut(), token, Interest::READABLE | Interest::WRITABLE);
+        self.conn(slot).state = State::Closing { until, ws: Some(Box::new(ws)) };
     }
 
     /// Tells the database the client left: its subscriptions go, its
@@ -1033,11 +1069,35 @@ impl EventLoop {
             State::Closing { ws: Some(mut ws), .. } => {
                 let _ = self.poll.registry().deregister(ws.get_mut());
             }
+            State::Echo(mut ws) => {
+                let _ = self.poll.registry().deregister(ws.get_mut());
+            }
             _ => {}
         }
         self.free.push(slot);
         self.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Whether a WebSocket handshake is well formed.
+fn check_handshake(head: &Head) -> Result<(), ApiError> {
+    if head.method != "GET" || head.header("sec-websocket-version") != Some("13") {
+        return Err(ApiError::bad_request("a WebSocket handshake is a GET with Sec-WebSocket-Version: 13"));
+    }
+    if head.header("sec-websocket-key").is_none_or(|k| k.trim().len() != 24) {
+        return Err(ApiError::bad_request("the handshake has no valid Sec-WebSocket-Key"));
+    }
+    Ok(())
+}
+
+/// The WebSocket limits of every connection, from the server's.
+fn ws_config(config: &ServerConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 << 10)
+        .write_buffer_size(0)
+        .max_write_buffer_size(config.send_buffer_bytes_max)
+        .max_message_size(Some(config.message_bytes_max))
+        .max_frame_size(Some(config.message_bytes_max))
 }
 
 /// How a failed read ends a client.
