@@ -399,7 +399,7 @@ impl EventLoop {
             State::Request { .. } if readable => self.read_request(slot),
             State::Responding { .. } if writable => self.write_response(slot),
             State::Client(_) => self.client_ready(slot, readable, writable),
-            State::Echo(_) => self.echo_ready(slot, readable, writable),
+            State::Echo(_) => self.echo_ready(slot, writable),
             State::Closing { .. } => self.drain_closing(slot, writable),
             _ => Ok(()),
         };
@@ -514,7 +514,7 @@ impl EventLoop {
                 let ws =
                     WebSocket::from_partially_read(stream, rest, Role::Server, Some(ws_config(&self.config)));
                 conn.state = State::Echo(Box::new(ws));
-                self.echo_ready(slot, true, true)
+                self.echo_ready(slot, true)
             }
             None => {
                 let _ = stream.shutdown(std::net::Shutdown::Write);
@@ -618,10 +618,12 @@ impl EventLoop {
 
     /// `client_connected` said yes: the handshake is answered and the client starts.
     /// Echoes what the client sends (the conformance endpoint).
-    fn echo_ready(&mut self, slot: usize, readable: bool, writable: bool) -> Result<(), Close> {
+    /// Reads until the socket has nothing more, whatever the event (a read that
+    /// would block costs one call).
+    fn echo_ready(&mut self, slot: usize, writable: bool) -> Result<(), Close> {
         let token = Token(slot + FIRST_CONNECTION);
         let State::Echo(ws) = &mut self.conns[slot].as_mut().expect("live").state else { return Ok(()) };
-        while readable {
+        loop {
             match ws.read() {
                 Ok(message @ (Message::Text(_) | Message::Binary(_))) => match ws.write(message) {
                     Ok(()) => {}
