@@ -70,3 +70,38 @@ pub fn insert_pair(ctx: &ReducerContext, value: u64) {
     ctx.db.item().insert(Item { id: 0, value: 2 * value });
     ctx.db.item().insert(Item { id: 0, value: 2 * value + 1 });
 }
+
+/// Rows the network benchmarks move every tick; `stamp` is the driver's clock when it
+/// asked for the move, so that a client seeing the row knows how long it took.
+#[table(accessor = mover, public)]
+#[derive(Debug)]
+pub struct Mover {
+    #[primary_key]
+    id: u64,
+    #[index(btree)]
+    zone: u32,
+    x: f32,
+    y: f32,
+    stamp: u64,
+}
+
+/// Movers `0..count`, spread over `zones` zones.
+#[reducer]
+pub fn spawn_movers(ctx: &ReducerContext, count: u32, zones: u32) {
+    for id in 0..count {
+        ctx.db.mover().insert(Mover { id: u64::from(id), zone: id % zones.max(1), x: 0.0, y: 0.0, stamp: 0 });
+    }
+}
+
+/// Moves movers `0..count` one step and stamps them.
+#[reducer]
+pub fn move_movers(ctx: &ReducerContext, count: u32, stamp: u64) {
+    for id in 0..u64::from(count) {
+        if let Some(mut m) = ctx.db.mover().id().find(id) {
+            m.x += 1.0;
+            m.y -= 1.0;
+            m.stamp = stamp;
+            ctx.db.mover().id().update(m);
+        }
+    }
+}
