@@ -286,7 +286,7 @@ fn fanout(wasm: &[u8], n: usize, compression: Compression) {
     let connected = started.elapsed();
     for (i, c) in clients.iter_mut().enumerate() {
         let sql = format!("SELECT * FROM mover WHERE zone = {}", i as u32 % ZONES);
-        c.send(&ClientMessage::Subscribe { query_set_id: 1, queries: vec![sql] });
+        c.send(&ClientMessage::Subscribe { query_set_id: 1, queries: vec![sql], resume_after_tick: 0 });
     }
     pump(
         &mut poll,

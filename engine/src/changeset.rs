@@ -246,6 +246,11 @@ impl RowList {
         self.ends.len()
     }
 
+    /// The rows' bytes, all together.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }

@@ -33,6 +33,11 @@ pub struct ServerConfig {
     pub queries_per_set_max: usize,
     /// Reducer calls one connection may have waiting for their results.
     pub calls_in_flight_max: usize,
+    /// How much of each database's recent changes is kept for clients that reconnect
+    /// and resume their subscriptions: at most this many bytes of rows ...
+    pub resume_history_bytes_max: usize,
+    /// ... over at most this many ticks (that changed anything).
+    pub resume_history_ticks_max: usize,
     /// Databases one server holds.
     pub databases_max: usize,
     /// Worker threads that serve HTTP API requests (publishing compiles modules).
@@ -63,6 +68,8 @@ impl Default for ServerConfig {
             query_sets_max: 64,
             queries_per_set_max: 64,
             calls_in_flight_max: 1_024,
+            resume_history_bytes_max: 64 << 20,
+            resume_history_ticks_max: 1_200,
             databases_max: 64,
             http_workers: 2,
             echo_endpoint: false,

@@ -17,7 +17,7 @@ use tickdb_sql::Visibility;
 use tickdb_wasm_abi::{ConnectionId, Identity, Lifecycle};
 
 use crate::config::ServerConfig;
-use crate::hub::{FanoutSink, Gate, Hub, Outgoing};
+use crate::hub::{FanoutSink, Gate, Hub, HubConfig, Outgoing};
 
 /// A running database.
 #[derive(Debug)]
@@ -178,14 +178,16 @@ impl Databases {
         .with_snapshots(&self.data.snapshots(&name), &self.data.log(&name), SnapshotPolicy::default())
         .map_err(|e| ApiError::internal(format!("database `{name}`: starting its snapshots: {e}")))?;
         let gate = Gate::new(name.clone(), self.out.clone(), Arc::clone(&self.waker));
-        let hub = Arc::new(Mutex::new(Hub::new(
-            visibility,
-            Arc::clone(&gate),
-            self.config.query_limits.clone(),
-            self.config.initial_slice.clone(),
-            self.config.query_sets_max,
-            self.config.queries_per_set_max,
-        )));
+        let hub_config = HubConfig {
+            limits: self.config.query_limits.clone(),
+            slice: self.config.initial_slice.clone(),
+            query_sets_max: self.config.query_sets_max,
+            queries_per_set_max: self.config.queries_per_set_max,
+            history_bytes_max: self.config.resume_history_bytes_max,
+            history_ticks_max: self.config.resume_history_ticks_max,
+            start_tick: restored.ticker.db().last_tick().unwrap_or(0),
+        };
+        let hub = Arc::new(Mutex::new(Hub::new(visibility, Arc::clone(&gate), hub_config)));
         let sink = FanoutSink { inner: sink, hub: Arc::clone(&hub), gate };
         let handle = TickLoop::spawn(restored.ticker, sink, &self.config.engine)
             .map_err(|e| ApiError::internal(format!("database `{name}`: starting its tick loop: {e}")))?;

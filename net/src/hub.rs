@@ -18,9 +18,10 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
-use tickdb_engine::{Database, DurableSink, Release, Releases, TableId, TickOutput, TickSink};
+use tickdb_engine::{Database, DurableSink, Release, Releases, TableChanges, TableId, TickOutput, TickSink};
 use tickdb_protocol::{
-    Compression, QuerySetUpdate, RowList, RowUpdates, ServerMessage, TableRows, TableUpdate, frame,
+    Compression, MissedTick, QuerySetUpdate, RowList, RowUpdates, ServerMessage, TableRows, TableUpdate,
+    frame,
 };
 use tickdb_sql::{
     Delta, InitialScan, QueryId, QueryLimits, Reader, SqlError, StatementCache, Subscription,
@@ -185,6 +186,44 @@ struct TableShape {
     key: Option<Vec<usize>>,
 }
 
+/// The last ticks' changes, for clients that resume their subscriptions after a
+/// reconnect: a single-table query's changes over a tick depend on the tick's changes
+/// alone, so the ticks a client missed give it what it missed.
+#[derive(Debug)]
+struct History {
+    ticks: VecDeque<(u64, Vec<TableChanges>, usize)>,
+    bytes: usize,
+    /// Every tick after this one that changed anything is held.
+    from: u64,
+    bytes_max: usize,
+    ticks_max: usize,
+}
+
+impl History {
+    fn record(&mut self, tick: u64, changes: &[TableChanges]) {
+        if self.ticks_max == 0 {
+            self.from = tick;
+            return;
+        }
+        let rows = |c: &TableChanges| {
+            c.inserts.byte_len() + c.deletes.byte_len() + c.updates_old.byte_len() + c.updates_new.byte_len()
+        };
+        let bytes = changes.iter().map(rows).sum::<usize>();
+        self.ticks.push_back((tick, changes.to_vec(), bytes));
+        self.bytes += bytes;
+        while self.ticks.len() > self.ticks_max || self.bytes > self.bytes_max {
+            let (tick, _, bytes) = self.ticks.pop_front().expect("not empty");
+            self.bytes -= bytes;
+            self.from = tick;
+        }
+    }
+
+    /// The ticks after `after`, if every one that changed anything is still held.
+    fn since(&self, after: u64, now: u64) -> Option<impl Iterator<Item = &(u64, Vec<TableChanges>, usize)>> {
+        (self.from <= after && after <= now).then(|| self.ticks.iter().filter(move |(t, _, _)| *t > after))
+    }
+}
+
 /// A database's subscriptions; see the module docs.
 #[derive(Debug)]
 pub struct Hub {
@@ -206,6 +245,20 @@ pub struct Hub {
     queries_per_set_max: usize,
     /// Time spent computing each tick's updates, µs.
     eval_us: hdrhistogram::Histogram<u64>,
+    history: History,
+}
+
+/// What a hub is given: its limits, and where the database's ticks start.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub limits: QueryLimits,
+    pub slice: QueryLimits,
+    pub query_sets_max: usize,
+    pub queries_per_set_max: usize,
+    pub history_bytes_max: usize,
+    pub history_ticks_max: usize,
+    /// The database's last tick when the hub starts (recovered from its log).
+    pub start_tick: u64,
 }
 
 /// Why a subscribe was refused.
@@ -214,17 +267,9 @@ fn refused(set: u32, message: String) -> ServerMessage {
 }
 
 impl Hub {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        visibility: Visibility,
-        gate: Arc<Mutex<Gate>>,
-        limits: QueryLimits,
-        slice: QueryLimits,
-        query_sets_max: usize,
-        queries_per_set_max: usize,
-    ) -> Hub {
+    pub fn new(visibility: Visibility, gate: Arc<Mutex<Gate>>, config: HubConfig) -> Hub {
         Hub {
-            set: SubscriptionSet::with_limits(limits.clone()),
+            set: SubscriptionSet::with_limits(config.limits.clone()),
             visibility,
             statements: StatementCache::new(tickdb_sql::STATEMENT_CACHE_SHAPES),
             clients: HashMap::new(),
@@ -232,13 +277,21 @@ impl Hub {
             scans: Vec::new(),
             shapes: HashMap::new(),
             gate,
+            // Recovered state is durable: nothing waits for a tick before the first one.
             written: 0,
-            tick: 0,
-            limits,
-            slice,
-            query_sets_max,
-            queries_per_set_max,
+            tick: config.start_tick,
+            limits: config.limits,
+            slice: config.slice,
+            query_sets_max: config.query_sets_max,
+            queries_per_set_max: config.queries_per_set_max,
             eval_us: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds"),
+            history: History {
+                ticks: VecDeque::new(),
+                bytes: 0,
+                from: config.start_tick,
+                bytes_max: config.history_bytes_max,
+                ticks_max: config.history_ticks_max,
+            },
         }
     }
 
@@ -300,7 +353,16 @@ impl Hub {
     }
 
     /// Subscribes `client` to `queries` as query set `set` (replacing a set of that id).
-    pub fn subscribe(&mut self, db: &Database, client: ClientKey, set: u32, queries: &[String]) {
+    /// `resume_after` (when not 0) is the tick up to which the client holds the set's
+    /// rows from an earlier connection: see [`History`].
+    pub fn subscribe(
+        &mut self,
+        db: &Database,
+        client: ClientKey,
+        set: u32,
+        queries: &[String],
+        resume_after: u64,
+    ) {
         self.unsubscribe(client, set);
         let Some(c) = self.clients.get(&client) else { return };
         if c.sets.len() >= self.query_sets_max {
@@ -328,6 +390,24 @@ impl Hub {
             Ok(subs) => subs,
             Err(why) => return self.send_one(client, &refused(set, why)),
         };
+        if resume_after > 0
+            && let Some(missed) = self.missed_since(db, &subs, resume_after)
+        {
+            let ids: Vec<QueryId> = subs.into_iter().map(|s| self.set.add(s)).collect();
+            for &q in &ids {
+                self.holders.entry(q).or_default().push((client, set));
+            }
+            let c = self.clients.get_mut(&client).expect("checked above");
+            c.sets.insert(set, QuerySet { queries: ids, initial: Vec::new(), applied: true });
+            let message = ServerMessage::SubscribeApplied {
+                query_set_id: set,
+                tick: self.tick,
+                tables: Vec::new(),
+                resumed: true,
+                missed,
+            };
+            return self.send_one(client, &message);
+        }
         let mut scans = Vec::new();
         let mut initial = Vec::new();
         for (i, sub) in subs.iter().enumerate() {
@@ -378,8 +458,37 @@ impl Hub {
                 rows: rows.iter().map(Vec::as_slice).collect(),
             });
         }
-        let message = ServerMessage::SubscribeApplied { query_set_id: set, tick: self.tick, tables };
+        let message = ServerMessage::SubscribeApplied {
+            query_set_id: set,
+            tick: self.tick,
+            tables,
+            resumed: false,
+            missed: Vec::new(),
+        };
         self.send_one(client, &message);
+    }
+
+    /// What `subs` missed after tick `after`, tick by tick; `None` when a query is not
+    /// over one table, or the history no longer holds every tick since.
+    fn missed_since(&mut self, db: &Database, subs: &[Subscription], after: u64) -> Option<Vec<MissedTick>> {
+        if subs.iter().any(|s| s.tables().len() != 1) {
+            return None;
+        }
+        let mut missed = Vec::new();
+        for (tick, changes, _) in self.history.since(after, self.tick)? {
+            let mut tables = Vec::new();
+            for sub in subs {
+                let delta = sub.delta(db, changes, &self.limits).ok()?;
+                if !delta.is_empty() {
+                    let table = sub.table();
+                    tables.push(table_update(shape_of(&mut self.shapes, db, table), table, &delta));
+                }
+            }
+            if !tables.is_empty() {
+                missed.push(MissedTick { tick: *tick, tables });
+            }
+        }
+        Some(missed)
     }
 
     fn shape(&mut self, db: &Database, table: TableId) -> &TableShape {
@@ -443,6 +552,9 @@ impl Hub {
     /// changes gets its update. Returns the messages.
     fn after_tick(&mut self, db: &Database, output: &TickOutput) -> Vec<Outgoing> {
         self.tick = output.tick.0;
+        if !output.changes.is_empty() {
+            self.history.record(output.tick.0, &output.changes);
+        }
         let mut failed_scans = Vec::new();
         for s in &mut self.scans {
             if let Err(e) = s.scan.apply(db, &output.changes) {

@@ -798,10 +798,18 @@ impl EventLoop {
                     Err(e) => self.send(key, &refuse(e.to_string())),
                 }
             }
-            ClientMessage::Subscribe { query_set_id, queries } => {
+            ClientMessage::Subscribe { query_set_id, queries, resume_after_tick } => {
                 let hub = Arc::clone(&served.hub);
                 let posted = served.with_handle(|h| {
-                    h.post(move |db| hub.lock().expect("hub lock").subscribe(db, key, query_set_id, &queries))
+                    h.post(move |db| {
+                        hub.lock().expect("hub lock").subscribe(
+                            db,
+                            key,
+                            query_set_id,
+                            &queries,
+                            resume_after_tick,
+                        )
+                    })
                 });
                 if !matches!(posted, Ok(Ok(()))) {
                     let why = "the database is busy; subscribe again later".to_string();

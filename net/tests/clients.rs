@@ -309,3 +309,114 @@ fn caches_kept_from_updates_equal_the_tables() {
         assert_eq!(caches[i].rows, expected, "{query}");
     }
 }
+
+fn hero_columns(server: &TestServer) -> Vec<ValueType> {
+    match row_type(server, "game", "hero") {
+        ValueType::Product(p) => p.fields.into_iter().map(|f| f.ty).collect(),
+        _ => unreachable!(),
+    }
+}
+
+fn create_hero(client: &mut Client, id: u32, name: &str, level: u32) -> u64 {
+    client.call(
+        id,
+        "create_hero",
+        [name.to_string().to_bytes(), level.to_bytes(), 0u32.to_bytes(), vec![0]].concat(),
+    );
+    match client.recv() {
+        ServerMessage::ReducerResult { outcome: Ok(_), tick, .. } => tick,
+        other => panic!("expected a result, got {other:?}"),
+    }
+}
+
+/// The rows of `query`, by primary key, as a one-off query returns them.
+fn query_rows(client: &mut Client, query: &str) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    client.send(&ClientMessage::OneOffQuery { request_id: 77, sql: query.into() });
+    match client.recv() {
+        ServerMessage::QueryResult { outcome: Ok(rows), .. } => {
+            rows.rows.iter().map(|r| (r[..8].to_vec(), r.to_vec())).collect()
+        }
+        other => panic!("expected QueryResult, got {other:?}"),
+    }
+}
+
+/// A client that reconnects with its token and the last tick it applied gets only what
+/// it missed, tick by tick, which brings its kept rows up to date; one whose tick the
+/// server's bounded history no longer covers gets every row again.
+#[test]
+fn reconnecting_clients_resume_from_their_last_tick() {
+    let config = ServerConfig { resume_history_ticks_max: 6, ..ServerConfig::default() };
+    let server = start("clients-resume", config);
+    let owner = new_token(server.addr);
+    assert_eq!(publish(server.addr, "game", &owner, "tickdb-test-features").status, 201);
+    let columns = hero_columns(&server);
+    let query = "SELECT * FROM hero WHERE level >= 3";
+    let mut actor = connect(server.addr, "game", "");
+    actor.recv();
+    create_hero(&mut actor, 1, "a", 5);
+
+    let mut watcher = connect(server.addr, "game", &format!("?token={owner}"));
+    watcher.recv();
+    watcher.subscribe(1, &[query]);
+    let mut cache = Cache::default();
+    let mut last = match watcher.recv() {
+        ServerMessage::SubscribeApplied { tables, tick, resumed: false, .. } => {
+            cache.rows = tables[0].rows.iter().map(|r| (r[..8].to_vec(), r.to_vec())).collect();
+            tick
+        }
+        other => panic!("expected SubscribeApplied, got {other:?}"),
+    };
+    let seen = create_hero(&mut actor, 2, "b", 4);
+    while last < seen {
+        if let ServerMessage::TickUpdate { tick, query_sets, .. } = watcher.recv() {
+            query_sets.iter().flat_map(|s| &s.tables).for_each(|t| cache.apply(&columns, t));
+            last = tick;
+        }
+    }
+    drop(watcher);
+
+    // What the watcher misses: an insert, one outside its query, a rename, a delete.
+    create_hero(&mut actor, 3, "c", 9);
+    create_hero(&mut actor, 4, "low", 1);
+    actor.call(5, "rename", [1u64.to_bytes(), "a2".to_string().to_bytes()].concat());
+    actor.recv();
+    actor.call(6, "delete_hero", "b".to_string().to_bytes());
+    actor.recv();
+
+    let mut back = connect(server.addr, "game", &format!("?token={owner}"));
+    back.recv();
+    back.send(&ClientMessage::Subscribe {
+        query_set_id: 1,
+        queries: vec![query.into()],
+        resume_after_tick: last,
+    });
+    match back.recv() {
+        ServerMessage::SubscribeApplied { resumed: true, tables, missed, .. } => {
+            assert!(tables.is_empty());
+            assert_eq!(missed.len(), 3, "three of the four missed ticks changed the query: {missed:?}");
+            missed.iter().flat_map(|m| &m.tables).for_each(|t| cache.apply(&columns, t));
+        }
+        other => panic!("expected a resumed SubscribeApplied, got {other:?}"),
+    }
+    assert_eq!(cache.rows, query_rows(&mut back, query));
+    assert_eq!(cache.rows.len(), 2, "a2 and c");
+
+    // Past the history's six ticks, a resume gets every row.
+    for i in 0..8 {
+        create_hero(&mut actor, 10 + i, &format!("x{i}"), 3);
+    }
+    let mut late = connect(server.addr, "game", &format!("?token={owner}"));
+    late.recv();
+    late.send(&ClientMessage::Subscribe {
+        query_set_id: 1,
+        queries: vec![query.into()],
+        resume_after_tick: last,
+    });
+    match late.recv() {
+        ServerMessage::SubscribeApplied { resumed: false, tables, missed, .. } => {
+            assert!(missed.is_empty());
+            assert_eq!(tables[0].rows.len(), 10);
+        }
+        other => panic!("expected a full SubscribeApplied, got {other:?}"),
+    }
+}

@@ -476,6 +476,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Subscribe<'a> {
 impl<'a> Subscribe<'a> {
   pub const VT_QUERY_SET_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_QUERIES: ::flatbuffers::VOffsetT = 6;
+  pub const VT_RESUME_AFTER_TICK: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -487,6 +488,7 @@ impl<'a> Subscribe<'a> {
     args: &'args SubscribeArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Subscribe<'bldr>> {
     let mut builder = SubscribeBuilder::new(_fbb);
+    builder.add_resume_after_tick(args.resume_after_tick);
     if let Some(x) = args.queries { builder.add_queries(x); }
     builder.add_query_set_id(args.query_set_id);
     builder.finish()
@@ -507,6 +509,13 @@ impl<'a> Subscribe<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Subscribe::VT_QUERIES, None)}
   }
+  #[inline]
+  pub fn resume_after_tick(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Subscribe::VT_RESUME_AFTER_TICK, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Subscribe<'_> {
@@ -517,6 +526,7 @@ impl ::flatbuffers::Verifiable for Subscribe<'_> {
     v.visit_table(pos)?
      .visit_field::<u32>("query_set_id", Self::VT_QUERY_SET_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("queries", Self::VT_QUERIES, false)?
+     .visit_field::<u64>("resume_after_tick", Self::VT_RESUME_AFTER_TICK, false)?
      .finish();
     Ok(())
   }
@@ -524,6 +534,7 @@ impl ::flatbuffers::Verifiable for Subscribe<'_> {
 pub struct SubscribeArgs<'a> {
     pub query_set_id: u32,
     pub queries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub resume_after_tick: u64,
 }
 impl<'a> Default for SubscribeArgs<'a> {
   #[inline]
@@ -531,6 +542,7 @@ impl<'a> Default for SubscribeArgs<'a> {
     SubscribeArgs {
       query_set_id: 0,
       queries: None,
+      resume_after_tick: 0,
     }
   }
 }
@@ -547,6 +559,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SubscribeBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_queries(&mut self, queries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Subscribe::VT_QUERIES, queries);
+  }
+  #[inline]
+  pub fn add_resume_after_tick(&mut self, resume_after_tick: u64) {
+    self.fbb_.push_slot::<u64>(Subscribe::VT_RESUME_AFTER_TICK, resume_after_tick, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SubscribeBuilder<'a, 'b, A> {
@@ -568,6 +584,7 @@ impl ::core::fmt::Debug for Subscribe<'_> {
     let mut ds = f.debug_struct("Subscribe");
       ds.field("query_set_id", &self.query_set_id());
       ds.field("queries", &self.queries());
+      ds.field("resume_after_tick", &self.resume_after_tick());
       ds.finish()
   }
 }
@@ -1289,6 +1306,8 @@ impl<'a> SubscribeApplied<'a> {
   pub const VT_QUERY_SET_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_TICK: ::flatbuffers::VOffsetT = 6;
   pub const VT_TABLES: ::flatbuffers::VOffsetT = 8;
+  pub const VT_RESUMED: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MISSED: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1301,8 +1320,10 @@ impl<'a> SubscribeApplied<'a> {
   ) -> ::flatbuffers::WIPOffset<SubscribeApplied<'bldr>> {
     let mut builder = SubscribeAppliedBuilder::new(_fbb);
     builder.add_tick(args.tick);
+    if let Some(x) = args.missed { builder.add_missed(x); }
     if let Some(x) = args.tables { builder.add_tables(x); }
     builder.add_query_set_id(args.query_set_id);
+    builder.add_resumed(args.resumed);
     builder.finish()
   }
 
@@ -1328,6 +1349,20 @@ impl<'a> SubscribeApplied<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TableRows>>>>(SubscribeApplied::VT_TABLES, None)}
   }
+  #[inline]
+  pub fn resumed(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(SubscribeApplied::VT_RESUMED, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn missed(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MissedTick<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MissedTick>>>>(SubscribeApplied::VT_MISSED, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for SubscribeApplied<'_> {
@@ -1339,6 +1374,8 @@ impl ::flatbuffers::Verifiable for SubscribeApplied<'_> {
      .visit_field::<u32>("query_set_id", Self::VT_QUERY_SET_ID, false)?
      .visit_field::<u64>("tick", Self::VT_TICK, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<TableRows>>>>("tables", Self::VT_TABLES, false)?
+     .visit_field::<bool>("resumed", Self::VT_RESUMED, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<MissedTick>>>>("missed", Self::VT_MISSED, false)?
      .finish();
     Ok(())
   }
@@ -1347,6 +1384,8 @@ pub struct SubscribeAppliedArgs<'a> {
     pub query_set_id: u32,
     pub tick: u64,
     pub tables: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TableRows<'a>>>>>,
+    pub resumed: bool,
+    pub missed: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MissedTick<'a>>>>>,
 }
 impl<'a> Default for SubscribeAppliedArgs<'a> {
   #[inline]
@@ -1355,6 +1394,8 @@ impl<'a> Default for SubscribeAppliedArgs<'a> {
       query_set_id: 0,
       tick: 0,
       tables: None,
+      resumed: false,
+      missed: None,
     }
   }
 }
@@ -1377,6 +1418,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SubscribeAppliedBuilder<'a, '
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SubscribeApplied::VT_TABLES, tables);
   }
   #[inline]
+  pub fn add_resumed(&mut self, resumed: bool) {
+    self.fbb_.push_slot::<bool>(SubscribeApplied::VT_RESUMED, resumed, false);
+  }
+  #[inline]
+  pub fn add_missed(&mut self, missed: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<MissedTick<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SubscribeApplied::VT_MISSED, missed);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SubscribeAppliedBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     SubscribeAppliedBuilder {
@@ -1395,6 +1444,121 @@ impl ::core::fmt::Debug for SubscribeApplied<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("SubscribeApplied");
       ds.field("query_set_id", &self.query_set_id());
+      ds.field("tick", &self.tick());
+      ds.field("tables", &self.tables());
+      ds.field("resumed", &self.resumed());
+      ds.field("missed", &self.missed());
+      ds.finish()
+  }
+}
+pub enum MissedTickOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MissedTick<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MissedTick<'a> {
+  type Inner = MissedTick<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MissedTick<'a> {
+  pub const VT_TICK: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TABLES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MissedTick { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MissedTickArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MissedTick<'bldr>> {
+    let mut builder = MissedTickBuilder::new(_fbb);
+    builder.add_tick(args.tick);
+    if let Some(x) = args.tables { builder.add_tables(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn tick(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MissedTick::VT_TICK, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn tables(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TableUpdate<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TableUpdate>>>>(MissedTick::VT_TABLES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MissedTick<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("tick", Self::VT_TICK, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<TableUpdate>>>>("tables", Self::VT_TABLES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MissedTickArgs<'a> {
+    pub tick: u64,
+    pub tables: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TableUpdate<'a>>>>>,
+}
+impl<'a> Default for MissedTickArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MissedTickArgs {
+      tick: 0,
+      tables: None,
+    }
+  }
+}
+
+pub struct MissedTickBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MissedTickBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_tick(&mut self, tick: u64) {
+    self.fbb_.push_slot::<u64>(MissedTick::VT_TICK, tick, 0);
+  }
+  #[inline]
+  pub fn add_tables(&mut self, tables: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<TableUpdate<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MissedTick::VT_TABLES, tables);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MissedTickBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MissedTickBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MissedTick<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MissedTick<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MissedTick");
       ds.field("tick", &self.tick());
       ds.field("tables", &self.tables());
       ds.finish()

@@ -110,10 +110,24 @@ impl<'a> FromIterator<&'a [u8]> for RowList {
 /// A message from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMessage {
-    CallReducer { request_id: u32, reducer: String, args: Vec<u8> },
-    Subscribe { query_set_id: u32, queries: Vec<String> },
-    Unsubscribe { query_set_id: u32 },
-    OneOffQuery { request_id: u32, sql: String },
+    CallReducer {
+        request_id: u32,
+        reducer: String,
+        args: Vec<u8>,
+    },
+    /// `resume_after_tick`: see `Subscribe` in `tickdb.fbs` (0: not resuming).
+    Subscribe {
+        query_set_id: u32,
+        queries: Vec<String>,
+        resume_after_tick: u64,
+    },
+    Unsubscribe {
+        query_set_id: u32,
+    },
+    OneOffQuery {
+        request_id: u32,
+        sql: String,
+    },
 }
 
 impl ClientMessage {
@@ -129,10 +143,14 @@ impl ClientMessage {
                 };
                 (fb::ClientBody::CallReducer, fb::CallReducer::create(&mut b, &args).as_union_value())
             }
-            ClientMessage::Subscribe { query_set_id, queries } => {
+            ClientMessage::Subscribe { query_set_id, queries, resume_after_tick } => {
                 let queries: Vec<_> = queries.iter().map(|q| b.create_string(q)).collect();
                 let queries = Some(b.create_vector(&queries));
-                let args = fb::SubscribeArgs { query_set_id: *query_set_id, queries };
+                let args = fb::SubscribeArgs {
+                    query_set_id: *query_set_id,
+                    queries,
+                    resume_after_tick: *resume_after_tick,
+                };
                 (fb::ClientBody::Subscribe, fb::Subscribe::create(&mut b, &args).as_union_value())
             }
             ClientMessage::Unsubscribe { query_set_id } => {
@@ -165,7 +183,12 @@ impl ClientMessage {
         }
         if let Some(m) = message.body_as_subscribe() {
             let queries = m.queries().map(|q| q.iter().map(str::to_string).collect()).unwrap_or_default();
-            return Ok(ClientMessage::Subscribe { query_set_id: m.query_set_id(), queries });
+            let resume_after_tick = m.resume_after_tick();
+            return Ok(ClientMessage::Subscribe {
+                query_set_id: m.query_set_id(),
+                queries,
+                resume_after_tick,
+            });
         }
         if let Some(m) = message.body_as_unsubscribe() {
             return Ok(ClientMessage::Unsubscribe { query_set_id: m.query_set_id() });
@@ -219,15 +242,51 @@ pub struct QuerySetUpdate {
     pub tables: Vec<TableUpdate>,
 }
 
+/// One tick's changes to a query set, for a resumed subscription.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MissedTick {
+    pub tick: u64,
+    pub tables: Vec<TableUpdate>,
+}
+
 /// A message from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerMessage {
-    IdentityToken { identity: [u8; 32], token: String, connection_id: [u8; 16], tick: u64 },
-    SubscribeApplied { query_set_id: u32, tick: u64, tables: Vec<TableRows> },
-    TickUpdate { tick: u64, timestamp_us: i64, query_sets: Vec<QuerySetUpdate> },
-    ReducerResult { request_id: u32, tick: u64, outcome: Result<Vec<u8>, String>, duration_us: u64 },
-    QueryResult { request_id: u32, outcome: Result<QueryRows, String>, duration_us: u64 },
-    SubscriptionError { query_set_id: u32, message: String },
+    IdentityToken {
+        identity: [u8; 32],
+        token: String,
+        connection_id: [u8; 16],
+        tick: u64,
+    },
+    /// `resumed`: `tables` is empty and `missed` holds the changes since the client's
+    /// resume tick (see `SubscribeApplied` in `tickdb.fbs`).
+    SubscribeApplied {
+        query_set_id: u32,
+        tick: u64,
+        tables: Vec<TableRows>,
+        resumed: bool,
+        missed: Vec<MissedTick>,
+    },
+    TickUpdate {
+        tick: u64,
+        timestamp_us: i64,
+        query_sets: Vec<QuerySetUpdate>,
+    },
+    ReducerResult {
+        request_id: u32,
+        tick: u64,
+        outcome: Result<Vec<u8>, String>,
+        duration_us: u64,
+    },
+    QueryResult {
+        request_id: u32,
+        outcome: Result<QueryRows, String>,
+        duration_us: u64,
+    },
+    SubscriptionError {
+        query_set_id: u32,
+        message: String,
+    },
 }
 
 /// A one-off query's result.
@@ -265,10 +324,25 @@ impl ServerMessage {
                 };
                 (Body::IdentityToken, fb::IdentityToken::create(b, &args).as_union_value())
             }
-            ServerMessage::SubscribeApplied { query_set_id, tick, tables } => {
+            ServerMessage::SubscribeApplied { query_set_id, tick, tables, resumed, missed } => {
                 let tables: Vec<_> = tables.iter().map(|t| write_table_rows(b, t)).collect();
                 let tables = Some(b.create_vector(&tables));
-                let args = fb::SubscribeAppliedArgs { query_set_id: *query_set_id, tick: *tick, tables };
+                let missed: Vec<_> = missed
+                    .iter()
+                    .map(|m| {
+                        let tables: Vec<_> = m.tables.iter().map(|t| write_table_update(b, t)).collect();
+                        let tables = Some(b.create_vector(&tables));
+                        fb::MissedTick::create(b, &fb::MissedTickArgs { tick: m.tick, tables })
+                    })
+                    .collect();
+                let missed = Some(b.create_vector(&missed));
+                let args = fb::SubscribeAppliedArgs {
+                    query_set_id: *query_set_id,
+                    tick: *tick,
+                    tables,
+                    resumed: *resumed,
+                    missed,
+                };
                 (Body::SubscribeApplied, fb::SubscribeApplied::create(b, &args).as_union_value())
             }
             ServerMessage::TickUpdate { tick, timestamp_us, query_sets } => {
@@ -335,11 +409,14 @@ impl ServerMessage {
         }
         if let Some(m) = message.body_as_subscribe_applied() {
             let tables = m.tables().into_iter().flatten().map(read_table_rows).collect::<Result<_, _>>()?;
-            return Ok(ServerMessage::SubscribeApplied {
-                query_set_id: m.query_set_id(),
-                tick: m.tick(),
-                tables,
-            });
+            let mut missed = Vec::new();
+            for t in m.missed().into_iter().flatten() {
+                let tables =
+                    t.tables().into_iter().flatten().map(read_table_update).collect::<Result<_, _>>()?;
+                missed.push(MissedTick { tick: t.tick(), tables });
+            }
+            let (query_set_id, tick, resumed) = (m.query_set_id(), m.tick(), m.resumed());
+            return Ok(ServerMessage::SubscribeApplied { query_set_id, tick, tables, resumed, missed });
         }
         if let Some(m) = message.body_as_tick_update() {
             let query_sets = read_query_sets(m.query_sets())?;
@@ -405,24 +482,45 @@ fn write_query_set<'b>(
     b: &mut FlatBufferBuilder<'b>,
     set: &QuerySetUpdate,
 ) -> WIPOffset<fb::QuerySetUpdate<'b>> {
-    let tables: Vec<_> = set
-        .tables
-        .iter()
-        .map(|t| {
-            let table_name = Some(b.create_string(&t.table_name));
-            let (inserts, deletes) = (Some(t.inserts.write(b)), Some(t.deletes.write(b)));
-            let updates = (!t.updates.is_empty()).then(|| {
-                let keys = Some(t.updates.keys.write(b));
-                let changed = Some(b.create_vector(&t.updates.changed));
-                let values = Some(t.updates.values.write(b));
-                fb::RowUpdates::create(b, &fb::RowUpdatesArgs { keys, changed, values })
-            });
-            let args = fb::TableUpdateArgs { table_id: t.table_id, table_name, inserts, deletes, updates };
-            fb::TableUpdate::create(b, &args)
-        })
-        .collect();
+    let tables: Vec<_> = set.tables.iter().map(|t| write_table_update(b, t)).collect();
     let tables = Some(b.create_vector(&tables));
     fb::QuerySetUpdate::create(b, &fb::QuerySetUpdateArgs { query_set_id: set.query_set_id, tables })
+}
+
+fn write_table_update<'b>(b: &mut FlatBufferBuilder<'b>, t: &TableUpdate) -> WIPOffset<fb::TableUpdate<'b>> {
+    let table_name = Some(b.create_string(&t.table_name));
+    let (inserts, deletes) = (Some(t.inserts.write(b)), Some(t.deletes.write(b)));
+    let updates = (!t.updates.is_empty()).then(|| {
+        let keys = Some(t.updates.keys.write(b));
+        let changed = Some(b.create_vector(&t.updates.changed));
+        let values = Some(t.updates.values.write(b));
+        fb::RowUpdates::create(b, &fb::RowUpdatesArgs { keys, changed, values })
+    });
+    let args = fb::TableUpdateArgs { table_id: t.table_id, table_name, inserts, deletes, updates };
+    fb::TableUpdate::create(b, &args)
+}
+
+fn read_table_update(t: fb::TableUpdate<'_>) -> Result<TableUpdate, ProtocolError> {
+    let updates = match t.updates() {
+        None => RowUpdates::default(),
+        Some(u) => {
+            let keys = RowList::read(u.keys())?;
+            let values = RowList::read(u.values())?;
+            let changed = u.changed().map(|c| c.bytes().to_vec()).unwrap_or_default();
+            let whole = keys.is_empty() || changed.len() % keys.len() == 0;
+            if keys.len() != values.len() || !whole {
+                return Err(ProtocolError::Invalid("row updates of unequal lengths".into()));
+            }
+            RowUpdates { keys, changed, values }
+        }
+    };
+    Ok(TableUpdate {
+        table_id: t.table_id(),
+        table_name: t.table_name().unwrap_or_default().to_string(),
+        inserts: RowList::read(t.inserts())?,
+        deletes: RowList::read(t.deletes())?,
+        updates,
+    })
 }
 
 type Sets<'a> = Option<Vector<'a, ForwardsUOffset<fb::QuerySetUpdate<'a>>>>;
@@ -430,29 +528,7 @@ type Sets<'a> = Option<Vector<'a, ForwardsUOffset<fb::QuerySetUpdate<'a>>>>;
 fn read_query_sets(sets: Sets<'_>) -> Result<Vec<QuerySetUpdate>, ProtocolError> {
     let mut out = Vec::new();
     for set in sets.into_iter().flatten() {
-        let mut tables = Vec::new();
-        for t in set.tables().into_iter().flatten() {
-            let updates = match t.updates() {
-                None => RowUpdates::default(),
-                Some(u) => {
-                    let keys = RowList::read(u.keys())?;
-                    let values = RowList::read(u.values())?;
-                    let changed = u.changed().map(|c| c.bytes().to_vec()).unwrap_or_default();
-                    let whole = keys.is_empty() || changed.len() % keys.len() == 0;
-                    if keys.len() != values.len() || !whole {
-                        return Err(ProtocolError::Invalid("row updates of unequal lengths".into()));
-                    }
-                    RowUpdates { keys, changed, values }
-                }
-            };
-            tables.push(TableUpdate {
-                table_id: t.table_id(),
-                table_name: t.table_name().unwrap_or_default().to_string(),
-                inserts: RowList::read(t.inserts())?,
-                deletes: RowList::read(t.deletes())?,
-                updates,
-            });
-        }
+        let tables = set.tables().into_iter().flatten().map(read_table_update).collect::<Result<_, _>>()?;
         out.push(QuerySetUpdate { query_set_id: set.query_set_id(), tables });
     }
     Ok(out)

@@ -13,8 +13,13 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
         (any::<u32>(), "[a-z_]{0,12}", prop::collection::vec(any::<u8>(), 0..64))
             .prop_map(|(request_id, reducer, args)| ClientMessage::CallReducer { request_id, reducer, args }),
-        (any::<u32>(), prop::collection::vec(".{0,40}", 0..4))
-            .prop_map(|(query_set_id, queries)| ClientMessage::Subscribe { query_set_id, queries }),
+        (any::<u32>(), prop::collection::vec(".{0,40}", 0..4), any::<u64>()).prop_map(
+            |(query_set_id, queries, resume_after_tick)| ClientMessage::Subscribe {
+                query_set_id,
+                queries,
+                resume_after_tick
+            }
+        ),
         any::<u32>().prop_map(|query_set_id| ClientMessage::Unsubscribe { query_set_id }),
         (any::<u32>(), ".{0,60}")
             .prop_map(|(request_id, sql)| ClientMessage::OneOffQuery { request_id, sql }),
@@ -47,14 +52,21 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 tick
             }
         ),
-        (any::<u32>(), any::<u64>(), prop::collection::vec((any::<u32>(), "[a-z]{1,8}", rows()), 0..3))
-            .prop_map(|(query_set_id, tick, tables)| ServerMessage::SubscribeApplied {
+        (
+            any::<u32>(),
+            any::<u64>(),
+            prop::collection::vec((any::<u32>(), "[a-z]{1,8}", rows()), 0..3),
+            prop::collection::vec((any::<u64>(), prop::collection::vec(table_update(), 0..2)), 0..3),
+        )
+            .prop_map(|(query_set_id, tick, tables, missed)| ServerMessage::SubscribeApplied {
                 query_set_id,
                 tick,
                 tables: tables
                     .into_iter()
                     .map(|(table_id, table_name, rows)| TableRows { table_id, table_name, rows })
                     .collect(),
+                resumed: !missed.is_empty(),
+                missed: missed.into_iter().map(|(tick, tables)| MissedTick { tick, tables }).collect(),
             }),
         (
             any::<u64>(),
@@ -179,7 +191,7 @@ fn bad_row_offsets_are_refused() {
     let tables = b.create_vector(&[table]);
     let applied = fb::SubscribeApplied::create(
         &mut b,
-        &fb::SubscribeAppliedArgs { query_set_id: 1, tick: 1, tables: Some(tables) },
+        &fb::SubscribeAppliedArgs { query_set_id: 1, tick: 1, tables: Some(tables), ..Default::default() },
     );
     let root = fb::ServerMessage::create(
         &mut b,
