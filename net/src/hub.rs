@@ -32,18 +32,45 @@ use tickdb_wasm_abi::{Reader as ValueReader, TableSchema, skip};
 /// A connection, as the hub and the event loop both name it: unique for the server's life.
 pub type ClientKey = u64;
 
-/// A message built once and sent to any number of clients, framed for each
-/// compression the first time a client that wants it is written to.
+/// How a client wants its messages: FlatBuffers (compressed or not), or JSON text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Binary(Compression),
+    Json,
+}
+
+/// A message built once and sent to any number of clients, framed for each format
+/// the first time a client that wants it is written to.
 #[derive(Debug)]
 pub struct Shared {
     message: Vec<u8>,
     none: OnceLock<tungstenite::Bytes>,
     lz4: OnceLock<tungstenite::Bytes>,
+    json: OnceLock<tungstenite::Utf8Bytes>,
 }
 
 impl Shared {
     pub fn new(message: &ServerMessage) -> Arc<Shared> {
-        Arc::new(Shared { message: message.encode(), none: OnceLock::new(), lz4: OnceLock::new() })
+        Arc::new(Shared {
+            message: message.encode(),
+            none: OnceLock::new(),
+            lz4: OnceLock::new(),
+            json: OnceLock::new(),
+        })
+    }
+
+    /// The WebSocket message for a client of `format`; JSON decodes rows by `def`'s tables.
+    pub fn to_send(&self, format: Format, def: &tickdb_wasm_abi::ModuleDef) -> tungstenite::Message {
+        match format {
+            Format::Binary(compression) => tungstenite::Message::Binary(self.framed(compression)),
+            Format::Json => {
+                let text = self.json.get_or_init(|| {
+                    let message = ServerMessage::decode(&self.message).expect("the server encoded it");
+                    crate::json_protocol::server_message(&message, def).into()
+                });
+                tungstenite::Message::Text(text.clone())
+            }
+        }
     }
 
     /// The message as sent to a client that asked for `compression`.

@@ -6,6 +6,7 @@ pub mod http;
 pub mod hub;
 pub mod identity;
 pub mod json;
+pub mod json_protocol;
 pub mod server;
 
 pub use config::ServerConfig;

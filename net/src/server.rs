@@ -37,7 +37,7 @@ use crate::api::{Api, Metrics};
 use crate::config::ServerConfig;
 use crate::databases::{ApiError, Databases, Served};
 use crate::http::{Head, Request, Response, parse_head, switching_protocols};
-use crate::hub::{ClientKey, Outgoing, Shared, query_result};
+use crate::hub::{ClientKey, Format, Outgoing, Shared, query_result};
 use crate::identity::{Keys, new_connection_id};
 
 const LISTENER: Token = Token(0);
@@ -197,7 +197,7 @@ struct Client {
     served: Arc<Served>,
     identity: Identity,
     connection_id: ConnectionId,
-    compression: Compression,
+    format: Format,
     calls_in_flight: usize,
     /// Token bucket of the inbound message rate.
     tokens: f64,
@@ -212,7 +212,7 @@ struct Upgrade {
     identity: Identity,
     token: String,
     connection_id: ConnectionId,
-    compression: Compression,
+    format: Format,
     accept: Vec<u8>,
     /// Bytes the client sent after its handshake.
     rest: Vec<u8>,
@@ -570,7 +570,7 @@ impl EventLoop {
             return self.start_response(slot, accept, Some(Then::Echo(buf[head.len..].to_vec())));
         }
         let checked = self.check_upgrade(&head);
-        let (served, identity, token, compression) = match checked {
+        let (served, identity, token, format) = match checked {
             Ok(checked) => checked,
             Err(e) => return self.respond(slot, &e),
         };
@@ -589,12 +589,12 @@ impl EventLoop {
         let conn = self.conns[slot].as_mut().expect("live connection");
         self.calls.insert(call, PendingCall::Connect { client: conn.key });
         let rest = buf[head.len..].to_vec();
-        let upgrade = Upgrade { served, identity, token, connection_id, compression, accept, rest };
+        let upgrade = Upgrade { served, identity, token, connection_id, format, accept, rest };
         conn.state = State::Connecting(Box::new(upgrade));
         Ok(())
     }
 
-    fn check_upgrade(&self, head: &Head) -> Result<(Arc<Served>, Identity, String, Compression), ApiError> {
+    fn check_upgrade(&self, head: &Head) -> Result<(Arc<Served>, Identity, String, Format), ApiError> {
         let parts: Vec<&str> = head.path.trim_matches('/').split('/').collect();
         let ["v1", "database", name, "subscribe"] = parts.as_slice() else {
             return Err(ApiError::not_found(format!("no WebSocket endpoint at {}", head.path)));
@@ -606,6 +606,13 @@ impl EventLoop {
                 ApiError::bad_request(format!("unknown compression `{c}`; use none or lz4"))
             })?,
         };
+        let format = match head.param("format") {
+            None | Some("binary") => Format::Binary(compression),
+            Some("json") => Format::Json,
+            Some(f) => {
+                return Err(ApiError::bad_request(format!("unknown format `{f}`; use binary or json")));
+            }
+        };
         let (identity, token) = match head.token() {
             Some(token) => (
                 self.keys.verify(token).map_err(|e| ApiError::unauthorized(e.to_string()))?,
@@ -613,7 +620,7 @@ impl EventLoop {
             ),
             None => self.keys.new_identity(),
         };
-        Ok((self.databases.get(name)?, identity, token, compression))
+        Ok((self.databases.get(name)?, identity, token, format))
     }
 
     /// `client_connected` said yes: the handshake is answered and the client starts.
@@ -651,7 +658,7 @@ impl EventLoop {
         let conn = self.conns[slot].as_mut().expect("live connection");
         let key = conn.key;
         let stream = conn.stream.take().expect("the handshake owns its socket");
-        let Upgrade { served, identity, token, connection_id, compression, rest, .. } = upgrade;
+        let Upgrade { served, identity, token, connection_id, format, rest, .. } = upgrade;
         let ws = WebSocket::from_partially_read(stream, rest, Role::Server, Some(config));
         let now = Instant::now();
         let burst = f64::from(self.config.messages_burst_max);
@@ -660,7 +667,7 @@ impl EventLoop {
             served: Arc::clone(&served),
             identity,
             connection_id,
-            compression,
+            format,
             calls_in_flight: 0,
             tokens: burst,
             refilled: now,
@@ -719,14 +726,20 @@ impl EventLoop {
         let (rate, burst) =
             (f64::from(self.config.messages_per_second_max), f64::from(self.config.messages_burst_max));
         let len_max = self.config.message_bytes_max;
-        let State::Client(client) = &mut self.conn(slot).state else { return Ok(()) };
+        let State::Client(client) = &mut self.conns[slot].as_mut().expect("live").state else {
+            return Ok(());
+        };
+        let json = client.format == Format::Json;
         let bytes = match message {
-            Message::Binary(bytes) => bytes,
-            Message::Text(_) => {
-                return Err(Close::new(
-                    CloseCode::Unsupported,
-                    "send binary messages (FlatBuffers); text is not accepted",
-                ));
+            Message::Binary(bytes) if !json => bytes,
+            Message::Text(text) if json => tungstenite::Bytes::from(text),
+            Message::Binary(_) | Message::Text(_) => {
+                let why = if json {
+                    "this connection speaks JSON: send text"
+                } else {
+                    "send binary messages (FlatBuffers), or connect with ?format=json"
+                };
+                return Err(Close::new(CloseCode::Unsupported, why));
             }
             Message::Close(_) => return Err(Close::new(CloseCode::Normal, "")),
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Ok(()),
@@ -741,9 +754,14 @@ impl EventLoop {
         client.tokens -= 1.0;
         self.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
         self.metrics.bytes_received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        let decoded = unframe(&bytes, len_max)
-            .map_err(|e| e.to_string())
-            .and_then(|m| ClientMessage::decode(&m).map_err(|e| e.to_string()));
+        let decoded = if json {
+            let text = std::str::from_utf8(&bytes).expect("tungstenite checked the text");
+            crate::json_protocol::client_message(text, &client.served.module.def)
+        } else {
+            unframe(&bytes, len_max)
+                .map_err(|e| e.to_string())
+                .and_then(|m| ClientMessage::decode(&m).map_err(|e| e.to_string()))
+        };
         match decoded {
             Ok(message) => self.handle(key, slot, message),
             Err(why) => Err(Close::new(CloseCode::Invalid, format!("malformed message: {why}"))),
@@ -851,9 +869,9 @@ impl EventLoop {
     fn send(&mut self, key: ClientKey, message: &Shared) {
         let Some(&slot) = self.by_key.get(&key) else { return };
         let State::Client(client) = &mut self.conn(slot).state else { return };
-        let bytes = message.framed(client.compression);
-        let len = bytes.len() as u64;
-        match client.ws.write(Message::Binary(bytes)) {
+        let message = message.to_send(client.format, &client.served.module.def);
+        let len = message.len() as u64;
+        match client.ws.write(message) {
             Ok(()) => {}
             Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
             Err(tungstenite::Error::WriteBufferFull(_)) => {

@@ -420,3 +420,59 @@ fn reconnecting_clients_resume_from_their_last_tick() {
         other => panic!("expected a full SubscribeApplied, got {other:?}"),
     }
 }
+
+/// Reads the next JSON text message.
+fn recv_json(client: &mut Client) -> serde_json::Value {
+    loop {
+        match client.ws.read().unwrap() {
+            tungstenite::Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => {}
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+fn send_json(client: &mut Client, value: serde_json::Value) {
+    client.ws.send(tungstenite::Message::Text(value.to_string().into())).unwrap();
+}
+
+/// A client that connects with `?format=json` speaks the same protocol in JSON text:
+/// arguments and rows as JSON values by their types, updates as the key and the
+/// changed columns by name; a malformed JSON message closes it with a reason.
+#[test]
+fn json_clients_speak_the_same_protocol() {
+    use serde_json::json;
+    let server = start("clients-json", ServerConfig::default());
+    let owner = new_token(server.addr);
+    assert_eq!(publish(server.addr, "chat", &owner, "tickdb-example-chat").status, 201);
+    let mut client = connect(server.addr, "chat", "?format=json");
+    let hello = recv_json(&mut client);
+    let me = hello["IdentityToken"]["identity"].as_str().unwrap().to_string();
+    assert_eq!(me.len(), 64);
+    send_json(
+        &mut client,
+        json!({"Subscribe": {"query_set_id": 3, "queries": ["SELECT * FROM user", "SELECT * FROM message"]}}),
+    );
+    let applied = recv_json(&mut client);
+    assert_eq!(applied["SubscribeApplied"]["tables"][0]["rows"], json!([[me, null, true]]), "{applied}");
+    send_json(&mut client, json!({"CallReducer": {"request_id": 1, "reducer": "set_name", "args": ["Ada"]}}));
+    assert_eq!(recv_json(&mut client)["ReducerResult"]["ok"], "");
+    let update = recv_json(&mut client);
+    let user = &update["TickUpdate"]["query_sets"][0]["tables"][0];
+    assert_eq!(user["updates"], json!([{"key": [me], "changed": {"name": "Ada"}}]), "{update}");
+    send_json(
+        &mut client,
+        json!({"CallReducer": {"request_id": 2, "reducer": "send_message", "args": {"text": "hi"}}}),
+    );
+    recv_json(&mut client);
+    let update = recv_json(&mut client);
+    let message = &update["TickUpdate"]["query_sets"][0]["tables"][0];
+    assert_eq!(message["table_name"], "message");
+    assert_eq!(message["inserts"][0][2], "hi", "{update}");
+    send_json(&mut client, json!({"OneOffQuery": {"request_id": 4, "sql": "SELECT name FROM user"}}));
+    assert_eq!(recv_json(&mut client)["QueryResult"]["rows"], json!([["Ada"]]));
+    send_json(&mut client, json!({"CallReducer": {"request_id": 5, "reducer": "send_message", "args": [7]}}));
+    let (code, reason) = client.closed();
+    assert_eq!(code, tungstenite::protocol::frame::coding::CloseCode::Invalid);
+    assert!(reason.contains("text: expected String, found a number"), "{reason}");
+}
