@@ -15,6 +15,8 @@
 //! - `calls`: 64 clients with 40 calls in flight each, for 5 s: reducer calls per
 //!   second over WebSocket, for a reducer that writes nothing and for one that inserts.
 //! - `idle`: server memory per idle connection, over 5,000 connections.
+//! - `codecs`: real tick updates and initial rows captured from a server, compressed
+//!   with LZ4, Snappy, zstd and deflate: size and time, to choose the protocol's codec.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
@@ -55,6 +57,9 @@ fn main() {
     }
     if run("idle") {
         idle(&wasm, 5_000);
+    }
+    if run("codecs") {
+        codecs(&wasm);
     }
 }
 
@@ -470,4 +475,84 @@ fn idle(wasm: &[u8], n: usize) {
         (after.saturating_sub(before)) as f64 / n as f64 / 1024.0
     );
     drop((warm, clients));
+}
+
+/// Captures real messages from a server: a zone's tick update (10 movers), every
+/// mover's (1,000), and the initial rows of all movers.
+fn captured(wasm: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    let server = Server::start(wasm);
+    server.call("spawn_movers", &format!("[{ROWS}, {ZONES}]"));
+    let url = format!("ws://{}/v1/database/bench/subscribe", server.addr);
+    let next = |ws: &mut WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>| loop {
+        if let Message::Binary(bytes) = ws.read().unwrap() {
+            return unframe(&bytes, 64 << 20).unwrap().into_owned();
+        }
+    };
+    let (mut zone, _) = tungstenite::connect(&url).unwrap();
+    let (mut all, _) = tungstenite::connect(&url).unwrap();
+    next(&mut zone);
+    next(&mut all);
+    let subscribe = |query: &str| {
+        let message =
+            ClientMessage::Subscribe { query_set_id: 1, queries: vec![query.into()], resume_after_tick: 0 };
+        Message::Binary(frame(Compression::None, &message.encode()).into())
+    };
+    zone.send(subscribe("SELECT * FROM mover WHERE zone = 0")).unwrap();
+    all.send(subscribe("SELECT * FROM mover")).unwrap();
+    next(&mut zone);
+    let initial = next(&mut all);
+    server.call("move_movers", &format!("[{ROWS}, 123456789]"));
+    vec![
+        ("tick update, 10 rows moved", next(&mut zone)),
+        ("tick update, 1,000 rows moved", next(&mut all)),
+        ("initial rows, 1,000 rows", initial),
+    ]
+}
+
+fn codecs(wasm: &[u8]) {
+    type Codec = (&'static str, fn(&[u8]) -> Vec<u8>, fn(&[u8], usize) -> Vec<u8>);
+    let codecs: [Codec; 4] = [
+        ("lz4", |m| lz4_flex::block::compress(m), |c, n| lz4_flex::block::decompress(c, n).unwrap()),
+        (
+            "snappy",
+            |m| snap::raw::Encoder::new().compress_vec(m).unwrap(),
+            |c, _| snap::raw::Decoder::new().decompress_vec(c).unwrap(),
+        ),
+        ("zstd-1", |m| zstd::bulk::compress(m, 1).unwrap(), |c, n| zstd::bulk::decompress(c, n).unwrap()),
+        (
+            "deflate-1",
+            |m| miniz_oxide::deflate::compress_to_vec(m, 1),
+            |c, _| miniz_oxide::inflate::decompress_to_vec(c).unwrap(),
+        ),
+    ];
+    for (what, message) in captured(wasm) {
+        let mut line = format!("codecs: {what}: {} B;", message.len());
+        for (name, compress, decompress) in &codecs {
+            let compressed = compress(&message);
+            assert_eq!(decompress(&compressed, message.len()), message);
+            let time = |f: &dyn Fn()| {
+                let runs = (200_000 / message.len().max(1)).clamp(20, 20_000);
+                let mut samples: Vec<Duration> = (0..7)
+                    .map(|_| {
+                        let start = Instant::now();
+                        (0..runs).for_each(|_| f());
+                        start.elapsed() / runs as u32
+                    })
+                    .collect();
+                samples.sort();
+                samples[3]
+            };
+            let c = time(&|| drop(std::hint::black_box(compress(std::hint::black_box(&message)))));
+            let d = time(&|| {
+                drop(std::hint::black_box(decompress(std::hint::black_box(&compressed), message.len())))
+            });
+            line.push_str(&format!(
+                " {name} {:.0}% in {:.1} µs, back in {:.1} µs;",
+                compressed.len() as f64 * 100.0 / message.len() as f64,
+                c.as_secs_f64() * 1e6,
+                d.as_secs_f64() * 1e6
+            ));
+        }
+        println!("{line}");
+    }
 }
