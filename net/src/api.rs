@@ -10,7 +10,7 @@
 //! | `GET /v1/database/NAME/schema` | tables, columns, indexes, reducers | anyone |
 //! | `POST /v1/database/NAME/call/REDUCER` | call with JSON arguments | anyone (as their token's identity) |
 //! | `POST /v1/database/NAME/sql` | run SQL from the body | reads: anyone, as visibility allows; writes: the owner |
-//! | `GET /v1/database/NAME/logs[?n=100]` | the module's recent log lines | the owner |
+//! | `GET /v1/database/NAME/logs[?n=100][&after=SEQ&wait=S]` | the module's recent log lines; or follow them | the owner |
 //! | `GET /metrics` | Prometheus metrics | anyone |
 //! | `GET /v1/database/NAME/subscribe` | the WebSocket client protocol | anyone |
 //!
@@ -48,12 +48,26 @@ pub struct Metrics {
     pub http_requests: AtomicU64,
 }
 
+/// The longest a request for log lines waits for one.
+const LOG_WAIT_SECONDS_MAX: u64 = 30;
+
 /// What the HTTP workers share.
 #[derive(Debug)]
 pub struct Api {
     pub databases: Arc<Databases>,
     pub keys: Arc<Keys>,
     pub metrics: Arc<Metrics>,
+    /// Workers waiting for log lines.
+    pub log_waiters: AtomicU64,
+}
+
+/// A worker waiting for log lines; the count goes down when it is done.
+struct WaitSlot<'a>(&'a AtomicU64);
+
+impl Drop for WaitSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Api {
@@ -253,19 +267,37 @@ impl Api {
         }
     }
 
+    /// The module's log: the last `n` lines; or, with `after=SEQ`, the lines numbered
+    /// SEQ on, waiting up to `wait` seconds (at most 30) for one: a client follows the
+    /// log by asking again from the `next` it was given.
     fn logs(&self, request: &Request, name: &str) -> Result<Response, ApiError> {
         let caller = self.caller(request)?;
         let served = self.databases.get(name)?;
         if !served.is_owner(caller) {
             return Err(ApiError::forbidden(format!("only the owner of `{name}` may read its logs")));
         }
-        let n = request.head.param("n").and_then(|n| n.parse().ok()).unwrap_or(100usize);
-        let lines: Vec<Json> = served
-            .logs
-            .recent(n)
+        let param = |key: &str| {
+            request.head.param(key).map(|v| {
+                v.parse::<u64>().map_err(|_| ApiError::bad_request(format!("`{key}` must be a number")))
+            })
+        };
+        let n = param("n").transpose()?.unwrap_or(100).min(10_000) as usize;
+        let (first, lines) = match param("after").transpose()? {
+            None => served.logs.last(n),
+            Some(after) => {
+                let wait = std::time::Duration::from_secs(
+                    param("wait").transpose()?.unwrap_or(0).min(LOG_WAIT_SECONDS_MAX),
+                );
+                let _waiting = self.wait_slot(wait)?;
+                served.logs.since(after, n, wait)
+            }
+        };
+        let json: Vec<Json> = lines
             .iter()
-            .map(|l| {
+            .zip(first..)
+            .map(|(l, seq)| {
                 json!({
+                    "seq": seq,
                     "level": l.level_name(),
                     "timestamp_us": l.timestamp.micros_since_epoch,
                     "reducer": l.reducer.as_deref(),
@@ -274,7 +306,24 @@ impl Api {
                 })
             })
             .collect();
-        Ok(Response::json(200, &json!({ "lines": lines })))
+        Ok(Response::json(200, &json!({ "lines": json, "next": first + lines.len() as u64 })))
+    }
+
+    /// A worker may wait for log lines only while another worker stays free for
+    /// everything else.
+    fn wait_slot(&self, wait: std::time::Duration) -> Result<Option<WaitSlot<'_>>, ApiError> {
+        if wait.is_zero() {
+            return Ok(None);
+        }
+        let waiting = self.log_waiters.fetch_add(1, Ordering::AcqRel) + 1;
+        let slot = WaitSlot(&self.log_waiters);
+        if waiting as usize >= self.databases.config().http_workers {
+            return Err(ApiError::new(
+                429,
+                "every HTTP worker but one is following a log already; retry without `wait`",
+            ));
+        }
+        Ok(Some(slot))
     }
 
     fn prometheus(&self) -> String {

@@ -40,7 +40,8 @@ pub struct ServerConfig {
     pub resume_history_ticks_max: usize,
     /// Databases one server holds.
     pub databases_max: usize,
-    /// Worker threads that serve HTTP API requests (publishing compiles modules).
+    /// Worker threads that serve HTTP API requests (publishing compiles modules); all
+    /// but one may wait for log lines.
     pub http_workers: usize,
     /// Serves `/v1/echo`, a WebSocket that echoes every message, for the Autobahn
     /// conformance suite (`net/conformance.sh`); off by default.
@@ -71,7 +72,7 @@ impl Default for ServerConfig {
             resume_history_bytes_max: 64 << 20,
             resume_history_ticks_max: 1_200,
             databases_max: 64,
-            http_workers: 2,
+            http_workers: 4,
             echo_endpoint: false,
             engine: EngineConfig::default(),
             host: HostConfig::default(),

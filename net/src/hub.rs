@@ -819,3 +819,50 @@ impl Hub {
         self.send_one(client, message);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(client: ClientKey) -> Outgoing {
+        let m = ServerMessage::SubscriptionError { query_set_id: 1, message: String::new() };
+        Outgoing::Message { client, message: Shared::new(&m) }
+    }
+
+    fn clients(rx: &mpsc::Receiver<Outgoing>) -> Vec<ClientKey> {
+        rx.try_iter()
+            .map(|o| match o {
+                Outgoing::Message { client, .. } => client,
+                Outgoing::Stopped { .. } => 0,
+            })
+            .collect()
+    }
+
+    /// Messages wait until the tick they show is durable, then leave in the order they
+    /// were queued; messages showing a durable state leave at once unless older ones
+    /// still wait; a failed log drops what waits and says the database stopped.
+    #[test]
+    fn the_gate_holds_messages_until_their_tick_is_durable() {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (out, rx) = mpsc::channel();
+        let gate = Gate::new("db".into(), out, waker);
+        let mut gate = gate.lock().unwrap();
+        gate.send(0, vec![message(1)]);
+        assert_eq!(clients(&rx), [1], "recovered state is durable");
+        gate.send(5, vec![message(2)]);
+        gate.send(6, vec![message(3)]);
+        gate.send(0, vec![message(4)]);
+        assert_eq!(clients(&rx), [] as [u64; 0], "nothing passes a waiting message");
+        gate.durable(5);
+        assert_eq!(clients(&rx), [2]);
+        gate.durable(7);
+        assert_eq!(clients(&rx), [3, 4]);
+        gate.send(9, vec![message(5)]);
+        gate.fail("the disk is full");
+        assert_eq!(clients(&rx), [0], "only the stop");
+        gate.durable(9);
+        gate.send(1, vec![message(6)]);
+        assert_eq!(clients(&rx), [] as [u64; 0], "a failed gate sends nothing more");
+    }
+}

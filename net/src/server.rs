@@ -132,6 +132,7 @@ pub fn start(config: ServerConfig, data: DataDir, listen: SocketAddr) -> Result<
         databases: Arc::clone(&databases),
         keys: Arc::clone(&keys),
         metrics: Arc::clone(&metrics),
+        log_waiters: Default::default(),
     });
     let (jobs, responses) = start_workers(&api, config.http_workers, Arc::clone(&waker))?;
     let (replies_to, replies) = mpsc::channel();
@@ -155,6 +156,7 @@ pub fn start(config: ServerConfig, data: DataDir, listen: SocketAddr) -> Result<
         keys: Arc::clone(&keys),
         metrics,
         dirty: Vec::new(),
+        batches: Vec::new(),
         stop: Arc::clone(&stop),
     };
     let thread = std::thread::Builder::new().name("tickdb-net".into()).spawn(move || event_loop.run())?;
@@ -285,7 +287,16 @@ struct EventLoop {
     metrics: Arc<Metrics>,
     /// Clients with messages queued since their last flush.
     dirty: Vec<ClientKey>,
+    /// Reducer calls read this loop turn, per database: submitted together (one inbox
+    /// slot per batch), so that a busy loop turn costs the tick thread one wake-up.
+    batches: Vec<Batch>,
     stop: Arc<AtomicBool>,
+}
+
+/// Calls for one database, each with its reply id.
+struct Batch {
+    served: Arc<Served>,
+    calls: Vec<(u64, ModuleWork)>,
 }
 
 /// How a connection should end.
@@ -326,6 +337,7 @@ impl EventLoop {
                     }
                 }
             }
+            self.submit_batches();
             self.drain_channels();
             self.flush_dirty();
             if last_timers.elapsed() >= TIMER_PERIOD {
@@ -802,21 +814,21 @@ impl EventLoop {
                 let call = self.next_call;
                 let reply = ReplyTo { id: call, to: self.replies_to.clone() };
                 let work = ModuleWork::call(id, identity, connection_id, &args, Some(reply));
-                match served.with_handle(|h| h.submit(work)) {
-                    Ok(Ok(())) => {
-                        self.next_call += 1;
-                        if let State::Client(client) = &mut self.conn(slot).state {
-                            client.calls_in_flight += 1;
-                        }
-                        self.metrics.reducer_calls.fetch_add(1, Ordering::Relaxed);
-                        let started = Instant::now();
-                        self.calls.insert(call, PendingCall::Reducer { client: key, request_id, started });
-                    }
-                    Ok(Err(e)) => self.send(key, &refuse(e.to_string())),
-                    Err(e) => self.send(key, &refuse(e.to_string())),
+                self.next_call += 1;
+                if let State::Client(client) = &mut self.conn(slot).state {
+                    client.calls_in_flight += 1;
+                }
+                self.metrics.reducer_calls.fetch_add(1, Ordering::Relaxed);
+                let started = Instant::now();
+                self.calls.insert(call, PendingCall::Reducer { client: key, request_id, started });
+                match self.batches.iter_mut().find(|b| Arc::ptr_eq(&b.served, &served)) {
+                    Some(batch) => batch.calls.push((call, work)),
+                    None => self.batches.push(Batch { served, calls: vec![(call, work)] }),
                 }
             }
             ClientMessage::Subscribe { query_set_id, queries, resume_after_tick } => {
+                // Calls read before it go first: the database sees the client's messages in order.
+                self.submit_batches();
                 let hub = Arc::clone(&served.hub);
                 let posted = served.with_handle(|h| {
                     h.post(move |db| {
@@ -845,6 +857,7 @@ impl EventLoop {
                 });
             }
             ClientMessage::OneOffQuery { request_id, sql } => {
+                self.submit_batches();
                 let hub = Arc::clone(&served.hub);
                 let posted = served.with_handle(|h| {
                     h.post(move |db| {
@@ -863,6 +876,46 @@ impl EventLoop {
             }
         }
         Ok(())
+    }
+
+    /// Submits the calls read so far, in batches of at most the inbox's batch size; the
+    /// calls of a batch the database refuses (its inbox is full) get the reason.
+    fn submit_batches(&mut self) {
+        let batch_max = self.config.engine.tick_work_max;
+        for Batch { served, mut calls } in std::mem::take(&mut self.batches) {
+            while !calls.is_empty() {
+                let rest = calls.split_off(calls.len().min(batch_max));
+                let (ids, works): (Vec<u64>, Vec<ModuleWork>) = calls.into_iter().unzip();
+                let refused = match served.with_handle(|h| h.submit_batch(works)) {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(why) = refused {
+                    for id in ids {
+                        self.refuse_call(id, &why);
+                    }
+                }
+                calls = rest;
+            }
+        }
+    }
+
+    /// Answers a call the database did not take.
+    fn refuse_call(&mut self, id: u64, why: &str) {
+        let Some(PendingCall::Reducer { client, request_id, .. }) = self.calls.remove(&id) else { return };
+        if let Some(&slot) = self.by_key.get(&client)
+            && let State::Client(c) = &mut self.conn(slot).state
+        {
+            c.calls_in_flight -= 1;
+        }
+        let message = ServerMessage::ReducerResult {
+            request_id,
+            tick: 0,
+            outcome: Err(why.to_string()),
+            duration_us: 0,
+        };
+        self.send(client, &Shared::new(&message));
     }
 
     /// Queues a message in a client's WebSocket; it is flushed with the others.

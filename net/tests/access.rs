@@ -146,3 +146,32 @@ fn client_connected_can_refuse() {
     let mut client = connect(server.addr, "game", "");
     assert!(matches!(client.recv(), ServerMessage::IdentityToken { .. }));
 }
+
+/// The owner follows the module's log: asking for the lines after the last one it has
+/// waits for the next line and returns it.
+#[test]
+fn the_owner_follows_the_log() {
+    let server = start("access-logs", ServerConfig::default());
+    let owner = new_token(server.addr);
+    assert_eq!(publish(server.addr, "chat", &owner, "tickdb-example-chat").status, 201);
+    let logs =
+        |query: &str| http(server.addr, "GET", &format!("/v1/database/chat/logs{query}"), Some(&owner), b"");
+    let next = logs("").json()["next"].as_u64().unwrap();
+    let addr = server.addr;
+    let token = owner.clone();
+    let follower = std::thread::spawn(move || {
+        let path = format!("/v1/database/chat/logs?after={next}&wait=20");
+        http(addr, "GET", &path, Some(&token), b"").json()
+    });
+    // A user names itself; the chat module logs it.
+    let mut client = connect(server.addr, "chat", "");
+    client.recv();
+    client.call(1, "set_name", tickdb::Type::to_bytes(&"Lou".to_string()));
+    client.recv();
+    let followed = follower.join().unwrap();
+    assert_eq!(followed["lines"][0]["seq"], next);
+    assert!(followed["lines"][0]["message"].as_str().unwrap().ends_with("is now called Lou"), "{followed}");
+    assert_eq!(followed["next"], next + 1);
+    let none = logs(&format!("?after={}", next + 1)).json();
+    assert_eq!(none["lines"], json!([]), "nothing newer, and no wait asked");
+}

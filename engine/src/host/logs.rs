@@ -2,7 +2,8 @@
 //! host says about the module (traps, instance replacements), in a bounded ring.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use tickdb_wasm_abi::Timestamp;
 
@@ -33,30 +34,59 @@ impl LogRecord {
 }
 
 /// The last `capacity` log lines of one database. Older lines are dropped, so a module
-/// that logs without end cannot exhaust the server's memory.
+/// that logs without end cannot exhaust the server's memory. Lines are numbered from
+/// 0 in the order they were logged, so a reader can follow the log ([`ModuleLogs::since`]).
 #[derive(Debug)]
 pub struct ModuleLogs {
     capacity: usize,
-    lines: Mutex<VecDeque<LogRecord>>,
+    lines: Mutex<Lines>,
+    logged: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Lines {
+    ring: VecDeque<LogRecord>,
+    /// Lines ever logged: the number the next one gets.
+    next: u64,
 }
 
 impl ModuleLogs {
     pub fn new(capacity: usize) -> ModuleLogs {
-        ModuleLogs { capacity: capacity.max(1), lines: Mutex::default() }
+        ModuleLogs { capacity: capacity.max(1), lines: Mutex::default(), logged: Condvar::new() }
     }
 
     pub fn push(&self, record: LogRecord) {
         let mut lines = self.lines.lock().expect("log lock");
-        if lines.len() == self.capacity {
-            lines.pop_front();
+        if lines.ring.len() == self.capacity {
+            lines.ring.pop_front();
         }
-        lines.push_back(record);
+        lines.ring.push_back(record);
+        lines.next += 1;
+        self.logged.notify_all();
     }
 
     /// The last `n` lines, oldest first.
     pub fn recent(&self, n: usize) -> Vec<LogRecord> {
+        self.last(n).1
+    }
+
+    /// The last `n` lines, oldest first, with the first one's number.
+    pub fn last(&self, n: usize) -> (u64, Vec<LogRecord>) {
         let lines = self.lines.lock().expect("log lock");
-        lines.iter().skip(lines.len().saturating_sub(n)).cloned().collect()
+        let skip = lines.ring.len().saturating_sub(n);
+        (lines.next - (lines.ring.len() - skip) as u64, lines.ring.iter().skip(skip).cloned().collect())
+    }
+
+    /// The lines numbered `from` on (those still kept: older ones were dropped), at
+    /// most `n`, with the first one's number; waits up to `wait` for one if there is
+    /// none yet.
+    pub fn since(&self, from: u64, n: usize, wait: Duration) -> (u64, Vec<LogRecord>) {
+        let lines = self.lines.lock().expect("log lock");
+        let (lines, _) = self.logged.wait_timeout_while(lines, wait, |l| l.next <= from).expect("log lock");
+        let oldest = lines.next - lines.ring.len() as u64;
+        let first = from.clamp(oldest, lines.next);
+        let records = lines.ring.iter().skip((first - oldest) as usize).take(n).cloned().collect();
+        (first, records)
     }
 
     /// The host's own line about the module.
