@@ -476,3 +476,46 @@ fn json_clients_speak_the_same_protocol() {
     assert_eq!(code, tungstenite::protocol::frame::coding::CloseCode::Invalid);
     assert!(reason.contains("text: expected String, found a number"), "{reason}");
 }
+
+/// A subscription too big for one slice's budget is read between ticks, slice by
+/// slice, while writes go on; its initial rows, then its updates, equal the table.
+#[test]
+fn big_subscriptions_are_read_in_slices() {
+    let config = ServerConfig {
+        initial_slice: tickdb_sql::QueryLimits { rows_max: 16, time_max: std::time::Duration::from_secs(1) },
+        ..ServerConfig::default()
+    };
+    let server = start("clients-slices", config);
+    let owner = new_token(server.addr);
+    assert_eq!(publish(server.addr, "game", &owner, "tickdb-test-features").status, 201);
+    let insert = |first: u64, n: u64| {
+        let values: Vec<String> = (first..first + n).map(|id| format!("({id}, 'k{id}', {id})")).collect();
+        let sql = format!("INSERT INTO event (id, kind, micros) VALUES {}", values.join(", "));
+        let reply = http(server.addr, "POST", "/v1/database/game/sql", Some(&owner), sql.as_bytes());
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    };
+    insert(1000, 300);
+    let mut client = connect(server.addr, "game", &format!("?token={owner}"));
+    client.recv();
+    client.subscribe(1, &["SELECT * FROM event WHERE micros >= 1000"]);
+    // Writes while the scan may still be going: they are in the rows or in later updates.
+    insert(2000, 40);
+    let mut rows: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = match client.recv() {
+        ServerMessage::SubscribeApplied { tables, .. } => {
+            tables[0].rows.iter().map(|r| (r[..8].to_vec(), r.to_vec())).collect()
+        }
+        other => panic!("expected SubscribeApplied, got {other:?}"),
+    };
+    let total = |rows: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>| rows.len();
+    while total(&rows) < 340 {
+        match client.recv() {
+            ServerMessage::TickUpdate { query_sets, .. } => {
+                for row in query_sets[0].tables[0].inserts.iter() {
+                    assert!(rows.insert(row[..8].to_vec(), row.to_vec()).is_none(), "a row twice");
+                }
+            }
+            other => panic!("expected TickUpdate, got {other:?}"),
+        }
+    }
+    assert_eq!(rows, query_rows(&mut client, "SELECT * FROM event WHERE micros >= 1000"));
+}
