@@ -17,6 +17,9 @@
 //! - `idle`: server memory per idle connection, over 5,000 connections.
 //! - `codecs`: real tick updates and initial rows captured from a server, compressed
 //!   with LZ4, Snappy, zstd and deflate: size and time, to choose the protocol's codec.
+//! - `sends`: the cost of one small send on each of 2,000 loopback connections, with
+//!   a `write` call each (what the event loop does) and with io_uring (all of a
+//!   round's sends submitted with one system call).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
@@ -60,6 +63,9 @@ fn main() {
     }
     if run("codecs") {
         codecs(&wasm);
+    }
+    if run("sends") {
+        sends(2_000, 600);
     }
 }
 
@@ -555,4 +561,73 @@ fn codecs(wasm: &[u8]) {
         }
         println!("{line}");
     }
+}
+
+/// One round of sends through io_uring: one `Send` per socket, all submitted at once.
+#[allow(unsafe_code)]
+fn uring_round(ring: &mut io_uring::IoUring, fds: &[i32], message: &[u8]) {
+    use io_uring::{opcode, types};
+    for chunk in fds.chunks(ring.params().sq_entries() as usize) {
+        for (i, &fd) in chunk.iter().enumerate() {
+            let send = opcode::Send::new(types::Fd(fd), message.as_ptr(), message.len() as u32)
+                .build()
+                .user_data(i as u64);
+            // SAFETY: `message` outlives the submission: every entry's completion is
+            // reaped below, before this function returns; `fd` is an open socket.
+            unsafe { ring.submission().push(&send).expect("the chunk fits the ring") };
+        }
+        ring.submit_and_wait(chunk.len()).unwrap();
+        for completion in ring.completion() {
+            assert_eq!(completion.result(), message.len() as i32, "a short or failed send");
+        }
+    }
+}
+
+fn drain(receivers: &mut [std::net::TcpStream], bytes: usize) {
+    let mut buf = vec![0u8; 64 << 10];
+    for r in receivers {
+        let mut got = 0;
+        while got < bytes {
+            got += r.read(&mut buf).unwrap();
+        }
+    }
+}
+
+fn sends(n: usize, len: usize) {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut senders = Vec::with_capacity(n);
+    let mut receivers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        senders.push(s);
+        receivers.push(listener.accept().unwrap().0);
+    }
+    let fds: Vec<i32> = senders.iter().map(|s| s.as_raw_fd()).collect();
+    let message = vec![7u8; len];
+    let mut ring = io_uring::IoUring::new(4096).unwrap();
+    let (mut write_us, mut uring_us) = (Vec::new(), Vec::new());
+    for _ in 0..30 {
+        let start = Instant::now();
+        for s in &mut senders {
+            assert_eq!(s.write(&message).unwrap(), len);
+        }
+        write_us.push(start.elapsed().as_secs_f64() * 1e6 / n as f64);
+        drain(&mut receivers, len);
+        let start = Instant::now();
+        uring_round(&mut ring, &fds, &message);
+        uring_us.push(start.elapsed().as_secs_f64() * 1e6 / n as f64);
+        drain(&mut receivers, len);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "sends: {len} B to each of {n} loopback connections: write() {:.2} µs per send, io_uring (one submit per round) {:.2} µs per send (medians of 30 rounds)",
+        median(&mut write_us),
+        median(&mut uring_us)
+    );
 }
