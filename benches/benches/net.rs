@@ -6,6 +6,8 @@
 //! WebSocket clients from one thread with mio, as game clients would be: each its own
 //! connection, handshake and subscription.
 //!
+//! `TICKDB_BENCH_IO_THREADS` sets the server's event loop threads (default: its own).
+//!
 //! Sections (pass names to pick some; default all):
 //! - `fanout`: N clients (default 10,000; `TICKDB_BENCH_CLIENTS`), each subscribed to
 //!   one of 100 zones of 1,000 rows; a driver moves all 1,000 rows 20 times a second,
@@ -77,6 +79,10 @@ fn serve(dir: &str) {
         messages_burst_max: 1_000_000,
         calls_in_flight_max: 4_096,
         ..tickdb_net::ServerConfig::default()
+    };
+    let config = match std::env::var("TICKDB_BENCH_IO_THREADS").ok().and_then(|n| n.parse().ok()) {
+        Some(io_threads) => tickdb_net::ServerConfig { io_threads, ..config },
+        None => config,
     };
     std::fs::create_dir_all(dir).unwrap();
     let data = tickdb_engine::store::DataDir::new(dir);

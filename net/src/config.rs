@@ -40,6 +40,10 @@ pub struct ServerConfig {
     pub resume_history_ticks_max: usize,
     /// Databases one server holds.
     pub databases_max: usize,
+    /// Event loop threads; connections are spread over them as they are accepted.
+    /// Default: one per core (at most 16): they spend most of their time in the
+    /// kernel's send path, and measured on 2 cores, 2 loops beat 1 (BENCHMARKS.md).
+    pub io_threads: usize,
     /// Worker threads that serve HTTP API requests (publishing compiles modules); all
     /// but one may wait for log lines.
     pub http_workers: usize,
@@ -72,6 +76,7 @@ impl Default for ServerConfig {
             resume_history_bytes_max: 64 << 20,
             resume_history_ticks_max: 1_200,
             databases_max: 64,
+            io_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(16)),
             http_workers: 4,
             echo_endpoint: false,
             engine: EngineConfig::default(),

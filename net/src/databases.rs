@@ -17,7 +17,7 @@ use tickdb_sql::Visibility;
 use tickdb_wasm_abi::{ConnectionId, Identity, Lifecycle};
 
 use crate::config::ServerConfig;
-use crate::hub::{FanoutSink, Gate, Hub, HubConfig, Outgoing};
+use crate::hub::{FanoutSink, Gate, Hub, HubConfig, Outgoing, Routes};
 
 /// A running database.
 #[derive(Debug)]
@@ -110,18 +110,12 @@ pub struct Databases {
     served: RwLock<BTreeMap<String, Arc<Served>>>,
     /// Serialises publishes and deletes (each may take seconds: compiling a module).
     changing: Mutex<()>,
-    out: mpsc::Sender<Outgoing>,
-    waker: Arc<mio::Waker>,
+    routes: Arc<Routes>,
 }
 
 impl Databases {
     /// Restores every database in `data` and starts its tick loop.
-    pub fn open(
-        data: DataDir,
-        config: ServerConfig,
-        out: mpsc::Sender<Outgoing>,
-        waker: Arc<mio::Waker>,
-    ) -> Result<Databases, ApiError> {
+    pub fn open(data: DataDir, config: ServerConfig, routes: Arc<Routes>) -> Result<Databases, ApiError> {
         let host_config =
             tickdb_engine::HostConfig { cache_dir: Some(data.module_cache()), ..config.host.clone() };
         let host = ModuleHost::new(host_config).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -131,8 +125,7 @@ impl Databases {
             config,
             served: RwLock::new(BTreeMap::new()),
             changing: Mutex::new(()),
-            out,
-            waker,
+            routes,
         };
         for meta in databases.data.list()? {
             let served = databases.start(&meta, false)?;
@@ -177,7 +170,7 @@ impl Databases {
         .map_err(|e| ApiError::internal(format!("database `{name}`: opening its log: {e}")))?
         .with_snapshots(&self.data.snapshots(&name), &self.data.log(&name), SnapshotPolicy::default())
         .map_err(|e| ApiError::internal(format!("database `{name}`: starting its snapshots: {e}")))?;
-        let gate = Gate::new(name.clone(), self.out.clone(), Arc::clone(&self.waker));
+        let gate = Gate::new(name.clone(), Arc::clone(&self.routes));
         let hub_config = HubConfig {
             limits: self.config.query_limits.clone(),
             slice: self.config.initial_slice.clone(),
@@ -267,11 +260,8 @@ impl Databases {
             if let Some(handle) = handle {
                 handle.shutdown();
             }
-            let _ = self.out.send(Outgoing::Stopped {
-                database: name.to_string(),
-                why: "the database was deleted".into(),
-            });
-            let _ = self.waker.wake();
+            let why = "the database was deleted".to_string();
+            self.routes.deliver(vec![Outgoing::Stopped { database: name.to_string(), why }]);
         }
         Ok(self.data.delete(name)?)
     }

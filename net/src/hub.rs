@@ -104,13 +104,62 @@ pub struct Gate {
     durable: u64,
     queue: VecDeque<(u64, Vec<Outgoing>)>,
     failed: Option<String>,
-    out: mpsc::Sender<Outgoing>,
-    waker: Arc<mio::Waker>,
+    routes: Arc<Routes>,
+}
+
+/// The way to each event loop thread: its channel and its waker. A client is served by
+/// loop `(key - 1) % loops`, so a message finds its loop from its client's key.
+#[derive(Debug)]
+pub struct Routes {
+    loops: Vec<(mpsc::Sender<Outgoing>, Arc<mio::Waker>)>,
+}
+
+impl Routes {
+    pub fn new(loops: Vec<(mpsc::Sender<Outgoing>, Arc<mio::Waker>)>) -> Arc<Routes> {
+        assert!(!loops.is_empty(), "a server has an event loop");
+        Arc::new(Routes { loops })
+    }
+
+    /// The loop that serves `client`.
+    pub fn loop_of(&self, client: ClientKey) -> usize {
+        ((client - 1) % self.loops.len() as u64) as usize
+    }
+
+    /// Sends to the loops, then wakes those that got something. A loop gone means the
+    /// server is stopping: nobody is left to tell.
+    pub fn deliver(&self, messages: Vec<Outgoing>) {
+        let mut woken = vec![false; self.loops.len()];
+        for message in messages {
+            match message {
+                Outgoing::Message { client, .. } => {
+                    let i = self.loop_of(client);
+                    let _ = self.loops[i].0.send(message);
+                    woken[i] = true;
+                }
+                Outgoing::Stopped { ref database, ref why } => {
+                    for (i, (out, _)) in self.loops.iter().enumerate() {
+                        let _ = out.send(Outgoing::Stopped { database: database.clone(), why: why.clone() });
+                        woken[i] = true;
+                    }
+                }
+            }
+        }
+        for (i, woken) in woken.into_iter().enumerate() {
+            if woken {
+                let _ = self.loops[i].1.wake();
+            }
+        }
+    }
+
+    /// Wakes every loop (replies wait for them on their own channels).
+    pub fn wake_all(&self) {
+        self.loops.iter().for_each(|(_, waker)| drop(waker.wake()));
+    }
 }
 
 impl Gate {
-    pub fn new(database: String, out: mpsc::Sender<Outgoing>, waker: Arc<mio::Waker>) -> Arc<Mutex<Gate>> {
-        Arc::new(Mutex::new(Gate { database, durable: 0, queue: VecDeque::new(), failed: None, out, waker }))
+    pub fn new(database: String, routes: Arc<Routes>) -> Arc<Mutex<Gate>> {
+        Arc::new(Mutex::new(Gate { database, durable: 0, queue: VecDeque::new(), failed: None, routes }))
     }
 
     /// Queues `messages`, which show the state after tick `after`.
@@ -119,29 +168,23 @@ impl Gate {
             return;
         }
         if after <= self.durable && self.queue.is_empty() {
-            self.deliver(messages);
-            self.wake();
+            self.routes.deliver(messages);
         } else {
             self.queue.push_back((after, messages));
         }
     }
 
-    fn deliver(&self, messages: Vec<Outgoing>) {
-        // The event loop gone means the server is stopping: nobody is left to tell.
-        messages.into_iter().for_each(|m| drop(self.out.send(m)));
-    }
-
     fn wake(&self) {
-        // A failed wake means the event loop is gone; see `deliver`.
-        let _ = self.waker.wake();
+        self.routes.wake_all();
     }
 
     /// Tick `tick` is durable: sends what waited for it.
     fn durable(&mut self, tick: u64) {
         self.durable = self.durable.max(tick);
         while let Some((_, messages)) = self.queue.pop_front_if(|(after, _)| *after <= self.durable) {
-            self.deliver(messages);
+            self.routes.deliver(messages);
         }
+        // Replies released with the tick wait on the loops' own channels.
         self.wake();
     }
 
@@ -149,7 +192,8 @@ impl Gate {
         self.queue.clear();
         if self.failed.is_none() {
             self.failed = Some(why.to_string());
-            self.deliver(vec![Outgoing::Stopped { database: self.database.clone(), why: why.to_string() }]);
+            self.routes
+                .deliver(vec![Outgoing::Stopped { database: self.database.clone(), why: why.to_string() }]);
         }
         self.wake();
     }
@@ -846,7 +890,7 @@ mod tests {
         let poll = mio::Poll::new().unwrap();
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
         let (out, rx) = mpsc::channel();
-        let gate = Gate::new("db".into(), out, waker);
+        let gate = Gate::new("db".into(), Routes::new(vec![(out, waker)]));
         let mut gate = gate.lock().unwrap();
         gate.send(0, vec![message(1)]);
         assert_eq!(clients(&rx), [1], "recovered state is durable");

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ use crate::api::{Api, Metrics};
 use crate::config::ServerConfig;
 use crate::databases::{ApiError, Databases, Served};
 use crate::http::{Head, Request, Response, parse_head, switching_protocols};
-use crate::hub::{ClientKey, Format, Outgoing, Shared, query_result};
+use crate::hub::{ClientKey, Format, Outgoing, Routes, Shared, query_result};
 use crate::identity::{Keys, new_connection_id};
 
 const LISTENER: Token = Token(0);
@@ -66,8 +66,8 @@ pub enum ServerError {
 pub struct ServerHandle {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    wakers: Vec<Arc<Waker>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
     databases: Arc<Databases>,
     keys: Arc<Keys>,
 }
@@ -94,18 +94,16 @@ impl ServerHandle {
 
     fn stop_now(&mut self) {
         self.stop.store(true, Ordering::Release);
-        let _ = self.waker.wake();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        self.wakers.iter().for_each(|w| drop(w.wake()));
+        if !self.threads.is_empty() {
+            self.threads.drain(..).for_each(|t| drop(t.join()));
             self.databases.shutdown();
         }
     }
 
     /// Waits until the event loop ends (for `tickdb start`).
     pub fn wait(mut self) {
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.threads.drain(..).for_each(|t| drop(t.join()));
         self.databases.shutdown();
     }
 }
@@ -118,15 +116,18 @@ impl Drop for ServerHandle {
 
 /// Starts a server for the databases in `data`, listening on `listen`.
 pub fn start(config: ServerConfig, data: DataDir, listen: SocketAddr) -> Result<ServerHandle, ServerError> {
-    let poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let loops = config.io_threads.max(1);
+    let polls: Vec<Poll> = (0..loops).map(|_| Poll::new()).collect::<Result<_, _>>()?;
+    let wakers: Vec<Arc<Waker>> =
+        polls.iter().map(|p| Waker::new(p.registry(), WAKER).map(Arc::new)).collect::<Result<_, _>>()?;
     let mut listener =
         TcpListener::bind(listen).map_err(|source| ServerError::Listen { addr: listen, source })?;
     let addr = listener.local_addr()?;
-    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    polls[0].registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let keys = Arc::new(Keys::load_or_create(&data.root().join("server.key"))?);
-    let (out, outgoing) = mpsc::channel();
-    let databases = Arc::new(Databases::open(data, config.clone(), out, Arc::clone(&waker))?);
+    let (outs, outgoing): (Vec<_>, Vec<_>) = (0..loops).map(|_| mpsc::channel()).unzip();
+    let routes = Routes::new(outs.into_iter().zip(wakers.iter().cloned()).collect());
+    let databases = Arc::new(Databases::open(data, config.clone(), Arc::clone(&routes))?);
     let metrics = Arc::new(Metrics::default());
     let api = Arc::new(Api {
         databases: Arc::clone(&databases),
@@ -134,46 +135,67 @@ pub fn start(config: ServerConfig, data: DataDir, listen: SocketAddr) -> Result<
         metrics: Arc::clone(&metrics),
         log_waiters: Default::default(),
     });
-    let (jobs, responses) = start_workers(&api, config.http_workers, Arc::clone(&waker))?;
-    let (replies_to, replies) = mpsc::channel();
+    let (done, responses): (Vec<_>, Vec<_>) = (0..loops).map(|_| mpsc::channel()).unzip();
+    let done: Vec<_> = done.into_iter().zip(wakers.iter().cloned()).collect();
+    let jobs = start_workers(&api, config.http_workers, done)?;
+    let (handoffs, accepted): (Vec<_>, Vec<_>) = (0..loops).map(|_| mpsc::channel()).unzip();
+    let handoffs: Vec<_> = handoffs.into_iter().zip(wakers.iter().cloned()).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let mut event_loop = EventLoop {
-        poll,
-        listener,
-        config,
-        conns: Vec::new(),
-        free: Vec::new(),
-        by_key: HashMap::new(),
-        next_key: 1,
-        outgoing,
-        replies,
-        replies_to,
-        jobs,
-        responses,
-        calls: HashMap::new(),
-        next_call: 1,
-        databases: Arc::clone(&databases),
-        keys: Arc::clone(&keys),
-        metrics,
-        dirty: Vec::new(),
-        batches: Vec::new(),
-        stop: Arc::clone(&stop),
-    };
-    let thread = std::thread::Builder::new().name("tickdb-net".into()).spawn(move || event_loop.run())?;
-    Ok(ServerHandle { addr, stop, waker, thread: Some(thread), databases, keys })
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut listener = Some(listener);
+    let mut threads = Vec::with_capacity(loops);
+    let parts = polls.into_iter().zip(outgoing).zip(responses).zip(accepted).enumerate();
+    for (index, (((poll, outgoing), responses), accepted)) in parts {
+        let (replies_to, replies) = mpsc::channel();
+        let mut event_loop = EventLoop {
+            poll,
+            index,
+            loops,
+            listener: listener.take(),
+            handoffs: if index == 0 { handoffs.clone() } else { Vec::new() },
+            accepted,
+            next_loop: 0,
+            open: Arc::clone(&open),
+            config: config.clone(),
+            conns: Vec::new(),
+            free: Vec::new(),
+            by_key: HashMap::new(),
+            next_key: index as u64 + 1,
+            outgoing,
+            replies,
+            replies_to,
+            jobs: jobs.clone(),
+            responses,
+            calls: HashMap::new(),
+            next_call: 1,
+            databases: Arc::clone(&databases),
+            keys: Arc::clone(&keys),
+            metrics: Arc::clone(&metrics),
+            dirty: Vec::new(),
+            batches: Vec::new(),
+            stop: Arc::clone(&stop),
+        };
+        let name = format!("tickdb-net-{index}");
+        threads.push(std::thread::Builder::new().name(name).spawn(move || event_loop.run())?);
+    }
+    Ok(ServerHandle { addr, stop, wakers, threads, databases, keys })
 }
 
 type Jobs = mpsc::SyncSender<(ClientKey, Request)>;
 type Responses = mpsc::Receiver<(ClientKey, Response)>;
 
-/// HTTP API workers: each takes a request, answers it, sends the answer to the loop.
-fn start_workers(api: &Arc<Api>, workers: usize, waker: Arc<Waker>) -> std::io::Result<(Jobs, Responses)> {
+/// HTTP API workers: each takes a request, answers it, and sends the answer to the
+/// loop that serves the request's connection (`done`, one per loop).
+fn start_workers(
+    api: &Arc<Api>,
+    workers: usize,
+    done: Vec<(mpsc::Sender<(ClientKey, Response)>, Arc<Waker>)>,
+) -> std::io::Result<Jobs> {
     let (jobs, queue) = mpsc::sync_channel::<(ClientKey, Request)>(JOBS_QUEUED_MAX);
     let queue = Arc::new(Mutex::new(queue));
-    let (done, responses) = mpsc::channel();
+    let done = Arc::new(done);
     for i in 0..workers.max(1) {
-        let (api, queue, done, waker) =
-            (Arc::clone(api), Arc::clone(&queue), done.clone(), Arc::clone(&waker));
+        let (api, queue, done) = (Arc::clone(api), Arc::clone(&queue), Arc::clone(&done));
         std::thread::Builder::new().name(format!("tickdb-http-{i}")).spawn(move || {
             loop {
                 let job = queue.lock().expect("job queue lock").recv();
@@ -183,14 +205,15 @@ fn start_workers(api: &Arc<Api>, workers: usize, waker: Arc<Waker>) -> std::io::
                         .unwrap_or_else(|_| {
                             Response::error(&ApiError::internal("the request handler panicked"))
                         });
-                if done.send((key, response)).is_err() {
+                let (to, waker) = &done[((key - 1) % done.len() as u64) as usize];
+                if to.send((key, response)).is_err() {
                     return;
                 }
                 let _ = waker.wake();
             }
         })?;
     }
-    Ok((jobs, responses))
+    Ok(jobs)
 }
 
 /// A WebSocket client.
@@ -269,7 +292,17 @@ enum PendingCall {
 
 struct EventLoop {
     poll: Poll,
-    listener: TcpListener,
+    /// This loop's place among `loops`: it serves the clients whose key is
+    /// `index + 1` modulo `loops`.
+    index: usize,
+    loops: usize,
+    /// The first loop accepts connections, and hands each to a loop in turn.
+    listener: Option<TcpListener>,
+    handoffs: Vec<(mpsc::Sender<TcpStream>, Arc<Waker>)>,
+    accepted: mpsc::Receiver<TcpStream>,
+    next_loop: usize,
+    /// Connections open on every loop.
+    open: Arc<AtomicUsize>,
     config: ServerConfig,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
@@ -353,7 +386,8 @@ impl EventLoop {
 
     fn accept(&mut self) {
         loop {
-            let (mut stream, _) = match self.listener.accept() {
+            let Some(listener) = &self.listener else { return };
+            let (mut stream, _) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -362,31 +396,53 @@ impl EventLoop {
                     return;
                 }
             };
-            if self.by_key.len() >= self.config.connections_max {
+            if self.open.load(Ordering::Acquire) >= self.config.connections_max {
                 self.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
                 let body =
                     format!("the server has {} connections (connections_max)", self.config.connections_max);
                 let _ = stream.write(&Response::error(&ApiError::unavailable(body)).to_bytes());
                 continue;
             }
-            let _ = stream.set_nodelay(true);
-            let slot = self.free.pop().unwrap_or_else(|| {
-                self.conns.push(None);
-                self.conns.len() - 1
-            });
-            let token = Token(slot + FIRST_CONNECTION);
-            if self.poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
-                self.free.push(slot);
-                continue;
-            }
-            let key = self.next_key;
-            self.next_key += 1;
-            let deadline = Instant::now() + self.config.request_timeout;
-            let state = State::Request { buf: Vec::new(), head: None };
-            self.conns[slot] = Some(Conn { key, stream: Some(stream), state, deadline });
-            self.by_key.insert(key, slot);
+            self.open.fetch_add(1, Ordering::AcqRel);
             self.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
             self.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+            let target = self.next_loop;
+            self.next_loop = (self.next_loop + 1) % self.loops;
+            if target == self.index {
+                self.adopt(stream);
+            } else {
+                let (to, waker) = &self.handoffs[target];
+                // A loop gone means the server is stopping.
+                if to.send(stream).is_ok() {
+                    let _ = waker.wake();
+                }
+            }
+        }
+    }
+
+    /// Takes a new connection into this loop.
+    fn adopt(&mut self, mut stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        let token = Token(slot + FIRST_CONNECTION);
+        if self.poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
+            self.free.push(slot);
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let key = self.next_key;
+        self.next_key += self.loops as u64;
+        let deadline = Instant::now() + self.config.request_timeout;
+        let state = State::Request { buf: Vec::new(), head: None };
+        self.conns[slot] = Some(Conn { key, stream: Some(stream), state, deadline });
+        self.by_key.insert(key, slot);
+        // Bytes may have arrived before the socket was registered (edge-triggered).
+        if let Err(close) = self.read_request(slot) {
+            self.close(key, close);
         }
     }
 
@@ -972,6 +1028,9 @@ impl EventLoop {
     }
 
     fn drain_channels(&mut self) {
+        while let Ok(stream) = self.accepted.try_recv() {
+            self.adopt(stream);
+        }
         while let Ok((key, response)) = self.responses.try_recv() {
             if let Some(&slot) = self.by_key.get(&key)
                 && let Err(close) = self.start_response(slot, response.to_bytes(), None)
@@ -1082,7 +1141,9 @@ impl EventLoop {
             }
         }
         self.flush_dirty();
-        self.step_scans();
+        if self.index == 0 {
+            self.step_scans();
+        }
     }
 
     /// Initial scans of big subscriptions read on between ticks, even when no tick comes.
@@ -1156,6 +1217,7 @@ impl EventLoop {
             _ => {}
         }
         self.free.push(slot);
+        self.open.fetch_sub(1, Ordering::AcqRel);
         self.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -519,3 +519,38 @@ fn big_subscriptions_are_read_in_slices() {
     }
     assert_eq!(rows, query_rows(&mut client, "SELECT * FROM event WHERE micros >= 1000"));
 }
+
+/// With several event loop threads, connections are spread over them and every client
+/// is served: each gets its identity, its subscription's rows and every update, and
+/// HTTP requests answered on any loop.
+#[test]
+fn several_event_loops_serve_every_client() {
+    let server = start("clients-loops", ServerConfig { io_threads: 3, ..ServerConfig::default() });
+    let owner = new_token(server.addr);
+    assert_eq!(publish(server.addr, "chat", &owner, "tickdb-example-chat").status, 201);
+    let mut clients: Vec<Client> = (0..7).map(|_| connect(server.addr, "chat", "")).collect();
+    for c in &mut clients {
+        c.recv();
+        c.subscribe(1, &["SELECT * FROM message"]);
+        assert!(matches!(c.recv(), ServerMessage::SubscribeApplied { .. }));
+    }
+    for (i, sender) in [0usize, 4].into_iter().enumerate() {
+        clients[sender].call(i as u32, "send_message", format!("from {sender}").to_bytes());
+        for (j, c) in clients.iter_mut().enumerate() {
+            loop {
+                match c.recv() {
+                    ServerMessage::TickUpdate { query_sets, .. } => {
+                        let row = query_sets[0].tables[0].inserts.row(0).to_vec();
+                        assert!(row.ends_with(format!("from {sender}").as_bytes()), "client {j}");
+                        break;
+                    }
+                    ServerMessage::ReducerResult { outcome, .. } => assert!(outcome.is_ok() && j == sender),
+                    other => panic!("client {j}: {other:?}"),
+                }
+            }
+        }
+    }
+    for _ in 0..6 {
+        assert_eq!(http(server.addr, "GET", "/v1/database", None, b"").status, 200);
+    }
+}
