@@ -183,14 +183,12 @@ pub fn start(config: ServerConfig, data: DataDir, listen: SocketAddr) -> Result<
 
 type Jobs = mpsc::SyncSender<(ClientKey, Request)>;
 type Responses = mpsc::Receiver<(ClientKey, Response)>;
+/// Where a worker sends an answer for each loop, and how it wakes the loop.
+type Answers = Vec<(mpsc::Sender<(ClientKey, Response)>, Arc<Waker>)>;
 
 /// HTTP API workers: each takes a request, answers it, and sends the answer to the
 /// loop that serves the request's connection (`done`, one per loop).
-fn start_workers(
-    api: &Arc<Api>,
-    workers: usize,
-    done: Vec<(mpsc::Sender<(ClientKey, Response)>, Arc<Waker>)>,
-) -> std::io::Result<Jobs> {
+fn start_workers(api: &Arc<Api>, workers: usize, done: Answers) -> std::io::Result<Jobs> {
     let (jobs, queue) = mpsc::sync_channel::<(ClientKey, Request)>(JOBS_QUEUED_MAX);
     let queue = Arc::new(Mutex::new(queue));
     let done = Arc::new(done);
