@@ -303,7 +303,12 @@ fn fanout(wasm: &[u8], n: usize, compression: Compression) {
     let connected = started.elapsed();
     for (i, c) in clients.iter_mut().enumerate() {
         let sql = format!("SELECT * FROM mover WHERE zone = {}", i as u32 % ZONES);
-        c.send(&ClientMessage::Subscribe { query_set_id: 1, queries: vec![sql], resume_after_tick: 0 });
+        c.send(&ClientMessage::Subscribe {
+            query_set_id: 1,
+            queries: vec![sql],
+            resume_after_tick: 0,
+            resume_epoch: 0,
+        });
     }
     pump(
         &mut poll,
@@ -505,8 +510,12 @@ fn captured(wasm: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
     next(&mut zone);
     next(&mut all);
     let subscribe = |query: &str| {
-        let message =
-            ClientMessage::Subscribe { query_set_id: 1, queries: vec![query.into()], resume_after_tick: 0 };
+        let message = ClientMessage::Subscribe {
+            query_set_id: 1,
+            queries: vec![query.into()],
+            resume_after_tick: 0,
+            resume_epoch: 0,
+        };
         Message::Binary(frame(Compression::None, &message.encode()).into())
     };
     zone.send(subscribe("SELECT * FROM mover WHERE zone = 0")).unwrap();

@@ -226,7 +226,7 @@ impl Api {
         let result = served
             .with_handle(|h| {
                 h.read(move |db| {
-                    let hub = hub.lock().expect("hub lock");
+                    let hub = crate::hub::lock(&hub);
                     tickdb_sql::query_for(db, hub.visibility(), reader, &sql, &limits)
                 })
             })?
@@ -382,7 +382,7 @@ impl Api {
                 "tickdb_transactions_rolled_back_total{{database=\"{name}\"}} {}\n",
                 metrics.rolled_back
             ));
-            let e = served.hub.lock().expect("hub lock").eval_us().clone();
+            let e = crate::hub::lock(&served.hub).eval_us().clone();
             for q in [0.5, 0.99] {
                 evaluation.push_str(&format!(
                     "tickdb_subscription_eval_us{{database=\"{name}\",quantile=\"{q}\"}} {}\n",

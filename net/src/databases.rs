@@ -26,6 +26,9 @@ pub struct Served {
     pub module: Arc<LoadedModule>,
     pub hub: Arc<Mutex<Hub>>,
     pub logs: Arc<ModuleLogs>,
+    /// This run of the database: random, so that a client cannot take ticks of an
+    /// earlier run (before a restart, or before the database was replaced) for this one's.
+    pub epoch: u64,
     /// `None` once the database is being deleted.
     handle: RwLock<Option<TickHandle<ModuleWork>>>,
 }
@@ -170,7 +173,8 @@ impl Databases {
         .map_err(|e| ApiError::internal(format!("database `{name}`: opening its log: {e}")))?
         .with_snapshots(&self.data.snapshots(&name), &self.data.log(&name), SnapshotPolicy::default())
         .map_err(|e| ApiError::internal(format!("database `{name}`: starting its snapshots: {e}")))?;
-        let gate = Gate::new(name.clone(), Arc::clone(&self.routes));
+        let epoch = u64::from_le_bytes(crate::identity::random_bytes());
+        let gate = Gate::new(name.clone(), epoch, Arc::clone(&self.routes));
         let hub_config = HubConfig {
             limits: self.config.query_limits.clone(),
             slice: self.config.initial_slice.clone(),
@@ -179,6 +183,7 @@ impl Databases {
             history_bytes_max: self.config.resume_history_bytes_max,
             history_ticks_max: self.config.resume_history_ticks_max,
             start_tick: restored.ticker.db().last_tick().unwrap_or(0),
+            epoch,
         };
         let hub = Arc::new(Mutex::new(Hub::new(visibility, Arc::clone(&gate), hub_config)));
         let sink = FanoutSink { inner: sink, hub: Arc::clone(&hub), gate };
@@ -187,7 +192,14 @@ impl Databases {
         if fresh {
             run_init(&handle, meta.owner)?;
         }
-        Ok(Arc::new(Served { meta: meta.clone(), module, hub, logs, handle: RwLock::new(Some(handle)) }))
+        Ok(Arc::new(Served {
+            meta: meta.clone(),
+            module,
+            hub,
+            logs,
+            epoch,
+            handle: RwLock::new(Some(handle)),
+        }))
     }
 
     /// Publishes `wasm` as database `name` for `owner`; see [`Published`].
@@ -261,7 +273,11 @@ impl Databases {
                 handle.shutdown();
             }
             let why = "the database was deleted".to_string();
-            self.routes.deliver(vec![Outgoing::Stopped { database: name.to_string(), why }]);
+            self.routes.deliver(vec![Outgoing::Stopped {
+                database: name.to_string(),
+                epoch: served.epoch,
+                why,
+            }]);
         }
         Ok(self.data.delete(name)?)
     }

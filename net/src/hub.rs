@@ -90,9 +90,11 @@ pub enum Outgoing {
         client: ClientKey,
         message: Arc<Shared>,
     },
-    /// The database stopped (its log could not be written): its clients are closed.
+    /// The database stopped (its log could not be written, or it was deleted): the
+    /// clients of that run of it (`epoch`) are closed.
     Stopped {
         database: String,
+        epoch: u64,
         why: String,
     },
 }
@@ -101,6 +103,7 @@ pub enum Outgoing {
 #[derive(Debug)]
 pub struct Gate {
     database: String,
+    epoch: u64,
     durable: u64,
     queue: VecDeque<(u64, Vec<Outgoing>)>,
     failed: Option<String>,
@@ -136,9 +139,11 @@ impl Routes {
                     let _ = self.loops[i].0.send(message);
                     woken[i] = true;
                 }
-                Outgoing::Stopped { ref database, ref why } => {
+                Outgoing::Stopped { ref database, epoch, ref why } => {
                     for (i, (out, _)) in self.loops.iter().enumerate() {
-                        let _ = out.send(Outgoing::Stopped { database: database.clone(), why: why.clone() });
+                        let stopped =
+                            Outgoing::Stopped { database: database.clone(), epoch, why: why.clone() };
+                        let _ = out.send(stopped);
                         woken[i] = true;
                     }
                 }
@@ -158,8 +163,9 @@ impl Routes {
 }
 
 impl Gate {
-    pub fn new(database: String, routes: Arc<Routes>) -> Arc<Mutex<Gate>> {
-        Arc::new(Mutex::new(Gate { database, durable: 0, queue: VecDeque::new(), failed: None, routes }))
+    pub fn new(database: String, epoch: u64, routes: Arc<Routes>) -> Arc<Mutex<Gate>> {
+        let queue = VecDeque::new();
+        Arc::new(Mutex::new(Gate { database, epoch, durable: 0, queue, failed: None, routes }))
     }
 
     /// Queues `messages`, which show the state after tick `after`.
@@ -192,8 +198,11 @@ impl Gate {
         self.queue.clear();
         if self.failed.is_none() {
             self.failed = Some(why.to_string());
-            self.routes
-                .deliver(vec![Outgoing::Stopped { database: self.database.clone(), why: why.to_string() }]);
+            self.routes.deliver(vec![Outgoing::Stopped {
+                database: self.database.clone(),
+                epoch: self.epoch,
+                why: why.to_string(),
+            }]);
         }
         self.wake();
     }
@@ -317,6 +326,7 @@ pub struct Hub {
     /// Time spent computing each tick's updates, µs.
     eval_us: hdrhistogram::Histogram<u64>,
     history: History,
+    epoch: u64,
 }
 
 /// What a hub is given: its limits, and where the database's ticks start.
@@ -330,6 +340,8 @@ pub struct HubConfig {
     pub history_ticks_max: usize,
     /// The database's last tick when the hub starts (recovered from its log).
     pub start_tick: u64,
+    /// This run of the database: tick numbers are only comparable within one run.
+    pub epoch: u64,
 }
 
 /// Why a subscribe was refused.
@@ -363,6 +375,7 @@ impl Hub {
                 bytes_max: config.history_bytes_max,
                 ticks_max: config.history_ticks_max,
             },
+            epoch: config.epoch,
         }
     }
 
@@ -373,6 +386,10 @@ impl Hub {
 
     pub fn visibility(&self) -> &Visibility {
         &self.visibility
+    }
+    /// This run of the database (see [`HubConfig::epoch`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The last tick the hub saw.
@@ -424,15 +441,15 @@ impl Hub {
     }
 
     /// Subscribes `client` to `queries` as query set `set` (replacing a set of that id).
-    /// `resume_after` (when not 0) is the tick up to which the client holds the set's
-    /// rows from an earlier connection: see [`History`].
+    /// `resume` (when its tick is not 0) is the run and tick up to which the client
+    /// holds the set's rows from an earlier connection: see [`History`].
     pub fn subscribe(
         &mut self,
         db: &Database,
         client: ClientKey,
         set: u32,
         queries: &[String],
-        resume_after: u64,
+        resume: (u64, u64),
     ) {
         self.unsubscribe(client, set);
         let Some(c) = self.clients.get(&client) else { return };
@@ -461,7 +478,9 @@ impl Hub {
             Ok(subs) => subs,
             Err(why) => return self.send_one(client, &refused(set, why)),
         };
+        let (resume_epoch, resume_after) = resume;
         if resume_after > 0
+            && resume_epoch == self.epoch
             && let Some(missed) = self.missed_since(db, &subs, resume_after)
         {
             let ids: Vec<QueryId> = subs.into_iter().map(|s| self.set.add(s)).collect();
@@ -599,8 +618,13 @@ impl Hub {
         for (client, set, query, outcome) in finished {
             match outcome {
                 Ok(()) => {
-                    let i = scans.iter().position(|s| (s.client, s.set, s.query) == (client, set, query));
-                    let scan = scans.swap_remove(i.expect("finished scans are kept"));
+                    // An earlier failure in the same set may have dropped the set, scans and all.
+                    let Some(i) =
+                        scans.iter().position(|s| (s.client, s.set, s.query) == (client, set, query))
+                    else {
+                        continue;
+                    };
+                    let scan = scans.swap_remove(i);
                     if let Some(qs) = self.clients.get_mut(&client).and_then(|c| c.sets.get_mut(&set)) {
                         qs.initial[query] = scan.scan.rows();
                     }
@@ -626,6 +650,20 @@ impl Hub {
         if !output.changes.is_empty() {
             self.history.record(output.tick.0, &output.changes);
         }
+        let mut out = Vec::new();
+        if !output.changes.is_empty() && !self.set.is_empty() {
+            let deltas = self.set.evaluate(db, &output.changes);
+            for (q, e) in deltas.failed {
+                for (client, set) in self.holders.get(&q).cloned().unwrap_or_default() {
+                    self.unsubscribe(client, set);
+                    let why = format!("the query failed and was dropped: {e}");
+                    out.push(Outgoing::Message { client, message: Shared::new(&refused(set, why)) });
+                }
+            }
+            self.updates(db, output, &deltas.deltas, &mut out);
+        }
+        // Scans take in the tick after its updates are made: a set whose scan finishes
+        // now gets rows that include this tick, and no update for it.
         let mut failed_scans = Vec::new();
         for s in &mut self.scans {
             if let Err(e) = s.scan.apply(db, &output.changes) {
@@ -637,19 +675,6 @@ impl Hub {
         if !self.scans.is_empty() {
             self.step_scans(db);
         }
-        if output.changes.is_empty() || self.set.is_empty() {
-            return Vec::new();
-        }
-        let deltas = self.set.evaluate(db, &output.changes);
-        let mut out = Vec::new();
-        for (q, e) in deltas.failed {
-            for (client, set) in self.holders.get(&q).cloned().unwrap_or_default() {
-                self.unsubscribe(client, set);
-                let why = format!("the query failed and was dropped: {e}");
-                out.push(Outgoing::Message { client, message: Shared::new(&refused(set, why)) });
-            }
-        }
-        self.updates(db, output, &deltas.deltas, &mut out);
         out
     }
 
@@ -801,7 +826,7 @@ impl TickSink for FanoutSink {
         let wrote = output.log.as_ref().is_some_and(|log| log.tx_count > 0);
         let tick = output.tick.0;
         {
-            let mut hub = self.hub.lock().expect("hub lock");
+            let mut hub = lock(&self.hub);
             if wrote {
                 hub.written = tick;
             }
@@ -817,6 +842,12 @@ impl TickSink for FanoutSink {
         }
         self.inner.tick_committed(db, output, releases)
     }
+}
+
+/// Locks a hub. A panic while it was held (a bug) does not stop the event loops and
+/// the tick thread from going on with it: they take it as it is.
+pub fn lock(hub: &Mutex<Hub>) -> std::sync::MutexGuard<'_, Hub> {
+    hub.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A one-off query's answer as a message.
@@ -890,7 +921,7 @@ mod tests {
         let poll = mio::Poll::new().unwrap();
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
         let (out, rx) = mpsc::channel();
-        let gate = Gate::new("db".into(), Routes::new(vec![(out, waker)]));
+        let gate = Gate::new("db".into(), 1, Routes::new(vec![(out, waker)]));
         let mut gate = gate.lock().unwrap();
         gate.send(0, vec![message(1)]);
         assert_eq!(clients(&rx), [1], "recovered state is durable");

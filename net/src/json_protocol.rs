@@ -61,7 +61,13 @@ pub fn client_message(text: &str, def: &ModuleDef) -> Result<ClientMessage, Stri
                 .map(|q| q.as_str().map(str::to_string).ok_or("Subscribe: each query is a string"))
                 .collect::<Result<_, _>>()?;
             let resume_after_tick = body.get("resume_after_tick").and_then(Json::as_u64).unwrap_or(0);
-            ClientMessage::Subscribe { query_set_id: u32_field("query_set_id")?, queries, resume_after_tick }
+            let resume_epoch = body.get("resume_epoch").and_then(Json::as_u64).unwrap_or(0);
+            ClientMessage::Subscribe {
+                query_set_id: u32_field("query_set_id")?,
+                queries,
+                resume_after_tick,
+                resume_epoch,
+            }
         }
         "Unsubscribe" => ClientMessage::Unsubscribe { query_set_id: u32_field("query_set_id")? },
         "OneOffQuery" => {
@@ -74,9 +80,11 @@ pub fn client_message(text: &str, def: &ModuleDef) -> Result<ClientMessage, Stri
 /// A server message as JSON text, rows decoded by the module's table schemas.
 pub fn server_message(message: &ServerMessage, def: &ModuleDef) -> String {
     let json = match message {
-        ServerMessage::IdentityToken { identity, token, connection_id, tick } => json!({"IdentityToken": {
-            "identity": hex(identity), "token": token, "connection_id": hex(connection_id), "tick": tick,
-        }}),
+        ServerMessage::IdentityToken { identity, token, connection_id, tick, epoch } => {
+            json!({"IdentityToken": {
+                "identity": hex(identity), "token": token, "connection_id": hex(connection_id), "tick": tick, "epoch": epoch,
+            }})
+        }
         ServerMessage::SubscribeApplied { query_set_id, tick, tables, resumed, missed } => {
             let tables: Vec<Json> = tables
                 .iter()

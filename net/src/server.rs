@@ -284,8 +284,19 @@ struct Conn {
 }
 
 enum PendingCall {
-    Reducer { client: ClientKey, request_id: u32, started: Instant },
-    Connect { client: ClientKey },
+    Reducer {
+        client: ClientKey,
+        request_id: u32,
+        started: Instant,
+    },
+    /// `client_connected` for a handshake: if the connection is gone by the time it
+    /// succeeds, the module is told it disconnected.
+    Connect {
+        client: ClientKey,
+        served: Arc<Served>,
+        identity: Identity,
+        connection_id: ConnectionId,
+    },
 }
 
 struct EventLoop {
@@ -554,20 +565,25 @@ impl EventLoop {
     fn start_response(&mut self, slot: usize, out: Vec<u8>, then: Option<Then>) -> Result<(), Close> {
         let conn = self.conns[slot].as_mut().expect("live connection");
         conn.state = State::Responding { out, written: 0, then };
+        // A client that does not read its response is dropped (it would hold a slot).
+        conn.deadline = Instant::now() + self.config.request_timeout;
         let token = Token(slot + FIRST_CONNECTION);
         let stream = conn.stream.as_mut().expect("responses own their socket");
         let _ = self.poll.registry().reregister(stream, token, Interest::READABLE | Interest::WRITABLE);
         self.write_response(slot)
     }
-
     fn write_response(&mut self, slot: usize) -> Result<(), Close> {
+        let request_timeout = self.config.request_timeout;
         let conn = self.conns[slot].as_mut().expect("live connection");
         let stream = conn.stream.as_mut().expect("responses own their socket");
         let State::Responding { out, written, then } = &mut conn.state else { return Ok(()) };
         while *written < out.len() {
             match stream.write(&out[*written..]) {
                 Ok(0) => return Err(Close::new(CloseCode::Abnormal, "")),
-                Ok(n) => *written += n,
+                Ok(n) => {
+                    *written += n;
+                    conn.deadline = Instant::now() + request_timeout;
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return Err(Close::new(CloseCode::Abnormal, "")),
@@ -653,7 +669,11 @@ impl EventLoop {
             Err(e) => return self.respond(slot, &e),
         }
         let conn = self.conns[slot].as_mut().expect("live connection");
-        self.calls.insert(call, PendingCall::Connect { client: conn.key });
+        let pending =
+            PendingCall::Connect { client: conn.key, served: Arc::clone(&served), identity, connection_id };
+        self.calls.insert(call, pending);
+        // The module may take its time, but not for ever: a stopped database never answers.
+        conn.deadline = Instant::now() + self.config.request_timeout;
         let rest = buf[head.len..].to_vec();
         let upgrade = Upgrade { served, identity, token, connection_id, format, accept, rest };
         conn.state = State::Connecting(Box::new(upgrade));
@@ -747,9 +767,8 @@ impl EventLoop {
         let hub = Arc::clone(&served.hub);
         let reader =
             if served.is_owner(identity) { Reader::owner(identity) } else { Reader::client(identity) };
-        let tick = hub.lock().expect("hub lock").tick();
-        let posted =
-            served.with_handle(|h| h.post(move |_| hub.lock().expect("hub lock").connect(key, reader)));
+        let tick = crate::hub::lock(&hub).tick();
+        let posted = served.with_handle(|h| h.post(move |_| crate::hub::lock(&hub).connect(key, reader)));
         if !matches!(posted, Ok(Ok(()))) {
             return Err(Close::new(CloseCode::Again, "the database is busy; retry"));
         }
@@ -758,6 +777,7 @@ impl EventLoop {
             token,
             connection_id: connection_id.0,
             tick,
+            epoch: served.epoch,
         };
         self.send(key, &Shared::new(&hello));
         self.client_ready(slot, true, true)
@@ -880,18 +900,18 @@ impl EventLoop {
                     None => self.batches.push(Batch { served, calls: vec![(call, work)] }),
                 }
             }
-            ClientMessage::Subscribe { query_set_id, queries, resume_after_tick } => {
+            ClientMessage::Subscribe { query_set_id, queries, resume_after_tick, resume_epoch } => {
                 // Calls read before it go first: the database sees the client's messages in order.
                 self.submit_batches();
                 let hub = Arc::clone(&served.hub);
                 let posted = served.with_handle(|h| {
                     h.post(move |db| {
-                        hub.lock().expect("hub lock").subscribe(
+                        crate::hub::lock(&hub).subscribe(
                             db,
                             key,
                             query_set_id,
                             &queries,
-                            resume_after_tick,
+                            (resume_epoch, resume_after_tick),
                         )
                     })
                 });
@@ -906,16 +926,15 @@ impl EventLoop {
             ClientMessage::Unsubscribe { query_set_id } => {
                 let hub = Arc::clone(&served.hub);
                 // The inbox is full only under overload; the set then goes with the connection.
-                let _ = served.with_handle(|h| {
-                    h.post(move |_| hub.lock().expect("hub lock").unsubscribe(key, query_set_id))
-                });
+                let _ = served
+                    .with_handle(|h| h.post(move |_| crate::hub::lock(&hub).unsubscribe(key, query_set_id)));
             }
             ClientMessage::OneOffQuery { request_id, sql } => {
                 self.submit_batches();
                 let hub = Arc::clone(&served.hub);
                 let posted = served.with_handle(|h| {
                     h.post(move |db| {
-                        let hub = hub.lock().expect("hub lock");
+                        let hub = crate::hub::lock(&hub);
                         let message = query_result(db, &hub, reader, request_id, &sql, &limits);
                         hub.answer(key, &message);
                     })
@@ -1037,27 +1056,39 @@ impl EventLoop {
             }
         }
         // Replies first: a caller gets its result before the update of the same tick.
+        // The tick thread sends a tick's replies before its updates, so once an update
+        // is here, the replies before it are too: they are taken before each update.
+        self.drain_replies();
+        while let Ok(outgoing) = self.outgoing.try_recv() {
+            self.drain_replies();
+            match outgoing {
+                Outgoing::Message { client, message } => self.send(client, &message),
+                Outgoing::Stopped { database, epoch, why } => self.stopped(&database, epoch, &why),
+            }
+        }
+    }
+
+    fn drain_replies(&mut self) {
         while let Ok(reply) = self.replies.try_recv() {
             self.reply(reply);
         }
-        while let Ok(outgoing) = self.outgoing.try_recv() {
-            match outgoing {
-                Outgoing::Message { client, message } => self.send(client, &message),
-                Outgoing::Stopped { database, why } => {
-                    let keys: Vec<ClientKey> = self
-                        .by_key
-                        .iter()
-                        .filter(|(_, slot)| matches!(&self.conns[**slot].as_ref().expect("live").state, State::Client(c) if c.served.meta.name == database))
-                        .map(|(k, _)| *k)
-                        .collect();
-                    for key in keys {
-                        self.close(
-                            key,
-                            Close::new(CloseCode::Error, format!("database `{database}` stopped: {why}")),
-                        );
-                    }
-                }
-            }
+    }
+
+    /// A database stopped: its clients, and handshakes waiting for it, are closed.
+    fn stopped(&mut self, database: &str, epoch: u64, why: &str) {
+        let of_it = |state: &State| match state {
+            State::Client(c) => c.served.epoch == epoch,
+            State::Connecting(u) => u.served.epoch == epoch,
+            _ => false,
+        };
+        let keys: Vec<ClientKey> = self
+            .by_key
+            .iter()
+            .filter(|(_, slot)| of_it(&self.conns[**slot].as_ref().expect("live").state))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            self.close(key, Close::new(CloseCode::Error, format!("database `{database}` stopped: {why}")));
         }
     }
 
@@ -1079,11 +1110,20 @@ impl EventLoop {
                 };
                 self.send(client, &Shared::new(&message));
             }
-            Some(PendingCall::Connect { client }) => {
-                let Some(&slot) = self.by_key.get(&client) else { return };
+            Some(PendingCall::Connect { client, served, identity, connection_id }) => {
+                let connecting = self.by_key.get(&client).copied().filter(|&slot| {
+                    matches!(self.conns[slot].as_ref().expect("live connection").state, State::Connecting(_))
+                });
+                let Some(slot) = connecting else {
+                    // The client left (or timed out) while the module ran `client_connected`.
+                    if reply.outcome.is_ok() {
+                        disconnected(&served, identity, connection_id);
+                    }
+                    return;
+                };
                 let conn = self.conns[slot].as_mut().expect("live connection");
                 let State::Connecting(upgrade) = std::mem::replace(&mut conn.state, State::Waiting) else {
-                    return;
+                    unreachable!("checked above");
                 };
                 let outcome = match reply.outcome {
                     Ok(_) => {
@@ -1109,7 +1149,11 @@ impl EventLoop {
         let mut expired = Vec::new();
         for conn in self.conns.iter_mut().flatten() {
             match &mut conn.state {
-                State::Request { .. } if now >= conn.deadline => expired.push((conn.key, None)),
+                State::Request { .. } | State::Responding { .. } | State::Connecting(_)
+                    if now >= conn.deadline =>
+                {
+                    expired.push((conn.key, None))
+                }
                 State::Closing { until, .. } if now >= *until => expired.push((conn.key, None)),
                 State::Client(client) => {
                     let silent = now.duration_since(client.last_heard);
@@ -1134,6 +1178,13 @@ impl EventLoop {
                         self.close(key, close);
                     }
                 }
+                (None, State::Connecting(_)) => {
+                    // Should `client_connected` succeed later, the module hears of the disconnect.
+                    let why = "the database did not take the connection in time (request_timeout); retry";
+                    if let Err(close) = self.respond(slot, &ApiError::unavailable(why)) {
+                        self.close(key, close);
+                    }
+                }
                 (None, _) => self.drop_conn(key),
                 (Some(close), _) => self.close(key, close),
             }
@@ -1141,6 +1192,8 @@ impl EventLoop {
         self.flush_dirty();
         if self.index == 0 {
             self.step_scans();
+            // Connections left in the backlog when an accept failed (out of descriptors).
+            self.accept();
         }
     }
 
@@ -1148,9 +1201,8 @@ impl EventLoop {
     fn step_scans(&mut self) {
         for served in self.databases.list() {
             let hub = Arc::clone(&served.hub);
-            if hub.lock().expect("hub lock").scanning() {
-                let _ =
-                    served.with_handle(|h| h.post(move |db| hub.lock().expect("hub lock").step_scans(db)));
+            if crate::hub::lock(&hub).scanning() {
+                let _ = served.with_handle(|h| h.post(move |db| crate::hub::lock(&hub).step_scans(db)));
             }
         }
     }
@@ -1159,6 +1211,8 @@ impl EventLoop {
     /// moment to read it; anything else is dropped.
     fn close(&mut self, key: ClientKey, close: Close) {
         let Some(&slot) = self.by_key.get(&key) else { return };
+        // The client's calls read so far go before its disconnect.
+        self.submit_batches();
         let until = Instant::now() + CLOSE_GRACE;
         let mut ws = match std::mem::replace(&mut self.conn(slot).state, State::Closing { until, ws: None }) {
             State::Client(client) => {
@@ -1187,17 +1241,22 @@ impl EventLoop {
         let _ = client.served.with_handle(|h| {
             // A full inbox loses these only under overload; the hub then keeps the
             // client's sets until the database restarts, and sends to a closed key.
-            let _ = h.post(move |_| hub.lock().expect("hub lock").disconnect(key));
-            let _ =
-                h.submit(ModuleWork::lifecycle(Lifecycle::ClientDisconnected, identity, connection, None));
+            let _ = h.post(move |_| crate::hub::lock(&hub).disconnect(key));
         });
+        disconnected(&client.served, identity, connection);
     }
-
     fn drop_conn(&mut self, key: ClientKey) {
+        // The client's calls read so far go before its disconnect.
+        self.submit_batches();
         let Some(slot) = self.by_key.remove(&key) else { return };
         let mut conn = self.conns[slot].take().expect("live");
-        if let State::Client(client) = &conn.state {
-            self.client_gone(key, client);
+        match &conn.state {
+            State::Client(client) => self.client_gone(key, client),
+            // `client_connected` succeeded, but the handshake's answer never went out.
+            State::Responding { then: Some(Then::Client(u)), .. } => {
+                disconnected(&u.served, u.identity, u.connection_id)
+            }
+            _ => {}
         }
         if let Some(stream) = conn.stream.as_mut() {
             let _ = self.poll.registry().deregister(stream);
@@ -1218,6 +1277,14 @@ impl EventLoop {
         self.open.fetch_sub(1, Ordering::AcqRel);
         self.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Runs `client_disconnected` for a connection whose `client_connected` succeeded.
+fn disconnected(served: &Served, identity: Identity, connection: ConnectionId) {
+    // A full inbox loses it only under overload; the module then never hears of it.
+    let _ = served.with_handle(|h| {
+        h.submit(ModuleWork::lifecycle(Lifecycle::ClientDisconnected, identity, connection, None))
+    });
 }
 
 /// Whether a WebSocket handshake is well formed.

@@ -356,7 +356,7 @@ fn reconnecting_clients_resume_from_their_last_tick() {
     create_hero(&mut actor, 1, "a", 5);
 
     let mut watcher = connect(server.addr, "game", &format!("?token={owner}"));
-    watcher.recv();
+    let ServerMessage::IdentityToken { epoch, .. } = watcher.recv() else { panic!("no identity") };
     watcher.subscribe(1, &[query]);
     let mut cache = Cache::default();
     let mut last = match watcher.recv() {
@@ -385,11 +385,16 @@ fn reconnecting_clients_resume_from_their_last_tick() {
 
     let mut back = connect(server.addr, "game", &format!("?token={owner}"));
     back.recv();
-    back.send(&ClientMessage::Subscribe {
+    // From another run of the database (another epoch), the same tick means nothing.
+    let subscribe = |resume_epoch| ClientMessage::Subscribe {
         query_set_id: 1,
         queries: vec![query.into()],
         resume_after_tick: last,
-    });
+        resume_epoch,
+    };
+    back.send(&subscribe(epoch.wrapping_add(1)));
+    assert!(matches!(back.recv(), ServerMessage::SubscribeApplied { resumed: false, .. }));
+    back.send(&subscribe(epoch));
     match back.recv() {
         ServerMessage::SubscribeApplied { resumed: true, tables, missed, .. } => {
             assert!(tables.is_empty());
@@ -411,6 +416,7 @@ fn reconnecting_clients_resume_from_their_last_tick() {
         query_set_id: 1,
         queries: vec![query.into()],
         resume_after_tick: last,
+        resume_epoch: epoch,
     });
     match late.recv() {
         ServerMessage::SubscribeApplied { resumed: false, tables, missed, .. } => {

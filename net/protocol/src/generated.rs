@@ -477,6 +477,7 @@ impl<'a> Subscribe<'a> {
   pub const VT_QUERY_SET_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_QUERIES: ::flatbuffers::VOffsetT = 6;
   pub const VT_RESUME_AFTER_TICK: ::flatbuffers::VOffsetT = 8;
+  pub const VT_RESUME_EPOCH: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -488,6 +489,7 @@ impl<'a> Subscribe<'a> {
     args: &'args SubscribeArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Subscribe<'bldr>> {
     let mut builder = SubscribeBuilder::new(_fbb);
+    builder.add_resume_epoch(args.resume_epoch);
     builder.add_resume_after_tick(args.resume_after_tick);
     if let Some(x) = args.queries { builder.add_queries(x); }
     builder.add_query_set_id(args.query_set_id);
@@ -516,6 +518,13 @@ impl<'a> Subscribe<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Subscribe::VT_RESUME_AFTER_TICK, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn resume_epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Subscribe::VT_RESUME_EPOCH, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Subscribe<'_> {
@@ -527,6 +536,7 @@ impl ::flatbuffers::Verifiable for Subscribe<'_> {
      .visit_field::<u32>("query_set_id", Self::VT_QUERY_SET_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("queries", Self::VT_QUERIES, false)?
      .visit_field::<u64>("resume_after_tick", Self::VT_RESUME_AFTER_TICK, false)?
+     .visit_field::<u64>("resume_epoch", Self::VT_RESUME_EPOCH, false)?
      .finish();
     Ok(())
   }
@@ -535,6 +545,7 @@ pub struct SubscribeArgs<'a> {
     pub query_set_id: u32,
     pub queries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
     pub resume_after_tick: u64,
+    pub resume_epoch: u64,
 }
 impl<'a> Default for SubscribeArgs<'a> {
   #[inline]
@@ -543,6 +554,7 @@ impl<'a> Default for SubscribeArgs<'a> {
       query_set_id: 0,
       queries: None,
       resume_after_tick: 0,
+      resume_epoch: 0,
     }
   }
 }
@@ -565,6 +577,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SubscribeBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Subscribe::VT_RESUME_AFTER_TICK, resume_after_tick, 0);
   }
   #[inline]
+  pub fn add_resume_epoch(&mut self, resume_epoch: u64) {
+    self.fbb_.push_slot::<u64>(Subscribe::VT_RESUME_EPOCH, resume_epoch, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SubscribeBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     SubscribeBuilder {
@@ -585,6 +601,7 @@ impl ::core::fmt::Debug for Subscribe<'_> {
       ds.field("query_set_id", &self.query_set_id());
       ds.field("queries", &self.queries());
       ds.field("resume_after_tick", &self.resume_after_tick());
+      ds.field("resume_epoch", &self.resume_epoch());
       ds.finish()
   }
 }
@@ -1030,6 +1047,7 @@ impl<'a> IdentityToken<'a> {
   pub const VT_TOKEN: ::flatbuffers::VOffsetT = 6;
   pub const VT_CONNECTION_ID: ::flatbuffers::VOffsetT = 8;
   pub const VT_TICK: ::flatbuffers::VOffsetT = 10;
+  pub const VT_EPOCH: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1041,6 +1059,7 @@ impl<'a> IdentityToken<'a> {
     args: &'args IdentityTokenArgs<'args>
   ) -> ::flatbuffers::WIPOffset<IdentityToken<'bldr>> {
     let mut builder = IdentityTokenBuilder::new(_fbb);
+    builder.add_epoch(args.epoch);
     builder.add_tick(args.tick);
     if let Some(x) = args.connection_id { builder.add_connection_id(x); }
     if let Some(x) = args.token { builder.add_token(x); }
@@ -1077,6 +1096,13 @@ impl<'a> IdentityToken<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(IdentityToken::VT_TICK, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(IdentityToken::VT_EPOCH, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for IdentityToken<'_> {
@@ -1089,6 +1115,7 @@ impl ::flatbuffers::Verifiable for IdentityToken<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("token", Self::VT_TOKEN, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("connection_id", Self::VT_CONNECTION_ID, false)?
      .visit_field::<u64>("tick", Self::VT_TICK, false)?
+     .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
      .finish();
     Ok(())
   }
@@ -1098,6 +1125,7 @@ pub struct IdentityTokenArgs<'a> {
     pub token: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub connection_id: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub tick: u64,
+    pub epoch: u64,
 }
 impl<'a> Default for IdentityTokenArgs<'a> {
   #[inline]
@@ -1107,6 +1135,7 @@ impl<'a> Default for IdentityTokenArgs<'a> {
       token: None,
       connection_id: None,
       tick: 0,
+      epoch: 0,
     }
   }
 }
@@ -1133,6 +1162,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> IdentityTokenBuilder<'a, 'b, 
     self.fbb_.push_slot::<u64>(IdentityToken::VT_TICK, tick, 0);
   }
   #[inline]
+  pub fn add_epoch(&mut self, epoch: u64) {
+    self.fbb_.push_slot::<u64>(IdentityToken::VT_EPOCH, epoch, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> IdentityTokenBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     IdentityTokenBuilder {
@@ -1154,6 +1187,7 @@ impl ::core::fmt::Debug for IdentityToken<'_> {
       ds.field("token", &self.token());
       ds.field("connection_id", &self.connection_id());
       ds.field("tick", &self.tick());
+      ds.field("epoch", &self.epoch());
       ds.finish()
   }
 }

@@ -115,11 +115,13 @@ pub enum ClientMessage {
         reducer: String,
         args: Vec<u8>,
     },
-    /// `resume_after_tick`: see `Subscribe` in `tickdb.fbs` (0: not resuming).
+    /// `resume_after_tick` and `resume_epoch`: see `Subscribe` in `tickdb.fbs` (0: not
+    /// resuming).
     Subscribe {
         query_set_id: u32,
         queries: Vec<String>,
         resume_after_tick: u64,
+        resume_epoch: u64,
     },
     Unsubscribe {
         query_set_id: u32,
@@ -143,13 +145,14 @@ impl ClientMessage {
                 };
                 (fb::ClientBody::CallReducer, fb::CallReducer::create(&mut b, &args).as_union_value())
             }
-            ClientMessage::Subscribe { query_set_id, queries, resume_after_tick } => {
+            ClientMessage::Subscribe { query_set_id, queries, resume_after_tick, resume_epoch } => {
                 let queries: Vec<_> = queries.iter().map(|q| b.create_string(q)).collect();
                 let queries = Some(b.create_vector(&queries));
                 let args = fb::SubscribeArgs {
                     query_set_id: *query_set_id,
                     queries,
                     resume_after_tick: *resume_after_tick,
+                    resume_epoch: *resume_epoch,
                 };
                 (fb::ClientBody::Subscribe, fb::Subscribe::create(&mut b, &args).as_union_value())
             }
@@ -183,11 +186,11 @@ impl ClientMessage {
         }
         if let Some(m) = message.body_as_subscribe() {
             let queries = m.queries().map(|q| q.iter().map(str::to_string).collect()).unwrap_or_default();
-            let resume_after_tick = m.resume_after_tick();
             return Ok(ClientMessage::Subscribe {
                 query_set_id: m.query_set_id(),
                 queries,
-                resume_after_tick,
+                resume_after_tick: m.resume_after_tick(),
+                resume_epoch: m.resume_epoch(),
             });
         }
         if let Some(m) = message.body_as_unsubscribe() {
@@ -257,6 +260,7 @@ pub enum ServerMessage {
         token: String,
         connection_id: [u8; 16],
         tick: u64,
+        epoch: u64,
     },
     /// `resumed`: `tables` is empty and `missed` holds the changes since the client's
     /// resume tick (see `SubscribeApplied` in `tickdb.fbs`).
@@ -315,12 +319,13 @@ impl ServerMessage {
     ) -> (fb::ServerBody, WIPOffset<flatbuffers::UnionWIPOffset>) {
         use fb::ServerBody as Body;
         match self {
-            ServerMessage::IdentityToken { identity, token, connection_id, tick } => {
+            ServerMessage::IdentityToken { identity, token, connection_id, tick, epoch } => {
                 let args = fb::IdentityTokenArgs {
                     identity: Some(b.create_vector(identity)),
                     token: Some(b.create_string(token)),
                     connection_id: Some(b.create_vector(connection_id)),
                     tick: *tick,
+                    epoch: *epoch,
                 };
                 (Body::IdentityToken, fb::IdentityToken::create(b, &args).as_union_value())
             }
@@ -405,6 +410,7 @@ impl ServerMessage {
                 token: text(m.token()),
                 connection_id: fixed(m.connection_id(), "connection_id")?,
                 tick: m.tick(),
+                epoch: m.epoch(),
             });
         }
         if let Some(m) = message.body_as_subscribe_applied() {

@@ -13,11 +13,12 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
         (any::<u32>(), "[a-z_]{0,12}", prop::collection::vec(any::<u8>(), 0..64))
             .prop_map(|(request_id, reducer, args)| ClientMessage::CallReducer { request_id, reducer, args }),
-        (any::<u32>(), prop::collection::vec(".{0,40}", 0..4), any::<u64>()).prop_map(
-            |(query_set_id, queries, resume_after_tick)| ClientMessage::Subscribe {
+        (any::<u32>(), prop::collection::vec(".{0,40}", 0..4), any::<u64>(), any::<u64>()).prop_map(
+            |(query_set_id, queries, resume_after_tick, resume_epoch)| ClientMessage::Subscribe {
                 query_set_id,
                 queries,
-                resume_after_tick
+                resume_after_tick,
+                resume_epoch
             }
         ),
         any::<u32>().prop_map(|query_set_id| ClientMessage::Unsubscribe { query_set_id }),
@@ -44,12 +45,13 @@ fn table_update() -> impl Strategy<Value = TableUpdate> {
 
 fn server_message() -> impl Strategy<Value = ServerMessage> {
     prop_oneof![
-        (any::<[u8; 32]>(), "[a-zA-Z0-9.]{0,40}", any::<[u8; 16]>(), any::<u64>()).prop_map(
-            |(identity, token, connection_id, tick)| ServerMessage::IdentityToken {
+        (any::<[u8; 32]>(), "[a-zA-Z0-9.]{0,40}", any::<[u8; 16]>(), any::<u64>(), any::<u64>()).prop_map(
+            |(identity, token, connection_id, tick, epoch)| ServerMessage::IdentityToken {
                 identity,
                 token,
                 connection_id,
-                tick
+                tick,
+                epoch
             }
         ),
         (

@@ -170,6 +170,6 @@ impl Client {
 
     pub fn subscribe(&mut self, query_set_id: u32, queries: &[&str]) {
         let queries = queries.iter().map(|q| q.to_string()).collect();
-        self.send(&ClientMessage::Subscribe { query_set_id, queries, resume_after_tick: 0 });
+        self.send(&ClientMessage::Subscribe { query_set_id, queries, resume_after_tick: 0, resume_epoch: 0 });
     }
 }
