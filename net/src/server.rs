@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use tickdb_engine::store::DataDir;
-use tickdb_engine::{CallReply, ModuleWork, ReplyTo};
+use tickdb_engine::{CallReply, Database, ModuleWork, ReplyTo};
 use tickdb_protocol::{ClientMessage, Compression, ServerMessage, unframe};
 use tickdb_sql::Reader;
 use tickdb_wasm_abi::{ConnectionId, Identity, Lifecycle};
@@ -855,100 +855,96 @@ impl EventLoop {
     }
 
     fn handle(&mut self, key: ClientKey, slot: usize, message: ClientMessage) -> Result<(), Close> {
-        let calls_max = self.config.calls_in_flight_max;
-        let limits = self.config.query_limits.clone();
         let State::Client(client) = &self.conn(slot).state else { return Ok(()) };
         let served = Arc::clone(&client.served);
-        let (identity, connection_id, in_flight) =
-            (client.identity, client.connection_id, client.calls_in_flight);
-        let reader =
-            if served.is_owner(identity) { Reader::owner(identity) } else { Reader::client(identity) };
         match message {
             ClientMessage::CallReducer { request_id, reducer, args } => {
-                let refuse = |why: String| {
-                    Shared::new(&ServerMessage::ReducerResult {
-                        request_id,
-                        tick: 0,
-                        outcome: Err(why),
-                        duration_us: 0,
-                    })
-                };
-                let Some(id) = served.module.reducer_id(&reducer) else {
-                    let why = format!("database `{}` has no reducer `{reducer}`", served.meta.name);
-                    self.send(key, &refuse(why));
-                    return Ok(());
-                };
-                if in_flight >= calls_max {
-                    let why = format!(
-                        "{calls_max} calls are waiting for their results already (calls_in_flight_max)"
-                    );
-                    self.send(key, &refuse(why));
-                    return Ok(());
-                }
-                let call = self.next_call;
-                let reply = ReplyTo { id: call, to: self.replies_to.clone() };
-                let work = ModuleWork::call(id, identity, connection_id, &args, Some(reply));
-                self.next_call += 1;
-                if let State::Client(client) = &mut self.conn(slot).state {
-                    client.calls_in_flight += 1;
-                }
-                self.metrics.reducer_calls.fetch_add(1, Ordering::Relaxed);
-                let started = Instant::now();
-                self.calls.insert(call, PendingCall::Reducer { client: key, request_id, started });
-                match self.batches.iter_mut().find(|b| Arc::ptr_eq(&b.served, &served)) {
-                    Some(batch) => batch.calls.push((call, work)),
-                    None => self.batches.push(Batch { served, calls: vec![(call, work)] }),
-                }
+                self.call(key, slot, served, request_id, &reducer, &args)
             }
             ClientMessage::Subscribe { query_set_id, queries, resume_after_tick, resume_epoch } => {
                 // Calls read before it go first: the database sees the client's messages in order.
                 self.submit_batches();
                 let hub = Arc::clone(&served.hub);
-                let posted = served.with_handle(|h| {
-                    h.post(move |db| {
-                        crate::hub::lock(&hub).subscribe(
-                            db,
-                            key,
-                            query_set_id,
-                            &queries,
-                            (resume_epoch, resume_after_tick),
-                        )
-                    })
-                });
-                if !matches!(posted, Ok(Ok(()))) {
-                    let why = "the database is busy; subscribe again later".to_string();
-                    self.send(
-                        key,
-                        &Shared::new(&ServerMessage::SubscriptionError { query_set_id, message: why }),
-                    );
+                let resume = (resume_epoch, resume_after_tick);
+                let subscribe = move |db: &Database| {
+                    crate::hub::lock(&hub).subscribe(db, key, query_set_id, &queries, resume)
+                };
+                if !matches!(served.with_handle(|h| h.post(subscribe)), Ok(Ok(()))) {
+                    let message = "the database is busy; subscribe again later".to_string();
+                    self.send(key, &Shared::new(&ServerMessage::SubscriptionError { query_set_id, message }));
                 }
             }
             ClientMessage::Unsubscribe { query_set_id } => {
                 let hub = Arc::clone(&served.hub);
                 // The inbox is full only under overload; the set then goes with the connection.
-                let _ = served
-                    .with_handle(|h| h.post(move |_| crate::hub::lock(&hub).unsubscribe(key, query_set_id)));
+                let unsubscribe = move |_: &Database| crate::hub::lock(&hub).unsubscribe(key, query_set_id);
+                let _ = served.with_handle(|h| h.post(unsubscribe));
             }
-            ClientMessage::OneOffQuery { request_id, sql } => {
-                self.submit_batches();
-                let hub = Arc::clone(&served.hub);
-                let posted = served.with_handle(|h| {
-                    h.post(move |db| {
-                        let hub = crate::hub::lock(&hub);
-                        let message = query_result(db, &hub, reader, request_id, &sql, &limits);
-                        hub.answer(key, &message);
-                    })
-                });
-                if !matches!(posted, Ok(Ok(()))) {
-                    let outcome = Err("the database is busy; retry".to_string());
-                    self.send(
-                        key,
-                        &Shared::new(&ServerMessage::QueryResult { request_id, outcome, duration_us: 0 }),
-                    );
-                }
-            }
+            ClientMessage::OneOffQuery { request_id, sql } => self.query(key, slot, &served, request_id, sql),
         }
         Ok(())
+    }
+
+    /// Queues a reducer call for the end of the loop turn; refuses it at once when the
+    /// reducer does not exist or the client has too many calls waiting.
+    fn call(
+        &mut self,
+        key: ClientKey,
+        slot: usize,
+        served: Arc<Served>,
+        request_id: u32,
+        reducer: &str,
+        args: &[u8],
+    ) {
+        let State::Client(client) = &mut self.conns[slot].as_mut().expect("live").state else { return };
+        let refuse = |why: String| {
+            Shared::new(&ServerMessage::ReducerResult {
+                request_id,
+                tick: 0,
+                outcome: Err(why),
+                duration_us: 0,
+            })
+        };
+        let Some(id) = served.module.reducer_id(reducer) else {
+            let why = format!("database `{}` has no reducer `{reducer}`", served.meta.name);
+            return self.send(key, &refuse(why));
+        };
+        let calls_max = self.config.calls_in_flight_max;
+        if client.calls_in_flight >= calls_max {
+            let why =
+                format!("{calls_max} calls are waiting for their results already (calls_in_flight_max)");
+            return self.send(key, &refuse(why));
+        }
+        client.calls_in_flight += 1;
+        let call = self.next_call;
+        self.next_call += 1;
+        let reply = ReplyTo { id: call, to: self.replies_to.clone() };
+        let work = ModuleWork::call(id, client.identity, client.connection_id, args, Some(reply));
+        self.metrics.reducer_calls.fetch_add(1, Ordering::Relaxed);
+        self.calls.insert(call, PendingCall::Reducer { client: key, request_id, started: Instant::now() });
+        match self.batches.iter_mut().find(|b| Arc::ptr_eq(&b.served, &served)) {
+            Some(batch) => batch.calls.push((call, work)),
+            None => self.batches.push(Batch { served, calls: vec![(call, work)] }),
+        }
+    }
+
+    /// Runs a one-off query on the tick thread, as the client may read.
+    fn query(&mut self, key: ClientKey, slot: usize, served: &Served, request_id: u32, sql: String) {
+        self.submit_batches();
+        let State::Client(client) = &self.conn(slot).state else { return };
+        let identity = client.identity;
+        let reader =
+            if served.is_owner(identity) { Reader::owner(identity) } else { Reader::client(identity) };
+        let (hub, limits) = (Arc::clone(&served.hub), self.config.query_limits.clone());
+        let query = move |db: &Database| {
+            let hub = crate::hub::lock(&hub);
+            let message = query_result(db, &hub, reader, request_id, &sql, &limits);
+            hub.answer(key, &message);
+        };
+        if !matches!(served.with_handle(|h| h.post(query)), Ok(Ok(()))) {
+            let outcome = Err("the database is busy; retry".to_string());
+            self.send(key, &Shared::new(&ServerMessage::QueryResult { request_id, outcome, duration_us: 0 }));
+        }
     }
 
     /// Submits the calls read so far, in batches of at most the inbox's batch size; the
