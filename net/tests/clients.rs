@@ -560,3 +560,47 @@ fn several_event_loops_serve_every_client() {
         assert_eq!(http(server.addr, "GET", "/v1/database", None, b"").status, 200);
     }
 }
+
+/// A join subscription that reads more rows in a tick than the server's query budget
+/// allows fails alone: its holder gets a SubscriptionError saying why, and the
+/// client's other query set goes on receiving updates.
+#[test]
+fn a_query_past_its_budget_fails_alone() {
+    let config = ServerConfig {
+        query_limits: tickdb_sql::QueryLimits { rows_max: 3, time_max: std::time::Duration::from_secs(5) },
+        ..ServerConfig::default()
+    };
+    let server = start("clients-budget", config);
+    let owner = new_token(server.addr);
+    assert_eq!(publish(server.addr, "game", &owner, "tickdb-test-features").status, 201);
+    let mut client = connect(server.addr, "game", &format!("?token={owner}"));
+    client.recv();
+    for (i, name) in ["k1", "k2", "k3", "k4", "k5"].into_iter().enumerate() {
+        create_hero(&mut client, i as u32, name, 1);
+    }
+    client.subscribe(1, &["SELECT hero.* FROM hero JOIN config ON hero.name = config.key"]);
+    client.subscribe(2, &["SELECT * FROM event"]);
+    for _ in 0..2 {
+        assert!(matches!(client.recv(), ServerMessage::SubscribeApplied { .. }));
+    }
+    // Five config rows in one tick: the join's delta reads a hero for each.
+    let sql = "INSERT INTO config (key, value) VALUES ('k1', 1), ('k2', 2), ('k3', 3), ('k4', 4), ('k5', 5)";
+    let reply = http(server.addr, "POST", "/v1/database/game/sql", Some(&owner), sql.as_bytes());
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    match client.recv() {
+        ServerMessage::SubscriptionError { query_set_id: 1, message } => {
+            assert!(message.contains("failed and was dropped"), "{message}")
+        }
+        other => panic!("expected the join's failure, got {other:?}"),
+    }
+    // The other set still gets its updates.
+    let sql = "INSERT INTO event (id, kind, micros) VALUES (77, 'after', 0)";
+    assert_eq!(http(server.addr, "POST", "/v1/database/game/sql", Some(&owner), sql.as_bytes()).status, 200);
+    match client.recv() {
+        ServerMessage::TickUpdate { query_sets, .. } => {
+            assert_eq!(query_sets.len(), 1);
+            assert_eq!(query_sets[0].query_set_id, 2);
+        }
+        other => panic!("expected the event's update, got {other:?}"),
+    }
+}
