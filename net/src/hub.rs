@@ -483,19 +483,10 @@ impl Hub {
             && resume_epoch == self.epoch
             && let Some(missed) = self.missed_since(db, &subs, resume_after)
         {
-            let ids: Vec<QueryId> = subs.into_iter().map(|s| self.set.add(s)).collect();
-            for &q in &ids {
-                self.holders.entry(q).or_default().push((client, set));
-            }
-            let c = self.clients.get_mut(&client).expect("checked above");
-            c.sets.insert(set, QuerySet { queries: ids, initial: Vec::new(), applied: true });
-            let message = ServerMessage::SubscribeApplied {
-                query_set_id: set,
-                tick: self.tick,
-                tables: Vec::new(),
-                resumed: true,
-                missed,
-            };
+            self.hold(client, set, subs, Vec::new(), true);
+            let (tick, tables) = (self.tick, Vec::new());
+            let message =
+                ServerMessage::SubscribeApplied { query_set_id: set, tick, tables, resumed: true, missed };
             return self.send_one(client, &message);
         }
         let mut scans = Vec::new();
@@ -510,14 +501,26 @@ impl Hub {
                 Err(e) => return self.send_one(client, &refused(set, format!("{}: {e}", queries[i]))),
             }
         }
+        self.hold(client, set, subs, initial, false);
+        self.scans.extend(scans);
+        self.apply_if_ready(db, client, set);
+    }
+
+    /// Adds a client's set of queries to the database's, each shared with its other holders.
+    fn hold(
+        &mut self,
+        client: ClientKey,
+        set: u32,
+        subs: Vec<Subscription>,
+        initial: Vec<Option<Vec<Vec<u8>>>>,
+        applied: bool,
+    ) {
         let ids: Vec<QueryId> = subs.into_iter().map(|s| self.set.add(s)).collect();
         for &q in &ids {
             self.holders.entry(q).or_default().push((client, set));
         }
-        let c = self.clients.get_mut(&client).expect("checked above");
-        c.sets.insert(set, QuerySet { queries: ids, initial, applied: false });
-        self.scans.extend(scans);
-        self.apply_if_ready(db, client, set);
+        let c = self.clients.get_mut(&client).expect("the client is connected");
+        c.sets.insert(set, QuerySet { queries: ids, initial, applied });
     }
 
     pub fn unsubscribe(&mut self, client: ClientKey, set: u32) {
