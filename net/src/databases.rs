@@ -17,7 +17,7 @@ use tickdb_sql::Visibility;
 use tickdb_wasm_abi::{ConnectionId, Identity, Lifecycle};
 
 use crate::config::ServerConfig;
-use crate::hub::{FanoutSink, Gate, Hub, HubConfig, Outgoing, Routes};
+use crate::hub::{FanoutSink, Gate, Hub, HubConfig, HubStatus, Outgoing, Routes};
 
 /// A running database.
 #[derive(Debug)]
@@ -29,6 +29,8 @@ pub struct Served {
     /// This run of the database: random, so that a client cannot take ticks of an
     /// earlier run (before a restart, or before the database was replaced) for this one's.
     pub epoch: u64,
+    /// What the event loops read of the hub without its lock.
+    pub status: Arc<HubStatus>,
     /// `None` once the database is being deleted.
     handle: RwLock<Option<TickHandle<ModuleWork>>>,
 }
@@ -185,7 +187,9 @@ impl Databases {
             start_tick: restored.ticker.db().last_tick().unwrap_or(0),
             epoch,
         };
-        let hub = Arc::new(Mutex::new(Hub::new(visibility, Arc::clone(&gate), hub_config)));
+        let hub = Hub::new(visibility, Arc::clone(&gate), hub_config);
+        let status = hub.status();
+        let hub = Arc::new(Mutex::new(hub));
         let sink = FanoutSink { inner: sink, hub: Arc::clone(&hub), gate };
         let handle = TickLoop::spawn(restored.ticker, sink, &self.config.engine)
             .map_err(|e| ApiError::internal(format!("database `{name}`: starting its tick loop: {e}")))?;
@@ -198,6 +202,7 @@ impl Databases {
             hub,
             logs,
             epoch,
+            status,
             handle: RwLock::new(Some(handle)),
         }))
     }

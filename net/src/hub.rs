@@ -16,6 +16,7 @@
 //! of the last tick that wrote, and wait for that tick.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
 use tickdb_engine::{Database, DurableSink, Release, Releases, TableChanges, TableId, TickOutput, TickSink};
@@ -280,7 +281,8 @@ struct History {
 }
 
 impl History {
-    fn record(&mut self, tick: u64, changes: &[TableChanges]) {
+    /// Keeps a tick's changes (moved here, not copied: the log needs only the payload).
+    fn record(&mut self, tick: u64, changes: Vec<TableChanges>) {
         if self.ticks_max == 0 {
             self.from = tick;
             return;
@@ -289,7 +291,7 @@ impl History {
             c.inserts.byte_len() + c.deletes.byte_len() + c.updates_old.byte_len() + c.updates_new.byte_len()
         };
         let bytes = changes.iter().map(rows).sum::<usize>();
-        self.ticks.push_back((tick, changes.to_vec(), bytes));
+        self.ticks.push_back((tick, changes, bytes));
         self.bytes += bytes;
         while self.ticks.len() > self.ticks_max || self.bytes > self.bytes_max {
             let (tick, _, bytes) = self.ticks.pop_front().expect("not empty");
@@ -327,6 +329,18 @@ pub struct Hub {
     eval_us: hdrhistogram::Histogram<u64>,
     history: History,
     epoch: u64,
+    status: Arc<HubStatus>,
+}
+
+/// What other threads may read of a hub without waiting for its lock, which the tick
+/// thread holds while it computes a tick's updates.
+#[derive(Debug, Default)]
+pub struct HubStatus {
+    /// The last tick the hub saw.
+    pub tick: AtomicU64,
+    /// Whether initial scans wait for more slices (a hint: a stale `true` costs one
+    /// empty step).
+    pub scanning: AtomicBool,
 }
 
 /// What a hub is given: its limits, and where the database's ticks start.
@@ -376,6 +390,10 @@ impl Hub {
                 ticks_max: config.history_ticks_max,
             },
             epoch: config.epoch,
+            status: Arc::new(HubStatus {
+                tick: AtomicU64::new(config.start_tick),
+                scanning: AtomicBool::new(false),
+            }),
         }
     }
 
@@ -392,14 +410,9 @@ impl Hub {
         self.epoch
     }
 
-    /// The last tick the hub saw.
-    pub fn tick(&self) -> u64 {
-        self.tick
-    }
-
-    /// Whether initial scans are waiting for more slices.
-    pub fn scanning(&self) -> bool {
-        !self.scans.is_empty()
+    /// What the event loops read without taking the hub's lock.
+    pub fn status(&self) -> Arc<HubStatus> {
+        Arc::clone(&self.status)
     }
 
     /// Sends `messages` once the last written tick is durable.
@@ -503,6 +516,7 @@ impl Hub {
         }
         self.hold(client, set, subs, initial, false);
         self.scans.extend(scans);
+        self.update_status();
         self.apply_if_ready(db, client, set);
     }
 
@@ -644,15 +658,14 @@ impl Hub {
             }
         }
         self.scans = scans;
+        self.update_status();
     }
 
     /// After a tick: scans fold in its changes and read on, then each client with
     /// changes gets its update. Returns the messages.
     fn after_tick(&mut self, db: &Database, output: &TickOutput) -> Vec<Outgoing> {
         self.tick = output.tick.0;
-        if !output.changes.is_empty() {
-            self.history.record(output.tick.0, &output.changes);
-        }
+        self.status.tick.store(self.tick, Ordering::Release);
         let mut out = Vec::new();
         if !output.changes.is_empty() && !self.set.is_empty() {
             let deltas = self.set.evaluate(db, &output.changes);
@@ -679,6 +692,11 @@ impl Hub {
             self.step_scans(db);
         }
         out
+    }
+
+    /// Publishes whether scans wait, for the event loop's timer.
+    fn update_status(&self) {
+        self.status.scanning.store(!self.scans.is_empty(), Ordering::Release);
     }
 
     /// Each client's one update for the tick, shared between clients that hold the
@@ -823,7 +841,7 @@ impl TickSink for FanoutSink {
     fn tick_committed(
         &mut self,
         db: &Database,
-        output: TickOutput,
+        mut output: TickOutput,
         mut releases: Releases,
     ) -> Result<(), String> {
         let wrote = output.log.as_ref().is_some_and(|log| log.tx_count > 0);
@@ -836,6 +854,9 @@ impl TickSink for FanoutSink {
             let started = std::time::Instant::now();
             let messages = hub.after_tick(db, &output);
             hub.eval_us.saturating_record(started.elapsed().as_micros() as u64);
+            if !output.changes.is_empty() {
+                hub.history.record(tick, std::mem::take(&mut output.changes));
+            }
             self.gate.lock().expect("gate lock").send(hub.written, messages);
         }
         if wrote {

@@ -109,14 +109,7 @@ impl Keys {
 
 /// An identity from its 64 hex digits.
 pub fn parse_identity(hex: &str) -> Option<Identity> {
-    if hex.len() != 64 || !hex.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(Identity(out))
+    crate::json::unhex(hex).and_then(|bytes| bytes.try_into().ok()).map(Identity)
 }
 
 /// A fresh connection id.

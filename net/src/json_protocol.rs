@@ -17,7 +17,7 @@ use serde_json::{Map, Value as Json, json};
 use tickdb_protocol::{ClientMessage, RowList, ServerMessage, TableUpdate};
 use tickdb_wasm_abi::{ModuleDef, ProductType, Reader, TableSchema, ValueType, decode, decode_exact};
 
-use crate::json::{from_json, to_json};
+use crate::json::{from_json, hex, to_json};
 
 /// Reads a client's JSON message; reducer arguments are checked against the module's
 /// reducer and encoded.
@@ -137,10 +137,6 @@ pub fn server_message(message: &ServerMessage, def: &ModuleDef) -> String {
         }
     };
     json.to_string()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn row_type(schema: &TableSchema) -> ValueType {

@@ -767,7 +767,7 @@ impl EventLoop {
         let hub = Arc::clone(&served.hub);
         let reader =
             if served.is_owner(identity) { Reader::owner(identity) } else { Reader::client(identity) };
-        let tick = crate::hub::lock(&hub).tick();
+        let tick = served.status.tick.load(Ordering::Acquire);
         let posted = served.with_handle(|h| h.post(move |_| crate::hub::lock(&hub).connect(key, reader)));
         if !matches!(posted, Ok(Ok(()))) {
             return Err(Close::new(CloseCode::Again, "the database is busy; retry"));
@@ -1197,7 +1197,7 @@ impl EventLoop {
     fn step_scans(&mut self) {
         for served in self.databases.list() {
             let hub = Arc::clone(&served.hub);
-            if crate::hub::lock(&hub).scanning() {
+            if served.status.scanning.load(Ordering::Acquire) {
                 let _ = served.with_handle(|h| h.post(move |db| crate::hub::lock(&hub).step_scans(db)));
             }
         }
