@@ -103,6 +103,41 @@ impl Database {
         self.next_tx = next_tx;
     }
 
+    /// Replaces table `id` with an empty one of `schema` and copies every row into it,
+    /// `appended` (the encoded values of added columns) after each. A migration step:
+    /// not undoable, not logged. The new schema must keep the table's name, columns
+    /// (in order), keys and auto-inc columns; see [`crate::migrate`].
+    pub(crate) fn rebuild_table(
+        &mut self,
+        id: TableId,
+        schema: TableSchema,
+        appended: &[u8],
+    ) -> Result<(), Error> {
+        schema.validate()?;
+        let fresh = Table::new(id, schema, &self.config);
+        let old = std::mem::replace(&mut self.tables[id.index()], fresh);
+        self.touched[id.index()].clear();
+        let mut copy = || {
+            let mut tx = self.begin();
+            let mut row = Vec::new();
+            for stored in old.iter() {
+                row.clear();
+                stored.encode_into(&mut row);
+                row.extend_from_slice(appended);
+                tx.insert_exact(id, &row)?;
+            }
+            tx.commit_quietly();
+            Ok(())
+        };
+        if let Err(e) = copy() {
+            // The copy rolled back: the table is as it was.
+            self.tables[id.index()] = old;
+            return Err(e);
+        }
+        self.advance_sequences(id, &old.sequence_positions());
+        Ok(())
+    }
+
     /// Moves table `table`'s sequences to at least `positions` (restoring a snapshot).
     pub(crate) fn advance_sequences(&mut self, table: TableId, positions: &[u128]) {
         self.tables[table.index()].advance_sequences(positions);

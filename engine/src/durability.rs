@@ -384,6 +384,12 @@ pub enum RecoverError {
         skipped.first().map(|e| format!(" ({e})")).unwrap_or_default()
     )]
     NoBase { log: PathBuf, first_tick: u64, skipped: Vec<SnapshotError> },
+    #[error(
+        "the tables were migrated at tick {tick}, but {} holds no usable snapshot of that tick or later{}",
+        snapshots.display(),
+        skipped.first().map(|e| format!(" ({e})")).unwrap_or_default()
+    )]
+    NoMigrationSnapshot { snapshots: PathBuf, tick: u64, skipped: Vec<SnapshotError> },
 }
 
 /// What bringing a database back did.
@@ -415,6 +421,18 @@ fn first_frame_tx(segment: &Path) -> Option<u64> {
 /// passed over for an older one (or for the whole log, if it still starts at the first
 /// tick); with none usable and the log's start gone, recovery refuses.
 pub fn recover(snapshots: &Path, log: &Path, db: &mut Database) -> Result<Recovered, RecoverError> {
+    recover_from(snapshots, log, db, 0)
+}
+
+/// As [`recover`], for a database whose tables were migrated at tick `migrated_at`
+/// (0 if never): only a snapshot of that tick or later holds its tables, so older
+/// ones are left alone, and without one recovery refuses.
+pub fn recover_from(
+    snapshots: &Path,
+    log: &Path,
+    db: &mut Database,
+    migrated_at: u64,
+) -> Result<Recovered, RecoverError> {
     let segments = list_segments(log).map_err(ReplayError::from)?;
     let first_tick = segments.first().map(|(tick, _)| *tick);
     // A base covers the log if the log holds every transaction after it: counted in
@@ -423,7 +441,10 @@ pub fn recover(snapshots: &Path, log: &Path, db: &mut Database) -> Result<Recove
     let covers = |next_tx: u64| first_tx.is_none_or(|first| first <= next_tx);
     let mut skipped = Vec::new();
     let mut base = None;
-    for (_, path) in list_snapshots(snapshots)? {
+    for (tick, path) in list_snapshots(snapshots)? {
+        if tick < migrated_at {
+            break; // Newest first: the rest are older still.
+        }
         // A snapshot whose header cannot be read is loaded anyway, to be set aside.
         if crate::snapshot::next_tx_of(&path).is_some_and(|next_tx| !covers(next_tx)) {
             continue;
@@ -443,6 +464,13 @@ pub fn recover(snapshots: &Path, log: &Path, db: &mut Database) -> Result<Recove
             }
             Err(e) => return Err(e.into()),
         }
+    }
+    if base.is_none() && migrated_at > 0 {
+        return Err(RecoverError::NoMigrationSnapshot {
+            snapshots: snapshots.to_path_buf(),
+            tick: migrated_at,
+            skipped,
+        });
     }
     if base.is_none() && !covers(0) {
         let first_tick = first_tick.unwrap_or(0);

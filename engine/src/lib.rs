@@ -19,6 +19,7 @@ pub mod host;
 pub mod ids;
 pub mod index;
 pub mod key;
+pub mod migrate;
 mod small;
 pub mod snapshot;
 pub mod store;
@@ -30,7 +31,7 @@ pub use config::{ConfigError, EngineConfig};
 pub use db::{Database, Tx};
 pub use durability::{
     Durability, DurableSink, RecoverError, Recovered, ReplayError, Replayed, SnapshotPolicy, prune, recover,
-    replay,
+    recover_from, replay,
 };
 pub use error::Error;
 pub use host::{
@@ -39,6 +40,7 @@ pub use host::{
 };
 pub use ids::{RowId, TableId, TickId};
 pub use key::KeyBytes;
+pub use migrate::{Incompatible, Migration};
 pub use table::{ChunkView, RowRef, Table};
 pub use tick::{
     Clock, Entropy, InboxError, ReadError, Release, Releases, SplitMix64, SystemClock, TickContext,

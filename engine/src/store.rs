@@ -3,8 +3,8 @@
 //! action from the user.
 //!
 //! ```text
-//! DATA/databases/NAME/database   name, owner and module hash, checksummed
-//! DATA/databases/NAME/module.wasm
+//! DATA/databases/NAME/database   name, owner, module hash, table order, checksummed
+//! DATA/databases/NAME/module-HASH.wasm
 //! DATA/databases/NAME/snapshots/
 //! DATA/databases/NAME/log/
 //! DATA/module-cache/             compiled modules
@@ -12,6 +12,13 @@
 //!
 //! Every file is written to a temporary name, synced, renamed into place and the
 //! directory synced.
+//!
+//! A database's module is replaced in place by a migration ([`DataDir::migrate`]):
+//! the new module's file and a snapshot of the migrated tables are written first,
+//! then the record names the new module and the snapshot's tick. A crash before the
+//! record is written leaves the old module in charge (the snapshot does not match
+//! its tables and is set aside); after it, recovery starts from that snapshot, since
+//! older snapshots and log records hold rows of the old tables.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,11 +28,13 @@ use tickdb_wasm_abi::Identity;
 
 use crate::config::EngineConfig;
 use crate::db::Database;
-use crate::durability::{RecoverError, Recovered, recover};
+use crate::durability::{RecoverError, Recovered, recover_from};
 use crate::host::{LoadedModule, ModuleError, ModuleHost, ModuleSystem};
 use crate::tick::{Clock, Entropy, Ticker};
 
-const META_MAGIC: &[u8; 8] = b"TDBMETA1";
+const META_MAGIC: &[u8; 8] = b"TDBMETA2";
+/// The record before migrations (no table order); its module is `module.wasm`.
+const META_MAGIC_V1: &[u8; 8] = b"TDBMETA1";
 
 /// Why the data directory could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +60,12 @@ pub struct DatabaseMeta {
     pub owner: Identity,
     /// SHA-256 of the module's wasm.
     pub module_hash: [u8; 32],
+    /// The tick of the last migration's snapshot, the first state of the database
+    /// with this module's tables; 0 if never migrated.
+    pub migrated_at: u64,
+    /// The table names in id order; empty until a migration, meaning the module's
+    /// order.
+    pub tables: Vec<String>,
 }
 
 /// A server's data directory; see the module docs.
@@ -120,11 +135,12 @@ impl DataDir {
             std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
         }
         use sha2::Digest;
-        let meta = DatabaseMeta { name: name.into(), owner, module_hash: sha2::Sha256::digest(wasm).into() };
+        let module_hash = sha2::Sha256::digest(wasm).into();
+        let meta = DatabaseMeta { name: name.into(), owner, module_hash, migrated_at: 0, tables: Vec::new() };
         let databases = self.root.join("databases");
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         std::fs::File::open(&databases).and_then(|d| d.sync_all()).map_err(io(&databases))?;
-        write_atomic(&dir.join("module.wasm"), wasm)?;
+        write_atomic(&self.module_path(&meta), wasm)?;
         std::fs::create_dir_all(self.log(name)).map_err(io(&dir))?;
         write_atomic(&dir.join("database"), &encode_meta(&meta))?;
         Ok(meta)
@@ -164,9 +180,64 @@ impl DataDir {
         Ok(metas)
     }
 
+    fn module_path(&self, meta: &DatabaseMeta) -> PathBuf {
+        let hash: String = meta.module_hash.iter().map(|b| format!("{b:02x}")).collect();
+        self.database_dir(&meta.name).join(format!("module-{hash}.wasm"))
+    }
+
+    /// Where database `meta`'s module is: named by its hash, or `module.wasm` in a
+    /// directory written before migrations.
+    fn stored_module(&self, meta: &DatabaseMeta) -> PathBuf {
+        let path = self.module_path(meta);
+        let before_migrations = self.database_dir(&meta.name).join("module.wasm");
+        if !path.exists() && before_migrations.exists() { before_migrations } else { path }
+    }
+
+    /// Records that database `meta` now runs module `wasm`, its tables migrated (in
+    /// id order `tables`) and captured at `tick` in `snapshot` (see
+    /// [`crate::snapshot::capture`]), which must be durable in the log up to `tick`.
+    /// Returns the new record. See the module docs for the order of writes.
+    pub fn migrate(
+        &self,
+        meta: &DatabaseMeta,
+        wasm: &[u8],
+        tables: Vec<String>,
+        tick: u64,
+        snapshot: &[u8],
+    ) -> Result<DatabaseMeta, StoreError> {
+        use sha2::Digest;
+        let next = DatabaseMeta {
+            module_hash: sha2::Sha256::digest(wasm).into(),
+            migrated_at: tick,
+            tables,
+            ..meta.clone()
+        };
+        let name = &meta.name;
+        let recover_error = |e: crate::snapshot::SnapshotError| StoreError::Recover {
+            name: name.clone(),
+            source: Box::new(RecoverError::Snapshot(e)),
+        };
+        write_atomic(&self.module_path(&next), wasm)?;
+        crate::snapshot::install(&self.snapshots(name), tick, snapshot).map_err(recover_error)?;
+        write_atomic(&self.database_dir(name).join("database"), &encode_meta(&next))?;
+        // The migration is recorded. The old module, older snapshots and the log
+        // segments only they need hold the old tables' rows: of no use now, so a
+        // failure to delete them is only reported.
+        if next.module_hash != meta.module_hash {
+            let old = self.stored_module(meta);
+            if let Err(e) = std::fs::remove_file(&old) {
+                eprintln!("tickdb: database `{name}`: deleting {}: {e}", old.display());
+            }
+        }
+        if let Err(e) = crate::durability::prune(&self.snapshots(name), &self.log(name), 1) {
+            eprintln!("tickdb: database `{name}`: pruning after the migration: {e}");
+        }
+        Ok(next)
+    }
+
     /// The module of database `name`, checked against the recorded hash.
     pub fn module(&self, meta: &DatabaseMeta) -> Result<Vec<u8>, StoreError> {
-        let path = self.database_dir(&meta.name).join("module.wasm");
+        let path = self.stored_module(meta);
         let wasm = std::fs::read(&path).map_err(io(&path))?;
         use sha2::Digest;
         let hash: [u8; 32] = sha2::Sha256::digest(&wasm).into();
@@ -195,9 +266,18 @@ impl DataDir {
         let module = host.load(&wasm).map_err(|source| StoreError::Module { name: name.clone(), source })?;
         let module_error = |source| StoreError::Module { name: name.clone(), source };
         let mut db = Database::new(config).map_err(|e| module_error(ModuleError::Engine(e)))?;
+        // Tables take their ids in the recorded order (new ones go after it), so that
+        // the log's table ids mean what they meant when it was written.
+        for table in &meta.tables {
+            let schema = module.def.table(table).ok_or_else(|| StoreError::Corrupt {
+                path: self.database_dir(&name).join("database"),
+                why: format!("it lists table `{table}`, which the module does not declare"),
+            })?;
+            db.create_table(schema.clone()).map_err(|e| module_error(ModuleError::Engine(e)))?;
+        }
         let identity = database_identity(&meta.name);
         let system = ModuleSystem::new(host, Arc::clone(&module), &mut db, identity).map_err(module_error)?;
-        let recovered = recover(&self.snapshots(&name), &self.log(&name), &mut db)
+        let recovered = recover_from(&self.snapshots(&name), &self.log(&name), &mut db, meta.migrated_at)
             .map_err(|source| StoreError::Recover { name: name.clone(), source: Box::new(source) })?;
         let mut ticker = Ticker::new(db, system, clock, entropy);
         ticker.keep_log();
@@ -230,9 +310,35 @@ fn encode_meta(meta: &DatabaseMeta) -> Vec<u8> {
     out.extend_from_slice(meta.name.as_bytes());
     out.extend_from_slice(&meta.owner.0);
     out.extend_from_slice(&meta.module_hash);
+    out.extend_from_slice(&meta.migrated_at.to_le_bytes());
+    out.extend_from_slice(&(meta.tables.len() as u32).to_le_bytes());
+    for table in &meta.tables {
+        out.extend_from_slice(&(table.len() as u32).to_le_bytes());
+        out.extend_from_slice(table.as_bytes());
+    }
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
+}
+
+/// Reads a database record's fields in turn.
+struct MetaReader<'a>(&'a [u8]);
+
+impl<'a> MetaReader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let (head, tail) = self.0.split_at_checked(n).ok_or("too short")?;
+        self.0 = tail;
+        Ok(head)
+    }
+
+    fn u32(&mut self) -> Result<usize, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize)
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        let len = self.u32()?;
+        Ok(std::str::from_utf8(self.take(len)?).map_err(|_| "a name is not UTF-8")?.to_string())
+    }
 }
 
 fn decode_meta(bytes: &[u8]) -> Result<DatabaseMeta, String> {
@@ -240,16 +346,50 @@ fn decode_meta(bytes: &[u8]) -> Result<DatabaseMeta, String> {
     if crc32c::crc32c(&bytes[..body]) != u32::from_le_bytes(bytes[body..].try_into().expect("4 bytes")) {
         return Err("the checksum does not match".into());
     }
-    let bytes = &bytes[..body];
-    let rest = bytes.strip_prefix(META_MAGIC.as_slice()).ok_or("bad magic")?;
-    let (len, rest) = rest.split_at_checked(4).ok_or("too short")?;
-    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-    let (name, rest) = rest.split_at_checked(len).ok_or("too short")?;
-    let name = std::str::from_utf8(name).map_err(|_| "the name is not UTF-8")?.to_string();
-    if rest.len() != 64 {
-        return Err(format!("{} bytes where 64 belong", rest.len()));
+    let (rest, version) = match bytes[..body].split_at_checked(META_MAGIC.len()) {
+        Some((magic, rest)) if magic == META_MAGIC => (rest, 2),
+        Some((magic, rest)) if magic == META_MAGIC_V1 => (rest, 1),
+        _ => return Err("bad magic".into()),
+    };
+    let mut r = MetaReader(rest);
+    let name = r.string()?;
+    let owner = Identity(r.take(32)?.try_into().expect("32 bytes"));
+    let module_hash = r.take(32)?.try_into().expect("32 bytes");
+    let (mut migrated_at, mut tables) = (0, Vec::new());
+    if version > 1 {
+        migrated_at = u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
+        tables = (0..r.u32()?).map(|_| r.string()).collect::<Result<Vec<_>, _>>()?;
     }
-    let owner = Identity(rest[..32].try_into().expect("32 bytes"));
-    let module_hash = rest[32..].try_into().expect("32 bytes");
-    Ok(DatabaseMeta { name, owner, module_hash })
+    if !r.0.is_empty() {
+        return Err(format!("{} bytes after the record", r.0.len()));
+    }
+    Ok(DatabaseMeta { name, owner, module_hash, migrated_at, tables })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_records_from_before_migrations_still_read() {
+        let meta = DatabaseMeta {
+            name: "game".into(),
+            owner: Identity([3; 32]),
+            module_hash: [4; 32],
+            migrated_at: 17,
+            tables: vec!["player".into(), "guild".into()],
+        };
+        assert_eq!(decode_meta(&encode_meta(&meta)), Ok(meta.clone()));
+        let mut v1 = META_MAGIC_V1.to_vec();
+        v1.extend_from_slice(&4u32.to_le_bytes());
+        v1.extend_from_slice(b"game");
+        v1.extend_from_slice(&[3; 32]);
+        v1.extend_from_slice(&[4; 32]);
+        v1.extend_from_slice(&crc32c::crc32c(&v1).to_le_bytes());
+        let old = DatabaseMeta { migrated_at: 0, tables: Vec::new(), ..meta.clone() };
+        assert_eq!(decode_meta(&v1), Ok(old));
+        let mut bad = encode_meta(&meta);
+        bad[12] ^= 1;
+        assert_eq!(decode_meta(&bad), Err("the checksum does not match".to_string()));
+    }
 }

@@ -519,7 +519,9 @@ pub enum ReadError {
     Panicked(String),
 }
 
-type ReadFn = Box<dyn FnOnce(&Database) + Send>;
+/// Runs between ticks with the database and the system (as `Any`, for
+/// [`TickHandle::exclusive`] to downcast).
+type ReadFn = Box<dyn FnOnce(&mut Database, &mut dyn std::any::Any) + Send>;
 
 enum Message<W> {
     Work(W),
@@ -633,7 +635,7 @@ fn run_loop<S: TickSystem>(
             return None;
         }
         while let Some((_, read)) = reads.pop_front_if(|(after, _)| *after <= ran) {
-            read(ticker.db());
+            read(&mut ticker.db, &mut ticker.system);
         }
     }
     Some(ticker.into_db())
@@ -700,7 +702,7 @@ impl<W: Send + 'static> TickHandle<W> {
         read: impl FnOnce(&Database) -> R + Send + 'static,
     ) -> Result<R, ReadError> {
         let (reply, result) = mpsc::sync_channel(1);
-        self.try_send(Message::Read(Box::new(move |db| {
+        self.try_send(Message::Read(Box::new(move |db, _| {
             // A panicking read fails that read only; reads cannot change the database.
             let outcome = catch_unwind(AssertUnwindSafe(|| read(db))).map_err(|p| panic_message(&*p));
             // The reader may have given up waiting; then nobody needs the result.
@@ -714,9 +716,31 @@ impl<W: Send + 'static> TickHandle<W> {
     /// `read` sends its own result wherever it is wanted; a panic in it is caught and
     /// ends that read only.
     pub fn post(&self, read: impl FnOnce(&Database) + Send + 'static) -> Result<(), InboxError> {
-        self.try_send(Message::Read(Box::new(move |db| {
+        self.try_send(Message::Read(Box::new(move |db, _| {
             let _ = catch_unwind(AssertUnwindSafe(|| read(db)));
         })))
+    }
+
+    /// Runs `change` on the tick thread between ticks, after the work queued before
+    /// it, with the database and the tick system (which must be an `S`) to change, and
+    /// returns its result; no tick runs meanwhile. For what is not a transaction:
+    /// replacing a module and migrating its tables. `change` must leave the database
+    /// whole when it fails; a panic in it is reported as [`ReadError::Panicked`].
+    pub fn exclusive<S: 'static, R: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut Database, &mut S) -> R + Send + 'static,
+    ) -> Result<R, ReadError> {
+        let (reply, result) = mpsc::sync_channel(1);
+        self.try_send(Message::Read(Box::new(move |db, system| {
+            let outcome = match system.downcast_mut::<S>() {
+                Some(system) => {
+                    catch_unwind(AssertUnwindSafe(|| change(db, system))).map_err(|p| panic_message(&*p))
+                }
+                None => Err(format!("the tick system is not a {}", std::any::type_name::<S>())),
+            };
+            let _ = reply.send(outcome);
+        })))?;
+        result.recv().map_err(|_| InboxError::Closed)?.map_err(ReadError::Panicked)
     }
 
     /// Why the loop stopped taking work, if its sink failed (the commit log could not

@@ -518,3 +518,111 @@ fn ticks_that_write_nothing_leave_no_frame() {
     assert_eq!(recovered.replayed.transactions, 1, "only the write was logged");
     assert_eq!(after, expected);
 }
+
+/// A migration is recorded in an order a crash cannot tear: while the record still
+/// names the old module, a restart brings the old tables back (the migration's
+/// snapshot does not match them and is set aside); once it names the new one, the
+/// database starts from that snapshot, with the new tables, its rows migrated, and
+/// the snapshots and module of the old tables gone.
+#[test]
+fn a_migration_is_recorded_crash_safely() {
+    use tickdb_engine::Migration;
+    use tickdb_engine::store::DataDir;
+    let dir = TempDir::new("migration");
+    let data = DataDir::new(&dir.0);
+    let host = ModuleHost::new(HostConfig::default()).unwrap();
+    let (v1, v2) = (wasm("tickdb-test-evolve"), wasm("tickdb-test-evolve-v2"));
+    let meta = data.create("game", player(7), &v1).unwrap();
+    let restored = restore(&data, &host, &meta);
+    let sink = DurableSink::open(
+        &data.log("game"),
+        &restored.recovered.end,
+        LogConfig::default(),
+        Durability::Confirmed,
+    )
+    .unwrap();
+    let handle = TickLoop::spawn(restored.ticker, sink, &EngineConfig::default()).unwrap();
+    let mut client = Client::new(&restored.module);
+    for name in ["ada", "bo"] {
+        client.call(&handle, "join", player(1), name.to_string().to_bytes()).outcome.unwrap();
+    }
+    let mut db = handle.shutdown().unwrap();
+    let before = tables(&db);
+    // An automatic snapshot of the old tables, taken before the migration.
+    let (old_tick, old_snapshot) = tickdb_engine::snapshot::capture(&db);
+    tickdb_engine::snapshot::install(&data.snapshots("game"), old_tick, &old_snapshot).unwrap();
+
+    let module = host.load(&v2).unwrap();
+    let migration = Migration::plan(&db, &module.def).unwrap();
+    let order = migration.table_order(&db);
+    migration.apply(&mut db).unwrap();
+    let (tick, snapshot) = tickdb_engine::snapshot::capture(&db);
+    // A crash after the new tables' snapshot is written, before the record is.
+    tickdb_engine::snapshot::install(&data.snapshots("game"), tick + 1, &snapshot).unwrap();
+    let restored = restore(&data, &host, &meta);
+    assert_eq!(tables(restored.ticker.db()), before, "the old module is still in charge");
+    assert_eq!(restored.recovered.skipped.len(), 1, "the new tables' snapshot was set aside");
+    drop(restored);
+
+    let next = data.migrate(&meta, &v2, order, tick, &snapshot).unwrap();
+    assert_eq!(next.migrated_at, tick);
+    let old_order: Vec<&str> = db.tables().take(2).map(|t| t.name()).collect();
+    assert_eq!(next.tables, [old_order[0], old_order[1], "guild"], "new tables go after the old ones");
+    assert_eq!(data.list().unwrap(), std::slice::from_ref(&next));
+    let restored = restore(&data, &host, &next);
+    assert_eq!(restored.recovered.snapshot.as_ref().unwrap().1.tick, tick);
+    let migrated = tables(restored.ticker.db());
+    assert_eq!(migrated, tables(&db));
+    let titles = Value::Option(Some(Box::new(Value::string("newcomer"))));
+    let players = &migrated.iter().find(|(name, _)| name == "player").unwrap().1;
+    assert_eq!(players[0], [Value::U64(1), Value::string("ada"), Value::U32(1), titles]);
+    let snapshots = tickdb_engine::snapshot::list_snapshots(&data.snapshots("game")).unwrap();
+    assert_eq!(snapshots.iter().map(|(t, _)| *t).collect::<Vec<_>>(), [tick], "older snapshots are gone");
+    let files: Vec<String> = std::fs::read_dir(data.database_dir("game"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("module-"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+}
+
+/// A module replaced between ticks takes over at once: a call resolved against the
+/// module it replaced reaches the reducer of the same name in the new one, and a call
+/// resolved against some other module is refused rather than run as another reducer.
+#[test]
+fn calls_made_against_a_replaced_module_reach_the_reducer_of_the_same_name() {
+    use tickdb_engine::Migration;
+    let host = Arc::new(ModuleHost::new(HostConfig::default()).unwrap());
+    let v1 = host.load(&wasm("tickdb-test-evolve")).unwrap();
+    let v2 = host.load(&wasm("tickdb-test-evolve-v2")).unwrap();
+    let chat = host.load(&wasm("tickdb-example-chat")).unwrap();
+    let mut db = Database::new(EngineConfig::default()).unwrap();
+    let system = ModuleSystem::new(&host, Arc::clone(&v1), &mut db, OWNER).unwrap();
+    let ticker = Ticker::new(db, system, Box::new(SystemClock), Box::new(SplitMix64::new(3)));
+    let handle = TickLoop::spawn(ticker, (), &EngineConfig::default()).unwrap();
+    let (next, by) = (Arc::clone(&v2), Arc::clone(&host));
+    let changes = handle
+        .exclusive(move |db: &mut Database, system: &mut ModuleSystem| {
+            let migration = Migration::plan(db, &next.def).unwrap();
+            let changes = migration.changes().len();
+            migration.apply(db).unwrap();
+            system.replace_module(&by, next, db).unwrap();
+            changes
+        })
+        .unwrap();
+    assert!(changes >= 5, "{changes} changes");
+    let (to, replies) = mpsc::channel();
+    let call = |module: &LoadedModule, reducer: &str, args: Vec<u8>| {
+        let id = module.reducer_id(reducer).unwrap();
+        let reply = Some(ReplyTo { id: 0, to: to.clone() });
+        handle.submit(ModuleWork::call_of(module, id, player(1), CONN, &args, reply)).unwrap();
+        replies.recv().unwrap().outcome
+    };
+    call(&v1, "join", "ada".to_string().to_bytes()).unwrap();
+    let level = call(&v2, "level_up", 1u64.to_bytes()).unwrap();
+    assert_eq!(level, 2u32.to_bytes(), "v1's `join` ran as v2's, which sets the level");
+    let err = call(&chat, "set_name", "ada".to_string().to_bytes()).unwrap_err().to_string();
+    assert!(err.contains("the module was replaced"), "{err}");
+    let players = handle.read(|db| db.table(db.table_id("player").unwrap()).len()).unwrap();
+    assert_eq!(players, 1);
+}

@@ -133,9 +133,9 @@ impl Api {
             .iter()
             .map(|s| {
                 json!({
-                    "name": s.meta.name,
-                    "owner": s.meta.owner.to_string(),
-                    "module_hash": s.meta.module_hash.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                    "name": s.name,
+                    "owner": s.owner.to_string(),
+                    "module_hash": s.module().hash.iter().map(|b| format!("{b:02x}")).collect::<String>(),
                 })
             })
             .collect();
@@ -149,22 +149,24 @@ impl Api {
         }
         let clear = request.head.param("clear").is_some_and(|v| v == "true" || v == "1");
         let outcome = self.databases.publish(name, owner, &request.body, clear)?;
-        let what = match outcome {
-            Published::Created => "created",
-            Published::Unchanged => "unchanged",
-            Published::Replaced => "replaced",
+        let (what, changes) = match &outcome {
+            Published::Created => ("created", &[][..]),
+            Published::Unchanged => ("unchanged", &[][..]),
+            Published::Replaced => ("replaced", &[][..]),
+            Published::Migrated(changes) => ("migrated", &changes[..]),
         };
         let status = if outcome == Published::Created { 201 } else { 200 };
-        Ok(Response::json(status, &json!({ "name": name, "owner": owner.to_string(), "outcome": what })))
+        let body = json!({ "name": name, "owner": owner.to_string(), "outcome": what, "changes": changes });
+        Ok(Response::json(status, &body))
     }
 
     fn call(&self, request: &Request, name: &str, reducer: &str) -> Result<Response, ApiError> {
         let caller = self.caller_or_anonymous(request)?;
         let served = self.databases.get(name)?;
-        let (id, def) = served
-            .module
+        let module = served.module();
+        let (id, def) = module
             .reducer_id(reducer)
-            .map(|id| (id, &served.module.def.reducers[id as usize]))
+            .map(|id| (id, &module.def.reducers[id as usize]))
             .ok_or_else(|| ApiError::not_found(format!("database `{name}` has no reducer `{reducer}`")))?;
         let body: Json = match request.body.is_empty() {
             true => Json::Array(Vec::new()),
@@ -179,7 +181,8 @@ impl Api {
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let (to, reply) = mpsc::channel::<CallReply>();
         let started = Instant::now();
-        let work = ModuleWork::call(id, caller, new_connection_id(), &encoded, Some(ReplyTo { id: 0, to }));
+        let reply_to = Some(ReplyTo { id: 0, to });
+        let work = ModuleWork::call_of(&module, id, caller, new_connection_id(), &encoded, reply_to);
         served.with_handle(|h| h.submit(work))?.map_err(|e| ApiError::unavailable(e.to_string()))?;
         self.metrics.reducer_calls.fetch_add(1, Ordering::Relaxed);
         let reply = reply.recv().map_err(|_| ApiError::unavailable("the database stopped"))?;
@@ -249,13 +252,13 @@ impl Api {
         if !served.is_owner(caller) {
             return Err(ApiError::forbidden(format!(
                 "only the owner of `{}` may change its tables with SQL",
-                served.meta.name
+                served.name
             )));
         }
         let (to, reply) = mpsc::channel::<CallReply>();
         let limits = self.databases.config().query_limits.clone();
         let to = Some(ReplyTo { id: 0, to });
-        let work = tickdb_sql::dml_work(served.meta.owner, caller, ConnectionId::default(), sql, limits, to);
+        let work = tickdb_sql::dml_work(served.owner, caller, ConnectionId::default(), sql, limits, to);
         served.with_handle(|h| h.submit(work))?.map_err(|e| ApiError::unavailable(e.to_string()))?;
         let reply = reply.recv().map_err(|_| ApiError::unavailable("the database stopped"))?;
         match reply.outcome {
@@ -364,7 +367,7 @@ impl Api {
             "# HELP tickdb_subscription_eval_us Subscription evaluation per tick.\n# TYPE tickdb_subscription_eval_us summary\n",
         );
         for served in self.databases.list() {
-            let name = &served.meta.name;
+            let name = &served.name;
             let Ok(metrics) = served.with_handle(|h| h.metrics()) else { continue };
             let h = &metrics.tick_duration_us;
             for q in [0.5, 0.99, 0.999] {
@@ -397,7 +400,8 @@ impl Api {
 
 /// A database's schema as JSON.
 pub fn schema(served: &Served) -> Json {
-    let def = &served.module.def;
+    let module = served.module();
+    let def = &module.def;
     let tables: Vec<Json> = def
         .tables
         .iter()
@@ -444,5 +448,5 @@ pub fn schema(served: &Served) -> Json {
             })
         })
         .collect();
-    json!({ "name": served.meta.name, "owner": served.meta.owner.to_string(), "tables": tables, "reducers": reducers })
+    json!({ "name": served.name, "owner": served.owner.to_string(), "tables": tables, "reducers": reducers })
 }

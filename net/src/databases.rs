@@ -1,17 +1,20 @@
 //! The databases a server holds: each one's tick loop, module and subscription hub.
 //!
 //! At start every database in the data directory is restored (snapshot, then log) and
-//! its tick loop started. Publishing creates a database, or replaces its module when
-//! the owner asks to clear its data; deleting stops its loop and removes its files.
+//! its tick loop started. Publishing creates a database; publishing another module
+//! into it migrates its tables in place, clients connected, when the change keeps
+//! every row (see [`tickdb_engine::migrate`]), or starts it afresh when the owner asks
+//! to clear its data; deleting stops its loop and removes its files.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 
 use tickdb_engine::commitlog::LogConfig;
+use tickdb_engine::commitlog::writer::LogWatch;
 use tickdb_engine::store::{DataDir, DatabaseMeta, StoreError};
 use tickdb_engine::{
-    CallReply, Durability, DurableSink, LoadedModule, ModuleHost, ModuleLogs, ModuleWork, ReplyTo,
-    SnapshotPolicy, SplitMix64, SystemClock, TickHandle, TickLoop,
+    CallReply, Database, Durability, DurableSink, LoadedModule, Migration, ModuleHost, ModuleLogs,
+    ModuleSystem, ModuleWork, ReplyTo, SnapshotPolicy, SplitMix64, SystemClock, TickHandle, TickLoop,
 };
 use tickdb_sql::Visibility;
 use tickdb_wasm_abi::{ConnectionId, Identity, Lifecycle};
@@ -22,8 +25,14 @@ use crate::hub::{FanoutSink, Gate, Hub, HubConfig, HubStatus, Outgoing, Routes};
 /// A running database.
 #[derive(Debug)]
 pub struct Served {
-    pub meta: DatabaseMeta,
-    pub module: Arc<LoadedModule>,
+    pub name: String,
+    pub owner: Identity,
+    /// The database's record as last written: its module and table order.
+    record: Mutex<DatabaseMeta>,
+    /// The running module; replaced by a migration.
+    module: RwLock<Arc<LoadedModule>>,
+    /// The commit log's durable tick.
+    watch: LogWatch,
     pub hub: Arc<Mutex<Hub>>,
     pub logs: Arc<ModuleLogs>,
     /// This run of the database: random, so that a client cannot take ticks of an
@@ -41,12 +50,17 @@ impl Served {
         let handle = self.handle.read().expect("handle lock");
         let handle = handle
             .as_ref()
-            .ok_or_else(|| ApiError::not_found(format!("database `{}` was deleted", self.meta.name)))?;
+            .ok_or_else(|| ApiError::not_found(format!("database `{}` was deleted", self.name)))?;
         Ok(f(handle))
     }
 
     pub fn is_owner(&self, who: Identity) -> bool {
-        self.meta.owner == who
+        self.owner == who
+    }
+
+    /// The running module.
+    pub fn module(&self) -> Arc<LoadedModule> {
+        Arc::clone(&self.module.read().expect("module lock"))
     }
 }
 
@@ -104,13 +118,15 @@ pub enum Published {
     Unchanged,
     /// The data was cleared and the database started again with the new module.
     Replaced,
+    /// The new module runs on the same data, its tables migrated: what changed.
+    Migrated(Vec<String>),
 }
 
 /// Every database of a server; see the module docs.
 #[derive(Debug)]
 pub struct Databases {
     data: DataDir,
-    host: ModuleHost,
+    host: Arc<ModuleHost>,
     config: ServerConfig,
     served: RwLock<BTreeMap<String, Arc<Served>>>,
     /// Serialises publishes and deletes (each may take seconds: compiling a module).
@@ -124,6 +140,7 @@ impl Databases {
         let host_config =
             tickdb_engine::HostConfig { cache_dir: Some(data.module_cache()), ..config.host.clone() };
         let host = ModuleHost::new(host_config).map_err(|e| ApiError::internal(e.to_string()))?;
+        let host = Arc::new(host);
         let databases = Databases {
             data,
             host,
@@ -175,6 +192,7 @@ impl Databases {
         .map_err(|e| ApiError::internal(format!("database `{name}`: opening its log: {e}")))?
         .with_snapshots(&self.data.snapshots(&name), &self.data.log(&name), SnapshotPolicy::default())
         .map_err(|e| ApiError::internal(format!("database `{name}`: starting its snapshots: {e}")))?;
+        let watch = sink.watch();
         let epoch = u64::from_le_bytes(crate::identity::random_bytes());
         let gate = Gate::new(name.clone(), epoch, Arc::clone(&self.routes));
         let hub_config = HubConfig {
@@ -197,8 +215,11 @@ impl Databases {
             run_init(&handle, meta.owner)?;
         }
         Ok(Arc::new(Served {
-            meta: meta.clone(),
-            module,
+            name: meta.name.clone(),
+            owner: meta.owner,
+            record: Mutex::new(restored.meta),
+            module: RwLock::new(module),
+            watch,
             hub,
             logs,
             epoch,
@@ -226,13 +247,8 @@ impl Databases {
             Some(old) if !old.is_owner(owner) => {
                 return Err(ApiError::forbidden(format!("database `{name}` belongs to another identity")));
             }
-            Some(old) if old.meta.module_hash == module.hash => return Ok(Published::Unchanged),
-            Some(_) if !clear => {
-                return Err(ApiError::conflict(format!(
-                    "database `{name}` runs another module; publishing a new one in place (a schema migration) \
-                     is not supported yet: publish with clear=true to delete its data and start afresh"
-                )));
-            }
+            Some(old) if old.module().hash == module.hash => return Ok(Published::Unchanged),
+            Some(old) if !clear => return self.migrate(&old, wasm, module).map(Published::Migrated),
             Some(_) => {
                 self.stop_and_delete(name)?;
                 Published::Replaced
@@ -271,20 +287,64 @@ impl Databases {
     }
 
     fn stop_and_delete(&self, name: &str) -> Result<(), ApiError> {
+        self.stop(name, "the database was deleted".to_string());
+        Ok(self.data.delete(name)?)
+    }
+
+    /// Stops database `name`'s tick loop and closes its clients' connections with `why`.
+    fn stop(&self, name: &str, why: String) {
         let served = self.served.write().expect("served lock").remove(name);
         if let Some(served) = served {
             let handle = served.handle.write().expect("handle lock").take();
             if let Some(handle) = handle {
                 handle.shutdown();
             }
-            let why = "the database was deleted".to_string();
             self.routes.deliver(vec![Outgoing::Stopped {
                 database: name.to_string(),
                 epoch: served.epoch,
                 why,
             }]);
         }
-        Ok(self.data.delete(name)?)
+    }
+
+    /// Replaces `served`'s module with `module`, migrating its tables in place between
+    /// two ticks; clients stay connected and get their subscriptions' rows again. The
+    /// migration is written (the module, a snapshot of the migrated tables, then the
+    /// record) before any tick runs on the new tables. A change that would lose rows is
+    /// refused with every reason, and nothing changes.
+    fn migrate(
+        &self,
+        served: &Arc<Served>,
+        wasm: &[u8],
+        module: Arc<LoadedModule>,
+    ) -> Result<Vec<String>, ApiError> {
+        // The visibility rules are checked against the new tables before anything changes.
+        let mut scratch =
+            Database::new(self.config.engine.clone()).map_err(|e| ApiError::internal(e.to_string()))?;
+        for table in &module.def.tables {
+            scratch.create_table(table.clone()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        }
+        Visibility::new(&scratch, &module.def.visibility)
+            .map_err(|e| ApiError::bad_request(format!("the module's visibility rule is invalid: {e}")))?;
+        let (host, data, wasm, target) =
+            (Arc::clone(&self.host), self.data.clone(), wasm.to_vec(), Arc::clone(served));
+        let change = move |db: &mut Database, system: &mut ModuleSystem| {
+            migrate_between_ticks(db, system, &host, &data, &wasm, module, &target)
+        };
+        let outcome = served
+            .with_handle(|h| h.exclusive(change))?
+            .map_err(|e| ApiError::unavailable(format!("database `{}`: {e}", served.name)))?;
+        match outcome {
+            Ok(changes) => Ok(changes),
+            Err(Migrate::Refused(e)) => Err(e),
+            Err(Migrate::Halted(why)) => {
+                let why = format!(
+                    "the migration failed part way and the database stopped: {why}; restart the server to bring it back as it was"
+                );
+                self.stop(&served.name, why.clone());
+                Err(ApiError::internal(why))
+            }
+        }
     }
 
     /// Stops every tick loop, finishing the work already queued.
@@ -310,4 +370,63 @@ fn run_init(handle: &TickHandle<ModuleWork>, owner: Identity) -> Result<(), ApiE
         }
         Err(_) => Err(ApiError::internal("the database stopped while running init")),
     }
+}
+
+/// Why a migration did not happen.
+enum Migrate {
+    /// Nothing changed.
+    Refused(ApiError),
+    /// The tables in memory changed but could not be recorded: the database must stop
+    /// before its log records anything of them (its files still hold it as it was).
+    Halted(String),
+}
+
+/// A migration's work on the tick thread, between two ticks; see [`Databases::migrate`].
+fn migrate_between_ticks(
+    db: &mut Database,
+    system: &mut ModuleSystem,
+    host: &ModuleHost,
+    data: &DataDir,
+    wasm: &[u8],
+    module: Arc<LoadedModule>,
+    served: &Served,
+) -> Result<Vec<String>, Migrate> {
+    let migration = Migration::plan(db, &module.def).map_err(|e| {
+        Migrate::Refused(ApiError::conflict(format!(
+            "database `{}`: {e}. Publish with clear=true to delete its data and start afresh",
+            served.name
+        )))
+    })?;
+    let changes = migration.changes().to_vec();
+    let tables = migration.table_order(db);
+    // Every tick before is durable first: the snapshot must not run ahead of the log.
+    let tick = db.last_tick().unwrap_or(0);
+    served
+        .watch
+        .wait_durable(tick)
+        .map_err(|e| Migrate::Refused(ApiError::unavailable(format!("the log failed: {e}"))))?;
+    let halt = |system: &mut ModuleSystem, why: String| {
+        system.halt(format!("the database is stopping: {why}"));
+        Migrate::Halted(why)
+    };
+    if let Err(e) = migration.apply(db) {
+        return Err(halt(system, format!("migrating the tables: {e}")));
+    }
+    if let Err(e) = system.replace_module(host, Arc::clone(&module), db) {
+        return Err(halt(system, format!("starting the new module: {e}")));
+    }
+    let (tick, snapshot) = tickdb_engine::snapshot::capture(db);
+    let mut record = served.record.lock().expect("record lock");
+    match data.migrate(&record, wasm, tables, tick, &snapshot) {
+        Ok(next) => *record = next,
+        Err(e) => return Err(halt(system, format!("recording the migration: {e}"))),
+    }
+    drop(record);
+    let visibility = match Visibility::new(db, &module.def.visibility) {
+        Ok(visibility) => visibility,
+        Err(e) => return Err(halt(system, format!("the visibility rules: {e}"))),
+    };
+    *served.module.write().expect("module lock") = module;
+    crate::hub::lock(&served.hub).migrated(db, visibility);
+    Ok(changes)
 }

@@ -60,14 +60,19 @@ impl Shared {
         })
     }
 
-    /// The WebSocket message for a client of `format`; JSON decodes rows by `def`'s tables.
-    pub fn to_send(&self, format: Format, def: &tickdb_wasm_abi::ModuleDef) -> tungstenite::Message {
+    /// The WebSocket message for a client of `format`; JSON decodes rows by the tables
+    /// of `module()` (only called for JSON).
+    pub fn to_send(
+        &self,
+        format: Format,
+        module: impl FnOnce() -> Arc<tickdb_engine::LoadedModule>,
+    ) -> tungstenite::Message {
         match format {
             Format::Binary(compression) => tungstenite::Message::Binary(self.framed(compression)),
             Format::Json => {
                 let text = self.json.get_or_init(|| {
                     let message = ServerMessage::decode(&self.message).expect("the server encoded it");
-                    crate::json_protocol::server_message(&message, def).into()
+                    crate::json_protocol::server_message(&message, &module().def).into()
                 });
                 tungstenite::Message::Text(text.clone())
             }
@@ -244,6 +249,8 @@ struct Client {
 #[derive(Debug)]
 struct QuerySet {
     queries: Vec<QueryId>,
+    /// The queries as the client sent them: subscribed again after a migration.
+    sql: Vec<String>,
     /// Initial rows per query, filled as scans finish; the set is applied (its
     /// deltas sent) once every query has its rows.
     initial: Vec<Option<Vec<Vec<u8>>>>,
@@ -496,7 +503,7 @@ impl Hub {
             && resume_epoch == self.epoch
             && let Some(missed) = self.missed_since(db, &subs, resume_after)
         {
-            self.hold(client, set, subs, Vec::new(), true);
+            self.hold(client, set, queries, subs, Vec::new(), true);
             let (tick, tables) = (self.tick, Vec::new());
             let message =
                 ServerMessage::SubscribeApplied { query_set_id: set, tick, tables, resumed: true, missed };
@@ -514,7 +521,7 @@ impl Hub {
                 Err(e) => return self.send_one(client, &refused(set, format!("{}: {e}", queries[i]))),
             }
         }
-        self.hold(client, set, subs, initial, false);
+        self.hold(client, set, queries, subs, initial, false);
         self.scans.extend(scans);
         self.update_status();
         self.apply_if_ready(db, client, set);
@@ -525,6 +532,7 @@ impl Hub {
         &mut self,
         client: ClientKey,
         set: u32,
+        sql: &[String],
         subs: Vec<Subscription>,
         initial: Vec<Option<Vec<Vec<u8>>>>,
         applied: bool,
@@ -534,7 +542,33 @@ impl Hub {
             self.holders.entry(q).or_default().push((client, set));
         }
         let c = self.clients.get_mut(&client).expect("the client is connected");
-        c.sets.insert(set, QuerySet { queries: ids, initial, applied });
+        c.sets.insert(set, QuerySet { queries: ids, sql: sql.to_vec(), initial, applied });
+    }
+
+    /// The database's module was replaced and its tables migrated (see
+    /// `Databases::publish`): queries are compiled again against the new tables and
+    /// `visibility`, and every client's sets subscribed again, each getting its rows
+    /// afresh (the new columns with them) or an error if a query no longer holds. The
+    /// history is emptied: ticks before now hold rows of the old tables.
+    pub fn migrated(&mut self, db: &Database, visibility: Visibility) {
+        self.visibility = visibility;
+        self.statements = StatementCache::new(tickdb_sql::STATEMENT_CACHE_SHAPES);
+        self.shapes.clear();
+        self.history.ticks.clear();
+        self.history.bytes = 0;
+        self.history.from = self.tick;
+        let mut sets = Vec::new();
+        for (&client, c) in &self.clients {
+            sets.extend(c.sets.iter().map(|(&set, qs)| (client, set, qs.sql.clone())));
+        }
+        // Every set goes before any comes back, so that no query compiled against the
+        // old tables is shared with a new holder.
+        for (client, set, _) in &sets {
+            self.unsubscribe(*client, *set);
+        }
+        for (client, set, sql) in sets {
+            self.subscribe(db, client, set, &sql, (0, 0));
+        }
     }
 
     pub fn unsubscribe(&mut self, client: ClientKey, set: u32) {

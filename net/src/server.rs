@@ -842,7 +842,7 @@ impl EventLoop {
         self.metrics.bytes_received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let decoded = if json {
             let text = std::str::from_utf8(&bytes).expect("tungstenite checked the text");
-            crate::json_protocol::client_message(text, &client.served.module.def)
+            crate::json_protocol::client_message(text, &client.served.module().def)
         } else {
             unframe(&bytes, len_max)
                 .map_err(|e| e.to_string())
@@ -905,8 +905,9 @@ impl EventLoop {
                 duration_us: 0,
             })
         };
-        let Some(id) = served.module.reducer_id(reducer) else {
-            let why = format!("database `{}` has no reducer `{reducer}`", served.meta.name);
+        let module = served.module();
+        let Some(id) = module.reducer_id(reducer) else {
+            let why = format!("database `{}` has no reducer `{reducer}`", served.name);
             return self.send(key, &refuse(why));
         };
         let calls_max = self.config.calls_in_flight_max;
@@ -919,7 +920,7 @@ impl EventLoop {
         let call = self.next_call;
         self.next_call += 1;
         let reply = ReplyTo { id: call, to: self.replies_to.clone() };
-        let work = ModuleWork::call(id, client.identity, client.connection_id, args, Some(reply));
+        let work = ModuleWork::call_of(&module, id, client.identity, client.connection_id, args, Some(reply));
         self.metrics.reducer_calls.fetch_add(1, Ordering::Relaxed);
         self.calls.insert(call, PendingCall::Reducer { client: key, request_id, started: Instant::now() });
         match self.batches.iter_mut().find(|b| Arc::ptr_eq(&b.served, &served)) {
@@ -991,7 +992,7 @@ impl EventLoop {
     fn send(&mut self, key: ClientKey, message: &Shared) {
         let Some(&slot) = self.by_key.get(&key) else { return };
         let State::Client(client) = &mut self.conn(slot).state else { return };
-        let message = message.to_send(client.format, &client.served.module.def);
+        let message = message.to_send(client.format, || client.served.module());
         let len = message.len() as u64;
         match client.ws.write(message) {
             Ok(()) => {}

@@ -12,7 +12,7 @@ use tickdb_wasm_abi::{Identity, ProductType, Value, ValueType, decode_exact};
 
 fn row_type(server: &TestServer, db: &str, table: &str) -> ValueType {
     let served = server.server.as_ref().unwrap().databases().get(db).unwrap();
-    let schema = served.module.def.table(table).unwrap().clone();
+    let schema = served.module().def.table(table).unwrap().clone();
     ValueType::Product(ProductType::new(schema.columns.iter().map(|c| (c.name.clone(), c.ty.clone()))))
 }
 

@@ -16,8 +16,9 @@ use crate::schema::{
 use crate::types::{Field, ProductType, SumType, TYPE_DEPTH_MAX, ValueType};
 
 /// The version of this encoding; the first byte of every encoded definition.
-pub const MODULE_DEF_VERSION: u8 = 2;
-/// The oldest version still read: version 1 has no visibility rules.
+pub const MODULE_DEF_VERSION: u8 = 3;
+/// The oldest version still read: version 1 has no visibility rules, version 2 no
+/// column defaults.
 pub const MODULE_DEF_VERSION_MIN: u8 = 1;
 
 /// When the host calls a reducer by itself rather than for a client.
@@ -129,7 +130,7 @@ pub fn encode_type(ty: &ValueType) -> Vec<u8> {
 
 /// Reads a type written by [`encode_type`]; the whole input must be one type.
 pub fn decode_type(bytes: &[u8]) -> Result<ValueType, ModuleDefError> {
-    let mut r = DefReader(Reader::new(bytes));
+    let mut r = DefReader(Reader::new(bytes), MODULE_DEF_VERSION);
     let ty = r.ty(0)?;
     if r.0.remaining() != 0 {
         return Err(DecodeError::TrailingBytes { extra: r.0.remaining() }.into());
@@ -169,11 +170,12 @@ impl ModuleDef {
     /// Reads a definition from its encoding. Checks the encoding only; call
     /// [`ModuleDef::validate`] for the rules.
     pub fn decode(bytes: &[u8]) -> Result<ModuleDef, ModuleDefError> {
-        let mut r = DefReader(Reader::new(bytes));
+        let mut r = DefReader(Reader::new(bytes), MODULE_DEF_VERSION);
         let version = r.u8()?;
         if !(MODULE_DEF_VERSION_MIN..=MODULE_DEF_VERSION).contains(&version) {
             return Err(ModuleDefError::Version { found: version });
         }
+        r.1 = version;
         let tables = r.list("tables", DefReader::table)?;
         let reducers = r.list("reducers", DefReader::reducer)?;
         let schedules = r.list("schedules", |r| {
@@ -360,6 +362,14 @@ impl Writer {
         self.list(&t.columns, |w, c| {
             w.str(&c.name);
             w.ty(&c.ty);
+            match &c.default {
+                None => w.u8(0),
+                Some(value) => {
+                    w.u8(1);
+                    w.u32(value.len() as u32);
+                    w.0.extend_from_slice(value);
+                }
+            }
         });
         // The primary key as an index into `unique`, plus one; zero for none.
         self.u32(t.primary_key.map_or(0, |pk| pk as u32 + 1));
@@ -412,7 +422,8 @@ const SCALARS: [ValueType; 19] = {
     ]
 };
 
-struct DefReader<'a>(Reader<'a>);
+/// A reader of definitions of one version.
+struct DefReader<'a>(Reader<'a>, u8);
 
 impl DefReader<'_> {
     fn u8(&mut self) -> Result<u8, ModuleDefError> {
@@ -475,7 +486,23 @@ impl DefReader<'_> {
 
     fn table(&mut self) -> Result<TableSchema, ModuleDefError> {
         let name = self.string()?;
-        let columns = self.list("columns", |r| Ok(ColumnSchema { name: r.string()?, ty: r.ty(1)? }))?;
+        let columns = self.list("columns", |r| {
+            let (name, ty) = (r.string()?, r.ty(1)?);
+            let default = match r.1 {
+                ..3 => None,
+                _ => {
+                    let offset = r.0.position();
+                    match r.u8()? {
+                        0 => None,
+                        1 => Some(r.0.bytes()?.to_vec()),
+                        tag => {
+                            return Err(ModuleDefError::UnknownTag { what: "column default", tag, offset });
+                        }
+                    }
+                }
+            };
+            Ok(ColumnSchema { name, ty, default })
+        })?;
         let primary_key = self.u32()?.checked_sub(1).map(|pk| pk as usize);
         let unique = self
             .list("unique constraints", |r| Ok(UniqueConstraint { name: r.string()?, columns: r.cols()? }))?;

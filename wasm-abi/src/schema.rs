@@ -37,6 +37,10 @@ pub enum TableAccess {
 pub struct ColumnSchema {
     pub name: String,
     pub ty: ValueType,
+    /// The value (in the value encoding) that rows stored before the column existed
+    /// get when a republished module adds it: a column added to a table that holds
+    /// rows needs one.
+    pub default: Option<Vec<u8>>,
 }
 
 /// A set of columns whose values no two rows may share. The primary key is one of these.
@@ -209,6 +213,8 @@ pub enum SchemaError {
     TooManyColumns { table: String, count: usize },
     #[error("table `{table}`: column `{column}` is declared twice")]
     DuplicateColumn { table: String, column: String },
+    #[error("table `{table}`: the default of column `{column}` is not a value of its type: {why}")]
+    InvalidDefault { table: String, column: String, why: String },
     #[error("table `{table}`: column `{column}` has an invalid type: {source}")]
     InvalidType { table: String, column: String, source: TypeError },
     #[error("table `{table}`: {what} names column `{column}`, which the table does not have")]
@@ -244,11 +250,22 @@ pub struct TableSchemaBuilder {
     indexes: Vec<(Option<String>, Vec<String>, IndexKind)>,
     auto_inc: Vec<String>,
     access: TableAccess,
+    unknown_defaults: Vec<String>,
 }
 
 impl TableSchemaBuilder {
     pub fn column(mut self, name: impl Into<String>, ty: ValueType) -> Self {
-        self.columns.push(ColumnSchema { name: name.into(), ty });
+        self.columns.push(ColumnSchema { name: name.into(), ty, default: None });
+        self
+    }
+
+    /// Gives column `name` (declared before) a default: `value` in the value encoding.
+    /// An unknown column is reported by [`TableSchemaBuilder::build`].
+    pub fn column_default(mut self, name: &str, value: Vec<u8>) -> Self {
+        match self.columns.iter_mut().find(|c| c.name == name) {
+            Some(column) => column.default = Some(value),
+            None => self.unknown_defaults.push(name.to_string()),
+        }
         self
     }
 
@@ -324,6 +341,10 @@ impl TableSchemaBuilder {
         let table = self.name.clone();
         check_name(&table).map_err(|why| SchemaError::InvalidTableName { table: table.clone(), why })?;
         check_columns(&table, &self.columns)?;
+        if let Some(column) = self.unknown_defaults.first() {
+            let (what, column) = ("a default".to_string(), column.clone());
+            return Err(SchemaError::UnknownColumn { table, what, column });
+        }
         if self.primary_keys.len() > 1 {
             return Err(SchemaError::DuplicatePrimaryKey { table });
         }
@@ -413,6 +434,12 @@ fn check_columns(table: &str, columns: &[ColumnSchema]) -> Result<(), SchemaErro
             column: column(),
             source,
         })?;
+        if let Some(default) = &col.default
+            && let Err(e) = crate::encoding::decode_exact(&col.ty, default)
+        {
+            let why = e.to_string();
+            return Err(SchemaError::InvalidDefault { table: table.clone(), column: column(), why });
+        }
     }
     Ok(())
 }

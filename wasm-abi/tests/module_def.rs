@@ -14,6 +14,7 @@ fn player() -> TableSchema {
         .column("owner", ValueType::Identity)
         .column("state", state)
         .column("tags", ValueType::array(ValueType::option(ValueType::String)))
+        .column_default("tags", vec![0, 0, 0, 0])
         .primary_key(["id"])
         .auto_inc("id")
         .unique(["owner"])
@@ -69,12 +70,31 @@ fn module_def_round_trips() {
     let bytes = def.encode();
     assert_eq!(ModuleDef::decode(&bytes), Ok(def.clone()));
     // Version 1, from before visibility rules (it ends after the tick systems), reads
-    // as a definition without rules.
-    let older = ModuleDef { visibility: Vec::new(), ..def };
+    // as a definition without rules. (Without tables: their columns have defaults
+    // since version 3.)
+    let older = ModuleDef { visibility: Vec::new(), tables: Vec::new(), ..def };
     let mut bytes = older.encode();
     bytes.truncate(bytes.len() - 4);
     bytes[0] = 1;
     assert_eq!(ModuleDef::decode(&bytes), Ok(older));
+}
+
+/// A column default must be a value of the column's type, and name a column.
+#[test]
+fn column_defaults_are_checked() {
+    let table = |default: Vec<u8>| {
+        TableSchema::builder("t").column("hp", ValueType::U32).column_default("hp", default).build()
+    };
+    assert_eq!(table(7u32.to_le_bytes().to_vec()).unwrap().columns[0].default, Some(vec![7, 0, 0, 0]));
+    let err = table(vec![7]).unwrap_err().to_string();
+    assert!(err.contains("the default of column `hp` is not a value of its type"), "{err}");
+    let err = TableSchema::builder("t")
+        .column("hp", ValueType::U32)
+        .column_default("mp", vec![0; 4])
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("a default names column `mp`"), "{err}");
 }
 
 /// Every proper prefix of a valid encoding fails to decode; a wrong version is named.

@@ -149,6 +149,12 @@ impl LoadedModule {
     pub fn reducer_id(&self, name: &str) -> Option<u32> {
         self.reducers.get(name).copied()
     }
+
+    /// A short tag of the module: its hash's first eight bytes, never 0. Calls carry
+    /// it to say which module their reducer id belongs to.
+    pub fn stamp(&self) -> u64 {
+        u64::from_le_bytes(self.hash[..8].try_into().expect("8 bytes")).max(1)
+    }
 }
 
 /// The server's module host; see the module docs.

@@ -82,6 +82,9 @@ pub type NativeFn = Box<dyn FnOnce(&mut Tx<'_>) -> Result<Vec<u8>, String> + Sen
 enum Work {
     Call {
         reducer: u32,
+        /// The [`LoadedModule::stamp`] of the module `reducer` was resolved against; 0
+        /// for the running one.
+        module: u64,
         caller: Identity,
         connection: ConnectionId,
         args: Args,
@@ -156,7 +159,25 @@ impl ModuleWork {
         args: &[u8],
         reply: Option<ReplyTo>,
     ) -> ModuleWork {
-        ModuleWork(Work::Call { reducer, caller, connection, args: Args::from_slice(args), reply })
+        ModuleWork(Work::Call { reducer, module: 0, caller, connection, args: Args::from_slice(args), reply })
+    }
+
+    /// As [`ModuleWork::call`], with `reducer` resolved against `module`: if the
+    /// database's module is replaced before the call runs, it reaches the new module's
+    /// reducer of the same name (or fails, naming the reducer, if there is none).
+    pub fn call_of(
+        module: &LoadedModule,
+        reducer: u32,
+        caller: Identity,
+        connection: ConnectionId,
+        args: &[u8],
+        reply: Option<ReplyTo>,
+    ) -> ModuleWork {
+        let mut work = ModuleWork::call(reducer, caller, connection, args, reply);
+        if let Work::Call { module: stamp, .. } = &mut work.0 {
+            *stamp = module.stamp();
+        }
+        work
     }
 
     /// A lifecycle event: runs the module's reducer for it, if it has one. An `Err`
@@ -222,6 +243,11 @@ pub struct ModuleSystem {
     to_arm: Vec<(usize, Vec<u8>, At)>,
     cleanup: Vec<(usize, Vec<u8>)>,
     replaced: u64,
+    /// The module this one replaced: its stamp and reducer names, to route calls
+    /// resolved against it.
+    previous: Option<(u64, Vec<Arc<str>>)>,
+    /// Why the system takes no more work, once halted.
+    halted: Option<String>,
 }
 
 impl ModuleSystem {
@@ -233,6 +259,37 @@ impl ModuleSystem {
         db: &mut Database,
         identity: Identity,
     ) -> Result<ModuleSystem, ModuleError> {
+        let logs = Arc::new(ModuleLogs::new(host.config.log_lines_max));
+        ModuleSystem::with_logs(host, module, db, identity, logs)
+    }
+
+    /// Replaces the running module with `module`, whose tables `db` must already have
+    /// (see [`crate::migrate`]): scheduled rows are armed again, tick systems start
+    /// over, the log goes on. Calls made against the replaced module (see
+    /// [`ModuleWork::call_of`]) still reach the reducer of the same name. On error
+    /// nothing changed.
+    pub fn replace_module(
+        &mut self,
+        host: &ModuleHost,
+        module: Arc<LoadedModule>,
+        db: &mut Database,
+    ) -> Result<(), ModuleError> {
+        let mut next = ModuleSystem::with_logs(host, module, db, self.identity, Arc::clone(&self.logs))?;
+        next.previous = Some((self.module.stamp(), std::mem::take(&mut self.names)));
+        next.replaced = self.replaced;
+        *self = next;
+        Ok(())
+    }
+
+    fn with_logs(
+        host: &ModuleHost,
+        module: Arc<LoadedModule>,
+        db: &mut Database,
+        identity: Identity,
+        logs: Arc<ModuleLogs>,
+    ) -> Result<ModuleSystem, ModuleError> {
+        // Instantiated first: a module that fails to start leaves the database alone.
+        let instance = Instance::new(host, &module, Arc::clone(&logs))?;
         for schema in &module.def.tables {
             match db.table_id(&schema.name) {
                 Ok(id) if **db.table(id).schema() == *schema => {}
@@ -286,8 +343,6 @@ impl ModuleSystem {
             }
             schedules.push(schedule);
         }
-        let logs = Arc::new(ModuleLogs::new(host.config.log_lines_max));
-        let instance = Instance::new(host, &module, Arc::clone(&logs))?;
         Ok(ModuleSystem {
             engine: host.engine.clone(),
             _epoch: Arc::clone(&host.epoch),
@@ -307,6 +362,8 @@ impl ModuleSystem {
             to_arm,
             cleanup: Vec::new(),
             replaced: 0,
+            previous: None,
+            halted: None,
         })
     }
 
@@ -317,6 +374,28 @@ impl ModuleSystem {
     /// The database's log: module log lines and the host's notes.
     pub fn logs(&self) -> Arc<ModuleLogs> {
         Arc::clone(&self.logs)
+    }
+
+    /// The id in the running module of reducer `reducer` of the module stamped `module`.
+    fn route(&self, reducer: u32, module: u64) -> Result<u32, CallError> {
+        if module == 0 || module == self.module.stamp() {
+            return Ok(reducer);
+        }
+        let gone =
+            || CallError::NoSuchReducer(format!("with id {reducer} (the module was replaced: call again)"));
+        let Some((stamp, names)) = &self.previous else { return Err(gone()) };
+        let name = names.get(reducer as usize).filter(|_| *stamp == module).ok_or_else(gone)?;
+        let id = self.module.reducer_id(name).ok_or_else(|| {
+            CallError::NoSuchReducer(format!("`{name}` (the module was replaced by one without it)"))
+        })?;
+        Ok(id)
+    }
+
+    /// Fails every work item from now on with `why`, changing nothing: for a database
+    /// whose state in memory must not reach its log (a migration that could not be
+    /// recorded), until it is stopped.
+    pub fn halt(&mut self, why: String) {
+        self.halted = Some(why);
     }
 
     /// How many times the instance was replaced after a trap.
@@ -597,8 +676,22 @@ impl TickSystem for ModuleSystem {
         work: ModuleWork,
     ) -> Result<(), String> {
         let zero = TimeDuration::default();
+        if let Some(why) = &self.halted {
+            let why = why.clone();
+            let reply = match work.0 {
+                Work::Call { reply, .. } | Work::Native { reply, .. } | Work::Lifecycle { reply, .. } => {
+                    reply
+                }
+                _ => None,
+            };
+            return self.finish(reply, Err(CallError::Failed(why)));
+        }
         match work.0 {
-            Work::Call { reducer, caller, connection, args, reply } => {
+            Work::Call { reducer, module, caller, connection, args, reply } => {
+                let reducer = match self.route(reducer, module) {
+                    Ok(reducer) => reducer,
+                    Err(e) => return self.finish(reply, Err(e)),
+                };
                 let outcome = match self.internal.get(reducer as usize) {
                     Some(false) => self.invoke(tx, ctx, reducer, caller, connection, &args, zero),
                     Some(true) => Err(CallError::NotCallable(self.names[reducer as usize].to_string())),

@@ -19,7 +19,8 @@ use syn::{
 
 /// Declares a table: `#[tickdb::table(accessor = player, public)]` on a struct with
 /// named fields. Field attributes: `#[primary_key]`, `#[unique]`, `#[auto_inc]`,
-/// `#[index(btree)]`. Table options: `public` (default private),
+/// `#[index(btree)]`, and `#[default(expr)]`: the value rows stored before the column
+/// existed get when a republished module adds it. Table options: `public` (default private),
 /// `index(name = pos, btree(columns = [x, y]))` for multi-column indexes,
 /// `index(name = area, grid(columns = [x, y], cell = 32))` for a grid index that finds
 /// the rows in a window (area-of-interest queries and subscriptions through SQL), and
@@ -226,6 +227,7 @@ fn table_impl(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream
     let mut unique: Vec<(Ident, Type)> = Vec::new();
     let mut auto_inc: Vec<Ident> = Vec::new();
     let mut column_types: Vec<(Ident, Type)> = Vec::new();
+    let mut defaults: Vec<(Ident, Type, syn::Expr)> = Vec::new();
     for field in fields.named.iter_mut() {
         let name = field.ident.clone().expect("named field");
         let mut kept = Vec::new();
@@ -246,6 +248,11 @@ fn table_impl(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream
                     ));
                 }
                 auto_inc.push(name.clone());
+            } else if path.is_ident("default") {
+                let expr: syn::Expr = attr.parse_args().map_err(|e| {
+                    Error::new(e.span(), "expected `#[default(value)]`, e.g. `#[default(0)]`")
+                })?;
+                defaults.push((name.clone(), field.ty.clone(), expr));
             } else if path.is_ident("index") {
                 let mut btree = false;
                 attr.parse_nested_meta(|meta| {
@@ -333,6 +340,13 @@ fn table_impl(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream
     let columns = column_types.iter().map(|(name, ty)| {
         let name = name.to_string();
         quote_spanned!(ty.span()=> .column(#name, <#ty as ::tickdb::Type>::value_type()))
+    });
+    let column_defaults = defaults.iter().map(|(name, ty, expr)| {
+        let name = name.to_string();
+        quote_spanned!(expr.span()=> .column_default(#name, {
+            let value: #ty = #expr;
+            ::tickdb::Type::to_bytes(&value)
+        }))
     });
     let pk = primary_key.iter().map(|pk| {
         let pk = pk.to_string();
@@ -425,6 +439,7 @@ fn table_impl(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream
         extern "C" fn #register() {
             let schema = #private::TableSchema::builder(#table)
                 #(#columns)*
+                #(#column_defaults)*
                 #(#pk)*
                 #(#uniques)*
                 #(#btrees)*

@@ -8,8 +8,14 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The modules this builds, by package name.
-pub const MODULES: [&str; 4] =
-    ["tickdb-example-chat", "tickdb-test-bench", "tickdb-test-features", "tickdb-test-hostile"];
+pub const MODULES: [&str; 6] = [
+    "tickdb-example-chat",
+    "tickdb-test-bench",
+    "tickdb-test-features",
+    "tickdb-test-hostile",
+    "tickdb-test-evolve",
+    "tickdb-test-evolve-v2",
+];
 
 const TARGET: &str = "wasm32-unknown-unknown";
 
