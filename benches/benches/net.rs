@@ -15,7 +15,9 @@
 //!   the server holds the rate), latency from the driver's call to a client seeing
 //!   the row (p50, p99, max), server CPU, server RSS, bytes per client per second.
 //! - `calls`: 64 clients with 40 calls in flight each, for 5 s: reducer calls per
-//!   second over WebSocket, for a reducer that writes nothing and for one that inserts.
+//!   second over WebSocket, for a reducer that writes nothing and for one that inserts
+//!   (from clients without subscriptions, and from subscribed ones, whose results
+//!   carry their own changes).
 //! - `idle`: server memory per idle connection, over 5,000 connections.
 //! - `codecs`: real tick updates and initial rows captured from a server, compressed
 //!   with LZ4, Snappy, zstd and deflate: size and time, to choose the protocol's codec.
@@ -57,8 +59,11 @@ fn main() {
         fanout(&wasm, 1_000, Compression::Lz4);
     }
     if run("calls") {
-        calls(&wasm, "empty", &[]);
-        calls(&wasm, "insert_item", &7u64.to_bytes());
+        calls(&wasm, "empty", &[], None);
+        calls(&wasm, "insert_item", &7u64.to_bytes(), None);
+        // Subscribed callers get their own changes with each result: what computing
+        // them costs, with a query the inserts do not match (no updates go out).
+        calls(&wasm, "insert_item", &7u64.to_bytes(), Some("SELECT * FROM item WHERE value = 0"));
     }
     if run("idle") {
         idle(&wasm, 5_000);
@@ -430,12 +435,32 @@ fn drive(
     round_trips
 }
 
-fn calls(wasm: &[u8], reducer: &str, args: &[u8]) {
+fn calls(wasm: &[u8], reducer: &str, args: &[u8], subscribed: Option<&str>) {
     const CLIENTS: usize = 64;
     const IN_FLIGHT: u32 = 40;
     let server = Server::start(wasm);
     let mut poll = Poll::new().unwrap();
     let mut clients = connect_all(&poll, server.addr, CLIENTS, Compression::None);
+    if let Some(query) = subscribed {
+        let message = ClientMessage::Subscribe {
+            query_set_id: 1,
+            queries: vec![query.to_string()],
+            resume_after_tick: 0,
+            resume_epoch: 0,
+        };
+        for c in &mut clients {
+            c.ws.send(Message::Binary(frame(Compression::None, &message.encode()).into())).unwrap();
+        }
+        pump(
+            &mut poll,
+            &mut clients,
+            |c, bytes| {
+                c.results += u64::from(matches!(decode(bytes), ServerMessage::SubscribeApplied { .. }))
+            },
+            |cs| cs.iter().all(|c| c.results == 1),
+        );
+        clients.iter_mut().for_each(|c| c.results = 0);
+    }
     let call = ClientMessage::CallReducer { request_id: 0, reducer: reducer.into(), args: args.to_vec() };
     let framed = frame(Compression::None, &call.encode());
     let send = |c: &mut Client| {
@@ -471,8 +496,9 @@ fn calls(wasm: &[u8], reducer: &str, args: &[u8]) {
     );
     let wall = start.elapsed().as_secs_f64();
     let results: u64 = clients.iter().map(|c| c.results).sum();
+    let callers = if subscribed.is_some() { "subscribed clients" } else { "clients" };
     println!(
-        "calls: `{reducer}` from {CLIENTS} clients × {IN_FLIGHT} in flight: {:.0} calls/s ({failed} failed); server CPU {:.0}% of a core",
+        "calls: `{reducer}` from {CLIENTS} {callers} × {IN_FLIGHT} in flight: {:.0} calls/s ({failed} failed); server CPU {:.0}% of a core",
         results as f64 / wall,
         (server.cpu() - cpu0) / wall * 100.0
     );

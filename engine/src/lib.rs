@@ -36,7 +36,7 @@ pub use durability::{
 pub use error::Error;
 pub use host::{
     CallError, CallReply, HostConfig, HostError, LoadedModule, LogRecord, ModuleError, ModuleHost,
-    ModuleLogs, ModuleSystem, ModuleWork, ReplyTo,
+    ModuleLogs, ModuleSystem, ModuleWork, OwnChanges, ReplyTo,
 };
 pub use ids::{RowId, TableId, TickId};
 pub use key::KeyBytes;

@@ -133,6 +133,17 @@ pub trait TickSystem: Send + 'static {
     /// the tick loop keeps a log.
     fn log_meta(&self, _work: &Self::Work, _out: &mut Vec<u8>) {}
 
+    /// Whether `work` wants its own changes: then, if it commits, the loop resolves its
+    /// transaction's changes apart from the tick's and hands them to
+    /// [`TickSystem::own_changes`]. Called before the item runs.
+    fn wants_own_changes(&self, _work: &Self::Work) -> bool {
+        false
+    }
+
+    /// The changes of the work item that just committed, which asked for them; `db` as
+    /// it left it.
+    fn own_changes(&mut self, _db: &Database, _changes: Vec<TableChanges>) {}
+
     /// Called once the tick's transactions are merged into `output`, before the sink
     /// receives it. What must wait until the tick is durable (replies to callers) goes
     /// into `releases`.
@@ -349,6 +360,10 @@ impl<S: TickSystem> Ticker<S> {
         &self.system
     }
 
+    pub fn system_mut(&mut self) -> &mut S {
+        &mut self.system
+    }
+
     pub fn into_db(self) -> Database {
         self.db
     }
@@ -402,16 +417,17 @@ impl<S: TickSystem> Ticker<S> {
                 break;
             }
             let record = self.log_meta(&item);
+            let own = self.system.wants_own_changes(&item);
             let run =
                 |system: &mut S, tx: &mut Tx<'_>, ctx: &mut TickContext<'_>| system.run_work(tx, ctx, item);
-            self.run_transaction(&mut changeset, &mut output, TimeDuration::default(), record, run);
+            self.run_transaction(&mut changeset, &mut output, TimeDuration::default(), (record, own), run);
         }
         self.due = due;
         if fixed && !self.poisoned {
             let delta = self.last_fixed.map(|last| timestamp.duration_since(last)).unwrap_or_default();
             self.last_fixed = Some(timestamp);
             let record = self.log_meta_bytes(b"");
-            self.run_transaction(&mut changeset, &mut output, delta, record, S::run_fixed);
+            self.run_transaction(&mut changeset, &mut output, delta, (record, false), S::run_fixed);
         }
         output.changes = changeset.table_changes(&self.db);
         changeset.clear();
@@ -457,7 +473,7 @@ impl<S: TickSystem> Ticker<S> {
         changeset: &mut Changeset,
         output: &mut TickOutput,
         delta: TimeDuration,
-        record_start: usize,
+        (record_start, own): (usize, bool),
         run: impl FnOnce(&mut S, &mut Tx<'_>, &mut TickContext<'_>) -> Result<(), String>,
     ) {
         let mut tx = self.db.begin();
@@ -480,7 +496,14 @@ impl<S: TickSystem> Ticker<S> {
                 } else if self.logging {
                     self.log.truncate(record_start);
                 }
-                tx.commit_into(changeset);
+                if own {
+                    let mine = tx.commit();
+                    let changes = mine.table_changes(&self.db);
+                    changeset.merge(mine);
+                    self.system.own_changes(&self.db, changes);
+                } else {
+                    tx.commit_into(changeset);
+                }
                 output.committed += 1;
             }
             Err(_) if tx.is_torn() => {

@@ -4,8 +4,8 @@
 use std::sync::mpsc;
 
 use tickdb_engine::{
-    Clock, Database, EngineConfig, Error, InboxError, ReadError, SplitMix64, TableId, TickContext, TickLoop,
-    TickOutput, TickSystem, Ticker, Tx,
+    Clock, Database, EngineConfig, Error, InboxError, ReadError, SplitMix64, TableChanges, TableId,
+    TickContext, TickLoop, TickOutput, TickSystem, Ticker, Tx,
 };
 use tickdb_wasm_abi::{ColId, Identity, TableSchema, Timestamp, Value, ValueType};
 
@@ -571,4 +571,50 @@ fn multi_column_unique_constraints() {
         assert_eq!(table.find_unique(0, &key(3, 3)), None);
         assert_eq!(table.len(), 3);
     }
+}
+
+/// A spawner that asks for the own changes of its pair spawns and keeps them.
+struct OwnChangesSpawner(Vec<Vec<TableChanges>>);
+
+impl TickSystem for OwnChangesSpawner {
+    type Work = Work;
+
+    fn run_work(&mut self, tx: &mut Tx<'_>, ctx: &mut TickContext<'_>, work: Work) -> Result<(), String> {
+        Spawner.run_work(tx, ctx, work)
+    }
+
+    fn wants_own_changes(&self, work: &Work) -> bool {
+        matches!(work, Work::SpawnPair(..) | Work::Fail(_))
+    }
+
+    fn own_changes(&mut self, _db: &Database, changes: Vec<TableChanges>) {
+        self.0.push(changes);
+    }
+}
+
+/// Work that asks for its own changes gets exactly its transaction's, once it
+/// commits; the tick's output still holds every transaction's.
+#[test]
+fn work_that_asks_gets_its_own_changes() {
+    let (db, _) = db_with(EngineConfig::default());
+    let system = OwnChangesSpawner(Vec::new());
+    let mut ticker = Ticker::new(db, system, Box::new(SimClock(0)), Box::new(SplitMix64::new(1)));
+    let output =
+        ticker.run_tick([Work::Spawn(1), Work::SpawnPair(2, 3), Work::Fail(4), Work::Spawn(5)], false);
+    assert_eq!(output.changes[0].inserts.len(), 4, "the tick's changes hold every committed insert");
+    let own = &ticker.system().0;
+    assert_eq!(own.len(), 1, "the failed item has no changes to hand on");
+    assert_eq!(own[0].len(), 1);
+    let ty = ValueType::Product(tickdb_wasm_abi::ProductType::new(
+        player_schema().columns.iter().map(|c| (c.name.clone(), c.ty.clone())),
+    ));
+    let names: Vec<Value> = own[0][0]
+        .inserts
+        .iter()
+        .map(|r| match tickdb_wasm_abi::decode_exact(&ty, r).unwrap() {
+            Value::Product(values) => values[5].clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(names, [Value::string("first"), Value::string("second")]);
 }

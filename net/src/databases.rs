@@ -208,8 +208,10 @@ impl Databases {
         let hub = Hub::new(visibility, Arc::clone(&gate), hub_config);
         let status = hub.status();
         let hub = Arc::new(Mutex::new(hub));
+        let mut ticker = restored.ticker;
+        ticker.system_mut().set_own_changes(Box::new(crate::hub::OwnView(Arc::clone(&hub))));
         let sink = FanoutSink { inner: sink, hub: Arc::clone(&hub), gate };
-        let handle = TickLoop::spawn(restored.ticker, sink, &self.config.engine)
+        let handle = TickLoop::spawn(ticker, sink, &self.config.engine)
             .map_err(|e| ApiError::internal(format!("database `{name}`: starting its tick loop: {e}")))?;
         if fresh {
             run_init(&handle, meta.owner)?;

@@ -28,7 +28,7 @@ use tickdb_sql::{
     Delta, InitialScan, QueryId, QueryLimits, Reader, SqlError, StatementCache, Subscription,
     SubscriptionSet, Visibility,
 };
-use tickdb_wasm_abi::{Reader as ValueReader, TableSchema, skip};
+use tickdb_wasm_abi::{ConnectionId, Reader as ValueReader, TableSchema, skip};
 
 /// A connection, as the hub and the event loop both name it: unique for the server's life.
 pub type ClientKey = u64;
@@ -230,6 +230,23 @@ impl Release for GateRelease {
     }
 }
 
+/// A database's module's view of a call's own changes: through the caller's
+/// subscriptions, by its hub (see [`Hub::own_changes`]).
+#[derive(Debug)]
+pub struct OwnView(pub Arc<Mutex<Hub>>);
+
+impl tickdb_engine::OwnChanges for OwnView {
+    fn view(
+        &mut self,
+        db: &Database,
+        connection: ConnectionId,
+        changes: &[TableChanges],
+    ) -> Option<Box<dyn std::any::Any + Send>> {
+        let sets = lock(&self.0).own_changes(db, connection, changes);
+        (!sets.is_empty()).then(|| Box::new(sets) as Box<dyn std::any::Any + Send>)
+    }
+}
+
 /// Wakes the event loop for a tick that wrote nothing (its replies went out at once).
 struct Wake(Arc<Mutex<Gate>>);
 
@@ -243,6 +260,7 @@ impl Release for Wake {
 #[derive(Debug)]
 struct Client {
     reader: Reader,
+    connection: ConnectionId,
     sets: BTreeMap<u32, QuerySet>,
 }
 
@@ -320,6 +338,7 @@ pub struct Hub {
     visibility: Visibility,
     statements: StatementCache,
     clients: HashMap<ClientKey, Client>,
+    by_connection: HashMap<ConnectionId, ClientKey>,
     /// Who holds each query: (client, query set).
     holders: HashMap<QueryId, Vec<(ClientKey, u32)>>,
     scans: Vec<Scan>,
@@ -377,6 +396,7 @@ impl Hub {
             visibility,
             statements: StatementCache::new(tickdb_sql::STATEMENT_CACHE_SHAPES),
             clients: HashMap::new(),
+            by_connection: HashMap::new(),
             holders: HashMap::new(),
             scans: Vec::new(),
             shapes: HashMap::new(),
@@ -432,13 +452,15 @@ impl Hub {
     }
 
     /// A new connection; `reader` says whose.
-    pub fn connect(&mut self, client: ClientKey, reader: Reader) {
-        self.clients.insert(client, Client { reader, sets: BTreeMap::new() });
+    pub fn connect(&mut self, client: ClientKey, connection: ConnectionId, reader: Reader) {
+        self.clients.insert(client, Client { reader, connection, sets: BTreeMap::new() });
+        self.by_connection.insert(connection, client);
     }
 
     /// A connection closed: its query sets go.
     pub fn disconnect(&mut self, client: ClientKey) {
         if let Some(c) = self.clients.remove(&client) {
+            self.by_connection.remove(&c.connection);
             for (id, set) in c.sets {
                 self.release(client, id, &set.queries);
             }
@@ -525,6 +547,39 @@ impl Hub {
         self.scans.extend(scans);
         self.update_status();
         self.apply_if_ready(db, client, set);
+    }
+
+    /// What one call's `changes` (`db` as the call left it) did to the query sets of
+    /// the client on `connection` that are applied: what its `ReducerResult` carries.
+    pub fn own_changes(
+        &mut self,
+        db: &Database,
+        connection: ConnectionId,
+        changes: &[TableChanges],
+    ) -> Vec<QuerySetUpdate> {
+        let Hub { clients, by_connection, set, shapes, limits, .. } = self;
+        let Some(client) = by_connection.get(&connection).and_then(|c| clients.get(c)) else {
+            return Vec::new();
+        };
+        let mut sets = Vec::new();
+        for (&query_set_id, qs) in client.sets.iter().filter(|(_, qs)| qs.applied) {
+            let mut tables = Vec::new();
+            for sub in qs.queries.iter().filter_map(|&q| set.query(q)) {
+                if !changes.iter().any(|c| sub.tables().contains(&c.table)) {
+                    continue;
+                }
+                // A join past its budget fails here alone; the tick's update reports it.
+                if let Ok(delta) = sub.delta(db, changes, limits)
+                    && !delta.is_empty()
+                {
+                    tables.push(table_update(shape_of(shapes, db, sub.table()), sub.table(), &delta));
+                }
+            }
+            if !tables.is_empty() {
+                sets.push(QuerySetUpdate { query_set_id, tables });
+            }
+        }
+        sets
     }
 
     /// Adds a client's set of queries to the database's, each shared with its other holders.

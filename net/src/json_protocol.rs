@@ -105,8 +105,12 @@ pub fn server_message(message: &ServerMessage, def: &ModuleDef) -> String {
                 .collect();
             json!({"TickUpdate": {"tick": tick, "timestamp_us": timestamp_us, "query_sets": sets}})
         }
-        ServerMessage::ReducerResult { request_id, tick, outcome, duration_us } => {
-            let mut body = json!({"request_id": request_id, "tick": tick, "duration_us": duration_us});
+        ServerMessage::ReducerResult { request_id, tick, outcome, duration_us, changes } => {
+            let changes: Vec<Json> = changes
+                .iter()
+                .map(|s| json!({"query_set_id": s.query_set_id, "tables": s.tables.iter().map(|t| table_update(def, t)).collect::<Vec<_>>()}))
+                .collect();
+            let mut body = json!({"request_id": request_id, "tick": tick, "duration_us": duration_us, "changes": changes});
             match outcome {
                 // The return value's type is the reducer's; the result does not name it,
                 // so the value goes as the hex of its encoding.

@@ -26,7 +26,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use tickdb_engine::store::DataDir;
 use tickdb_engine::{CallReply, Database, ModuleWork, ReplyTo};
-use tickdb_protocol::{ClientMessage, Compression, ServerMessage, unframe};
+use tickdb_protocol::{ClientMessage, Compression, QuerySetUpdate, ServerMessage, unframe};
 use tickdb_sql::Reader;
 use tickdb_wasm_abi::{ConnectionId, Identity, Lifecycle};
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -222,6 +222,8 @@ struct Client {
     connection_id: ConnectionId,
     format: Format,
     calls_in_flight: usize,
+    /// Whether the client ever subscribed: then its calls' results carry their own changes.
+    subscribed: bool,
     /// Token bucket of the inbound message rate.
     tokens: f64,
     refilled: Instant,
@@ -755,6 +757,7 @@ impl EventLoop {
             connection_id,
             format,
             calls_in_flight: 0,
+            subscribed: false,
             tokens: burst,
             refilled: now,
             last_heard: now,
@@ -768,7 +771,8 @@ impl EventLoop {
         let reader =
             if served.is_owner(identity) { Reader::owner(identity) } else { Reader::client(identity) };
         let tick = served.status.tick.load(Ordering::Acquire);
-        let posted = served.with_handle(|h| h.post(move |_| crate::hub::lock(&hub).connect(key, reader)));
+        let posted = served
+            .with_handle(|h| h.post(move |_| crate::hub::lock(&hub).connect(key, connection_id, reader)));
         if !matches!(posted, Ok(Ok(()))) {
             return Err(Close::new(CloseCode::Again, "the database is busy; retry"));
         }
@@ -864,6 +868,9 @@ impl EventLoop {
             ClientMessage::Subscribe { query_set_id, queries, resume_after_tick, resume_epoch } => {
                 // Calls read before it go first: the database sees the client's messages in order.
                 self.submit_batches();
+                if let State::Client(client) = &mut self.conn(slot).state {
+                    client.subscribed = true;
+                }
                 let hub = Arc::clone(&served.hub);
                 let resume = (resume_epoch, resume_after_tick);
                 let subscribe = move |db: &Database| {
@@ -903,6 +910,7 @@ impl EventLoop {
                 tick: 0,
                 outcome: Err(why),
                 duration_us: 0,
+                changes: Vec::new(),
             })
         };
         let module = served.module();
@@ -920,7 +928,11 @@ impl EventLoop {
         let call = self.next_call;
         self.next_call += 1;
         let reply = ReplyTo { id: call, to: self.replies_to.clone() };
-        let work = ModuleWork::call_of(&module, id, client.identity, client.connection_id, args, Some(reply));
+        let mut work =
+            ModuleWork::call_of(&module, id, client.identity, client.connection_id, args, Some(reply));
+        if client.subscribed {
+            work = work.with_own_changes();
+        }
         self.metrics.reducer_calls.fetch_add(1, Ordering::Relaxed);
         self.calls.insert(call, PendingCall::Reducer { client: key, request_id, started: Instant::now() });
         match self.batches.iter_mut().find(|b| Arc::ptr_eq(&b.served, &served)) {
@@ -984,6 +996,7 @@ impl EventLoop {
             tick: 0,
             outcome: Err(why.to_string()),
             duration_us: 0,
+            changes: Vec::new(),
         };
         self.send(client, &Shared::new(&message));
     }
@@ -1099,11 +1112,13 @@ impl EventLoop {
                 if reply.outcome.is_err() {
                     self.metrics.reducer_errors.fetch_add(1, Ordering::Relaxed);
                 }
+                let changes = reply.own_changes.and_then(|c| c.downcast::<Vec<QuerySetUpdate>>().ok());
                 let message = ServerMessage::ReducerResult {
                     request_id,
                     tick: reply.tick.0,
                     outcome: reply.outcome.map_err(|e| e.to_string()),
                     duration_us: started.elapsed().as_micros() as u64,
+                    changes: changes.map(|c| *c).unwrap_or_default(),
                 };
                 self.send(client, &Shared::new(&message));
             }

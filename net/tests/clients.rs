@@ -604,3 +604,74 @@ fn a_query_past_its_budget_fails_alone() {
         other => panic!("expected the event's update, got {other:?}"),
     }
 }
+
+/// The next ReducerResult for `request_id`, skipping tick updates.
+fn result_of(client: &mut Client, request_id: u32) -> ServerMessage {
+    loop {
+        match client.recv() {
+            ServerMessage::TickUpdate { .. } => {}
+            m @ ServerMessage::ReducerResult { .. } => {
+                let ServerMessage::ReducerResult { request_id: id, .. } = &m else { unreachable!() };
+                assert_eq!(*id, request_id);
+                return m;
+            }
+            other => panic!("expected ReducerResult, got {other:?}"),
+        }
+    }
+}
+
+/// A subscribed caller's result carries what its call alone changed in its query
+/// sets: not other calls' changes, not sets the call did not touch; a caller that
+/// never subscribed gets none.
+#[test]
+fn a_callers_result_carries_its_own_changes() {
+    let server = start("own-changes", ServerConfig::default());
+    let owner = new_token(server.addr);
+    assert_eq!(publish(server.addr, "chat", &owner, "tickdb-example-chat").status, 201);
+    let ty = row_type(&server, "chat", "message");
+    let mut ada = connect(server.addr, "chat", "");
+    let (ada_id, _) = identity_of(ada.recv());
+    ada.subscribe(1, &["SELECT * FROM message"]);
+    ada.subscribe(2, &["SELECT * FROM user"]);
+    for _ in 0..2 {
+        assert!(matches!(ada.recv(), ServerMessage::SubscribeApplied { .. }));
+    }
+    let mut bo = connect(server.addr, "chat", "");
+    identity_of(bo.recv());
+
+    // Both call at once: each result holds its own message only.
+    ada.call(1, "send_message", "mine".to_string().to_bytes());
+    bo.call(1, "send_message", "his".to_string().to_bytes());
+    match result_of(&mut ada, 1) {
+        ServerMessage::ReducerResult { outcome: Ok(_), changes, .. } => {
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            assert_eq!(changes[0].query_set_id, 1);
+            let inserts = changes[0].tables[0].inserts.iter().map(<[u8]>::to_vec);
+            assert_eq!(texts(&ty, inserts), ["mine"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match result_of(&mut bo, 1) {
+        ServerMessage::ReducerResult { outcome: Ok(_), changes, .. } => {
+            assert!(changes.is_empty(), "{changes:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Renaming touches the user set alone, as an update by primary key.
+    ada.call(2, "set_name", "Ada".to_string().to_bytes());
+    match result_of(&mut ada, 2) {
+        ServerMessage::ReducerResult { outcome: Ok(_), changes, .. } => {
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            assert_eq!(changes[0].query_set_id, 2);
+            let updates = &changes[0].tables[0].updates;
+            assert_eq!((updates.len(), updates.keys.row(0)), (1, &ada_id.0[..]));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A failed call changed nothing.
+    ada.call(3, "send_message", " ".to_string().to_bytes());
+    match result_of(&mut ada, 3) {
+        ServerMessage::ReducerResult { outcome: Err(_), changes, .. } => assert!(changes.is_empty()),
+        other => panic!("{other:?}"),
+    }
+}

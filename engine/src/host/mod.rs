@@ -31,7 +31,7 @@ use tickdb_wasm_abi::{ModuleDef, ModuleDefError};
 use wasmtime::{ExternType, InstancePre, Linker, Module, Store};
 
 pub use logs::{LogRecord, ModuleLogs};
-pub use system::{CallError, CallReply, ModuleSystem, ModuleWork, NativeFn, ReplyTo, TrapKind};
+pub use system::{CallError, CallReply, ModuleSystem, ModuleWork, NativeFn, OwnChanges, ReplyTo, TrapKind};
 
 use imports::{GuestFault, HostState, Phase};
 

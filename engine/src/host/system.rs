@@ -1,6 +1,7 @@
 //! One database's module instance as the tick loop's system: reducer calls, lifecycle
 //! reducers, tick systems and scheduled reducers, each its own transaction.
 
+use std::any::Any;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -16,6 +17,7 @@ use tickdb_wasm_abi::{
 use super::imports::{GuestFault, MemoryLimitHit, Phase};
 use super::logs::ModuleLogs;
 use super::{HostConfig, Instance, LoadedModule, ModuleError, ModuleHost, trap_message, tx_slot};
+use crate::changeset::TableChanges;
 use crate::db::{Database, Tx};
 use crate::ids::{TableId, TickId};
 use crate::tick::{Release, Releases, TickContext, TickOutput, TickSystem};
@@ -28,12 +30,28 @@ pub struct ReplyTo {
 }
 
 /// The outcome of a call, sent once the tick that ran it has committed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct CallReply {
     pub id: u64,
     pub tick: TickId,
     /// The reducer's return value in its return type's encoding (empty for `()`).
     pub outcome: Result<Vec<u8>, CallError>,
+    /// For a call made [`ModuleWork::with_own_changes`] that committed: what the
+    /// system's [`OwnChanges`] view made of its changes.
+    pub own_changes: Option<Box<dyn Any + Send>>,
+}
+
+/// What a caller is told of its own call's changes: a view of them (through the
+/// caller's subscriptions, say), made on the tick thread right after the call
+/// commits, with the database as the call left it. See
+/// [`ModuleSystem::set_own_changes`].
+pub trait OwnChanges: Send + 'static {
+    fn view(
+        &mut self,
+        db: &Database,
+        connection: ConnectionId,
+        changes: &[TableChanges],
+    ) -> Option<Box<dyn Any + Send>>;
 }
 
 /// How a trap came about.
@@ -89,6 +107,8 @@ enum Work {
         connection: ConnectionId,
         args: Args,
         reply: Option<ReplyTo>,
+        /// Whether the caller wants its changes in the reply.
+        own: bool,
     },
     /// Logged as a call of `label` with `args` (the SQL text, say).
     Native {
@@ -159,7 +179,17 @@ impl ModuleWork {
         args: &[u8],
         reply: Option<ReplyTo>,
     ) -> ModuleWork {
-        ModuleWork(Work::Call { reducer, module: 0, caller, connection, args: Args::from_slice(args), reply })
+        let args = Args::from_slice(args);
+        ModuleWork(Work::Call { reducer, module: 0, caller, connection, args, reply, own: false })
+    }
+
+    /// Asks for a call's own changes in its reply (see [`OwnChanges`]); no effect on
+    /// other work.
+    pub fn with_own_changes(mut self) -> ModuleWork {
+        if let Work::Call { own, .. } = &mut self.0 {
+            *own = true;
+        }
+        self
     }
 
     /// As [`ModuleWork::call`], with `reducer` resolved against `module`: if the
@@ -234,7 +264,7 @@ pub struct ModuleSystem {
     names: Vec<Arc<str>>,
     /// Per reducer: whether only the host calls it (lifecycle, tick, scheduled).
     internal: Vec<bool>,
-    pending: Vec<(ReplyTo, Result<Vec<u8>, CallError>)>,
+    pending: Vec<Pending>,
     ticks: Vec<TickTimer>,
     schedules: Vec<Schedule>,
     queue: BTreeSet<(Timestamp, usize, Vec<u8>)>,
@@ -248,6 +278,28 @@ pub struct ModuleSystem {
     previous: Option<(u64, Vec<Arc<str>>)>,
     /// Why the system takes no more work, once halted.
     halted: Option<String>,
+    own_view: Option<Box<dyn OwnChanges>>,
+    /// The connection of the last call run, whose own changes may follow.
+    last_connection: ConnectionId,
+}
+
+/// A reply waiting for its tick to commit.
+struct Pending {
+    reply: ReplyTo,
+    outcome: Result<Vec<u8>, CallError>,
+    own_changes: Option<Box<dyn Any + Send>>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("reply", &self.reply.id).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for dyn OwnChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dyn OwnChanges")
+    }
 }
 
 impl ModuleSystem {
@@ -277,6 +329,7 @@ impl ModuleSystem {
         let mut next = ModuleSystem::with_logs(host, module, db, self.identity, Arc::clone(&self.logs))?;
         next.previous = Some((self.module.stamp(), std::mem::take(&mut self.names)));
         next.replaced = self.replaced;
+        next.own_view = self.own_view.take();
         *self = next;
         Ok(())
     }
@@ -364,6 +417,8 @@ impl ModuleSystem {
             replaced: 0,
             previous: None,
             halted: None,
+            own_view: None,
+            last_connection: ConnectionId::default(),
         })
     }
 
@@ -389,6 +444,11 @@ impl ModuleSystem {
             CallError::NoSuchReducer(format!("`{name}` (the module was replaced by one without it)"))
         })?;
         Ok(id)
+    }
+
+    /// Sets what callers that ask for their own changes are told of them.
+    pub fn set_own_changes(&mut self, view: Box<dyn OwnChanges>) {
+        self.own_view = Some(view);
     }
 
     /// Fails every work item from now on with `why`, changing nothing: for a database
@@ -506,7 +566,7 @@ impl ModuleSystem {
     fn finish(&mut self, reply: Option<ReplyTo>, outcome: Result<Vec<u8>, CallError>) -> Result<(), String> {
         let result = outcome.as_ref().map(|_| ()).map_err(ToString::to_string);
         if let Some(reply) = reply {
-            self.pending.push((reply, outcome));
+            self.pending.push(Pending { reply, outcome, own_changes: None });
         }
         result
     }
@@ -580,18 +640,18 @@ impl ModuleSystem {
 /// A tick's replies, sent once the tick is durable.
 struct ReplyBatch {
     tick: TickId,
-    replies: Vec<(ReplyTo, Result<Vec<u8>, CallError>)>,
+    replies: Vec<Pending>,
 }
 
 impl Release for ReplyBatch {
     fn release(self: Box<Self>, outcome: Result<(), &str>) {
-        for (reply, result) in self.replies {
-            let result = match outcome {
-                Ok(()) => result,
-                Err(why) => Err(CallError::NotDurable(why.to_string())),
+        for Pending { reply, outcome: result, own_changes } in self.replies {
+            let (result, own_changes) = match outcome {
+                Ok(()) => (result, own_changes),
+                Err(why) => (Err(CallError::NotDurable(why.to_string())), None),
             };
             // A caller that hung up no longer wants the answer.
-            let _ = reply.to.send(CallReply { id: reply.id, tick: self.tick, outcome: result });
+            let _ = reply.to.send(CallReply { id: reply.id, tick: self.tick, outcome: result, own_changes });
         }
     }
 }
@@ -687,7 +747,8 @@ impl TickSystem for ModuleSystem {
             return self.finish(reply, Err(CallError::Failed(why)));
         }
         match work.0 {
-            Work::Call { reducer, module, caller, connection, args, reply } => {
+            Work::Call { reducer, module, caller, connection, args, reply, .. } => {
+                self.last_connection = connection;
                 let reducer = match self.route(reducer, module) {
                     Ok(reducer) => reducer,
                     Err(e) => return self.finish(reply, Err(e)),
@@ -793,6 +854,15 @@ impl TickSystem for ModuleSystem {
             }
         };
         log_meta(out, reducer, caller, connection, args);
+    }
+
+    fn wants_own_changes(&self, work: &ModuleWork) -> bool {
+        matches!(work.0, Work::Call { own: true, .. }) && self.own_view.is_some()
+    }
+
+    fn own_changes(&mut self, db: &Database, changes: Vec<TableChanges>) {
+        let (Some(view), Some(pending)) = (&mut self.own_view, self.pending.last_mut()) else { return };
+        pending.own_changes = view.view(db, self.last_connection, &changes);
     }
 
     fn tick_done(&mut self, _db: &Database, output: &TickOutput, releases: &mut Releases) {

@@ -2157,6 +2157,7 @@ impl<'a> ReducerResult<'a> {
   pub const VT_VALUE: ::flatbuffers::VOffsetT = 10;
   pub const VT_ERROR: ::flatbuffers::VOffsetT = 12;
   pub const VT_DURATION_US: ::flatbuffers::VOffsetT = 14;
+  pub const VT_CHANGES: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2170,6 +2171,7 @@ impl<'a> ReducerResult<'a> {
     let mut builder = ReducerResultBuilder::new(_fbb);
     builder.add_duration_us(args.duration_us);
     builder.add_tick(args.tick);
+    if let Some(x) = args.changes { builder.add_changes(x); }
     if let Some(x) = args.error { builder.add_error(x); }
     if let Some(x) = args.value { builder.add_value(x); }
     builder.add_request_id(args.request_id);
@@ -2220,6 +2222,13 @@ impl<'a> ReducerResult<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(ReducerResult::VT_DURATION_US, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn changes(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<QuerySetUpdate<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<QuerySetUpdate>>>>(ReducerResult::VT_CHANGES, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ReducerResult<'_> {
@@ -2234,6 +2243,7 @@ impl ::flatbuffers::Verifiable for ReducerResult<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("value", Self::VT_VALUE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("error", Self::VT_ERROR, false)?
      .visit_field::<u64>("duration_us", Self::VT_DURATION_US, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<QuerySetUpdate>>>>("changes", Self::VT_CHANGES, false)?
      .finish();
     Ok(())
   }
@@ -2245,6 +2255,7 @@ pub struct ReducerResultArgs<'a> {
     pub value: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub error: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub duration_us: u64,
+    pub changes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<QuerySetUpdate<'a>>>>>,
 }
 impl<'a> Default for ReducerResultArgs<'a> {
   #[inline]
@@ -2256,6 +2267,7 @@ impl<'a> Default for ReducerResultArgs<'a> {
       value: None,
       error: None,
       duration_us: 0,
+      changes: None,
     }
   }
 }
@@ -2290,6 +2302,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReducerResultBuilder<'a, 'b, 
     self.fbb_.push_slot::<u64>(ReducerResult::VT_DURATION_US, duration_us, 0);
   }
   #[inline]
+  pub fn add_changes(&mut self, changes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<QuerySetUpdate<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReducerResult::VT_CHANGES, changes);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReducerResultBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ReducerResultBuilder {
@@ -2313,6 +2329,7 @@ impl ::core::fmt::Debug for ReducerResult<'_> {
       ds.field("value", &self.value());
       ds.field("error", &self.error());
       ds.field("duration_us", &self.duration_us());
+      ds.field("changes", &self.changes());
       ds.finish()
   }
 }

@@ -281,6 +281,8 @@ pub enum ServerMessage {
         tick: u64,
         outcome: Result<Vec<u8>, String>,
         duration_us: u64,
+        /// What this call changed in the caller's query sets.
+        changes: Vec<QuerySetUpdate>,
     },
     QueryResult {
         request_id: u32,
@@ -356,11 +358,15 @@ impl ServerMessage {
                 let args = fb::TickUpdateArgs { tick: *tick, timestamp_us: *timestamp_us, query_sets };
                 (Body::TickUpdate, fb::TickUpdate::create(b, &args).as_union_value())
             }
-            ServerMessage::ReducerResult { request_id, tick, outcome, duration_us } => {
+            ServerMessage::ReducerResult { request_id, tick, outcome, duration_us, changes } => {
                 let (value, error) = match outcome {
                     Ok(v) => (Some(b.create_vector(v)), None),
                     Err(e) => (None, Some(b.create_string(e))),
                 };
+                let changes = (!changes.is_empty()).then(|| {
+                    let sets: Vec<_> = changes.iter().map(|set| write_query_set(b, set)).collect();
+                    b.create_vector(&sets)
+                });
                 let args = fb::ReducerResultArgs {
                     request_id: *request_id,
                     tick: *tick,
@@ -368,6 +374,7 @@ impl ServerMessage {
                     value,
                     error,
                     duration_us: *duration_us,
+                    changes,
                 };
                 (Body::ReducerResult, fb::ReducerResult::create(b, &args).as_union_value())
             }
@@ -438,7 +445,8 @@ impl ServerMessage {
                 false => Err(text(m.error())),
             };
             let (request_id, tick, duration_us) = (m.request_id(), m.tick(), m.duration_us());
-            return Ok(ServerMessage::ReducerResult { request_id, tick, outcome, duration_us });
+            let changes = read_query_sets(m.changes())?;
+            return Ok(ServerMessage::ReducerResult { request_id, tick, outcome, duration_us, changes });
         }
         if let Some(m) = message.body_as_query_result() {
             let outcome = match m.error() {

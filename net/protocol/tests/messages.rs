@@ -87,13 +87,20 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             any::<u32>(),
             any::<u64>(),
             prop::result::maybe_ok(prop::collection::vec(any::<u8>(), 0..16), ".{0,20}"),
-            any::<u64>()
+            any::<u64>(),
+            prop::collection::vec((any::<u32>(), prop::collection::vec(table_update(), 0..2)), 0..2)
         )
-            .prop_map(|(request_id, tick, outcome, duration_us)| ServerMessage::ReducerResult {
-                request_id,
-                tick,
-                outcome,
-                duration_us
+            .prop_map(|(request_id, tick, outcome, duration_us, sets)| {
+                ServerMessage::ReducerResult {
+                    request_id,
+                    tick,
+                    outcome,
+                    duration_us,
+                    changes: sets
+                        .into_iter()
+                        .map(|(query_set_id, tables)| QuerySetUpdate { query_set_id, tables })
+                        .collect(),
+                }
             }),
         (
             any::<u32>(),

@@ -18,7 +18,7 @@ pub struct Player {
     name: String,
 }
 
-#[table(accessor = item)]
+#[table(accessor = item, public)]
 #[derive(Debug)]
 pub struct Item {
     #[primary_key]
