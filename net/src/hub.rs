@@ -19,6 +19,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
+use bumpalo::Bump;
+use bumpalo::collections::Vec as BumpVec;
 use tickdb_engine::{Database, DurableSink, Release, Releases, TableChanges, TableId, TickOutput, TickSink};
 use tickdb_protocol::{
     Compression, MissedTick, QuerySetUpdate, RowList, RowUpdates, ServerMessage, TableRows, TableUpdate,
@@ -356,6 +358,8 @@ pub struct Hub {
     history: History,
     epoch: u64,
     status: Arc<HubStatus>,
+    /// Per-tick scratch, emptied at the start of each tick's updates.
+    scratch: Bump,
 }
 
 /// What other threads may read of a hub without waiting for its lock, which the tick
@@ -421,6 +425,7 @@ impl Hub {
                 tick: AtomicU64::new(config.start_tick),
                 scanning: AtomicBool::new(false),
             }),
+            scratch: Bump::new(),
         }
     }
 
@@ -752,7 +757,7 @@ impl Hub {
 
     /// After a tick: scans fold in its changes and read on, then each client with
     /// changes gets its update. Returns the messages.
-    fn after_tick(&mut self, db: &Database, output: &TickOutput) -> Vec<Outgoing> {
+    pub fn after_tick(&mut self, db: &Database, output: &TickOutput) -> Vec<Outgoing> {
         self.tick = output.tick.0;
         self.status.tick.store(self.tick, Ordering::Release);
         let mut out = Vec::new();
@@ -789,7 +794,8 @@ impl Hub {
     }
 
     /// Each client's one update for the tick, shared between clients that hold the
-    /// same queries under the same set ids.
+    /// same queries under the same set ids. The bookkeeping (who holds what changed,
+    /// which clients share a message) lives in the hub's per-tick arena.
     fn updates(
         &mut self,
         db: &Database,
@@ -797,40 +803,52 @@ impl Hub {
         deltas: &HashMap<QueryId, Delta>,
         out: &mut Vec<Outgoing>,
     ) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.reset();
+        self.updates_in(&scratch, db, output, deltas, out);
+        self.scratch = scratch;
+    }
+
+    fn updates_in(
+        &mut self,
+        bump: &Bump,
+        db: &Database,
+        output: &TickOutput,
+        deltas: &HashMap<QueryId, Delta>,
+        out: &mut Vec<Outgoing>,
+    ) {
         // Per client, the (set, query) pairs with changes, in a stable order.
-        let mut touched: HashMap<ClientKey, Vec<(u32, QueryId)>> = HashMap::new();
+        let mut touched: ArenaMap<'_, ClientKey, BumpVec<'_, (u32, QueryId)>> = ArenaMap::new_in(bump);
         for q in deltas.keys() {
             for &(client, set) in self.holders.get(q).into_iter().flatten() {
                 let applied =
                     self.clients.get(&client).and_then(|c| c.sets.get(&set)).is_some_and(|s| s.applied);
                 if applied {
-                    touched.entry(client).or_default().push((set, *q));
+                    touched.entry(client).or_insert_with(|| BumpVec::new_in(bump)).push((set, *q));
                 }
             }
         }
-        let mut tables: HashMap<QueryId, TableUpdate> = HashMap::new();
-        let mut messages: HashMap<Vec<(u32, QueryId)>, Arc<Shared>> = HashMap::new();
-        let mut clients: Vec<_> = touched.into_iter().collect();
+        let mut clients = BumpVec::from_iter_in(touched, bump);
         clients.sort_unstable_by_key(|(client, _)| *client);
-        for (client, mut pairs) in clients {
-            pairs.sort_unstable();
-            if let Some(message) = messages.get(&pairs) {
+        clients.iter_mut().for_each(|(_, pairs)| pairs.sort_unstable());
+        let mut tables: ArenaMap<'_, QueryId, TableUpdate> = ArenaMap::new_in(bump);
+        let mut messages: ArenaMap<'_, &[(u32, QueryId)], Arc<Shared>> = ArenaMap::new_in(bump);
+        for (client, pairs) in &clients {
+            let (client, pairs) = (*client, pairs.as_slice());
+            if let Some(message) = messages.get(pairs) {
                 out.push(Outgoing::Message { client, message: Arc::clone(message) });
                 continue;
             }
             let mut query_sets: Vec<QuerySetUpdate> = Vec::new();
-            for &(set, q) in &pairs {
+            for &(set, q) in pairs {
                 if query_sets.last().is_none_or(|s| s.query_set_id != set) {
                     query_sets.push(QuerySetUpdate { query_set_id: set, tables: Vec::new() });
                 }
-                let update = match tables.entry(q) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        let table = self.set.query(q).expect("held").table();
-                        let shape = shape_of(&mut self.shapes, db, table);
-                        e.insert(table_update(shape, table, &deltas[&q]))
-                    }
-                };
+                let update = tables.entry(q).or_insert_with(|| {
+                    let table = self.set.query(q).expect("held").table();
+                    let shape = shape_of(&mut self.shapes, db, table);
+                    table_update(shape, table, &deltas[&q])
+                });
                 query_sets.last_mut().expect("pushed").tables.push(update.clone());
             }
             let message = Shared::new(&ServerMessage::TickUpdate {
@@ -843,6 +861,9 @@ impl Hub {
         }
     }
 }
+
+/// A map whose memory is a tick's arena.
+type ArenaMap<'a, K, V> = hashbrown::HashMap<K, V, hashbrown::DefaultHashBuilder, &'a Bump>;
 
 fn shape_of<'a>(
     shapes: &'a mut HashMap<TableId, TableShape>,
