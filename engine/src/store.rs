@@ -218,8 +218,16 @@ impl DataDir {
             source: Box::new(RecoverError::Snapshot(e)),
         };
         write_atomic(&self.module_path(&next), wasm)?;
-        crate::snapshot::install(&self.snapshots(name), tick, snapshot).map_err(recover_error)?;
-        write_atomic(&self.database_dir(name).join("database"), &encode_meta(&next))?;
+        let recorded = crate::snapshot::install(&self.snapshots(name), tick, snapshot)
+            .map_err(recover_error)
+            .and_then(|_| write_atomic(&self.database_dir(name).join("database"), &encode_meta(&next)));
+        if let Err(e) = recorded {
+            // The old record stands: the new module's file is of no use.
+            if next.module_hash != meta.module_hash {
+                let _ = std::fs::remove_file(self.module_path(&next));
+            }
+            return Err(e);
+        }
         // The migration is recorded. The old module, older snapshots and the log
         // segments only they need hold the old tables' rows: of no use now, so a
         // failure to delete them is only reported.

@@ -141,3 +141,43 @@ fn a_compatible_module_migrates_in_place_with_clients_connected() {
         .count();
     assert_eq!(module_files, 1, "the old module's file is gone");
 }
+
+/// A migration that cannot be recorded (here: the snapshots directory is a file)
+/// stops the database rather than let its log run ahead of its record: clients are
+/// told why, and a restart brings it back as it was, with the old module.
+#[test]
+fn a_migration_that_cannot_be_recorded_stops_the_database_and_loses_nothing() {
+    let mut server = start("migrate-fails", ServerConfig::default());
+    let owner = new_token(server.addr);
+    assert_eq!(publish(server.addr, "game", &owner, "tickdb-test-evolve").status, 201);
+    let mut ada = connect(server.addr, "game", "");
+    assert!(matches!(ada.recv(), ServerMessage::IdentityToken { .. }));
+    call_ok(&mut ada, 1, "join", "ada".to_string().to_bytes());
+
+    let snapshots = server.dir.join("databases/game/snapshots");
+    let _ = std::fs::remove_dir_all(&snapshots);
+    std::fs::write(&snapshots, b"in the way").unwrap();
+    let failed = publish(server.addr, "game", &owner, "tickdb-test-evolve-v2");
+    assert_eq!(failed.status, 500, "{}", failed.text());
+    let why = failed.json()["error"].as_str().unwrap().to_string();
+    assert!(why.contains("the migration failed part way and the database stopped"), "{why}");
+    let (_, reason) = ada.closed();
+    assert!(reason.contains("the migration failed part way"), "{reason}");
+    assert_eq!(http(server.addr, "GET", "/v1/database/game/schema", None, b"").status, 404);
+
+    std::fs::remove_file(&snapshots).unwrap();
+    let dir = std::mem::take(&mut server.dir);
+    drop(server);
+    let server = start_in(dir, ServerConfig::default());
+    let schema = http(server.addr, "GET", "/v1/database/game/schema", None, b"").json();
+    let tables: Vec<&str> =
+        schema["tables"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(!tables.contains(&"guild"), "the old module runs: {tables:?}");
+    let players = http(server.addr, "POST", "/v1/database/game/sql", Some(&owner), b"SELECT * FROM player");
+    assert_eq!(players.json()["rows"], serde_json::json!([[1, "ada"]]));
+    let modules = std::fs::read_dir(server.dir.join("databases/game"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("module-"))
+        .count();
+    assert_eq!(modules, 1, "the new module's file was removed");
+}
