@@ -98,6 +98,16 @@ impl Database {
         self.next_tx
     }
 
+    /// Takes the next tick number without running a tick, and returns it: a state of
+    /// its own for what changes the database outside ticks (a migration), so that
+    /// its snapshot is not mistaken for one of the tick before. The tick loop goes on
+    /// after it; the log has no frame for it, as for any tick that wrote nothing.
+    pub fn advance_tick(&mut self) -> u64 {
+        let tick = self.last_tick.map_or(1, |t| t + 1);
+        self.last_tick = Some(tick);
+        tick
+    }
+
     pub(crate) fn set_log_position(&mut self, tick: u64, next_tx: u64) {
         self.last_tick = Some(tick);
         self.next_tx = next_tx;

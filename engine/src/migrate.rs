@@ -3,9 +3,10 @@
 //!
 //! In place, with the data kept: new tables; new columns at the end of a table, each
 //! with a default for the rows already stored; indexes added or removed; a table made
-//! public or private. Everything else about a table that holds data is refused with
-//! the reasons, since it would lose or reinterpret rows: a table removed, a column
-//! removed, renamed, retyped or moved, keys, unique constraints or auto-inc changed.
+//! public or private. Everything else about an existing table is refused with the
+//! reasons (whether or not it holds rows now), since it would lose or reinterpret
+//! rows: a table removed, a column removed, renamed, retyped or moved, a column added
+//! without a default, keys, unique constraints or auto-inc changed.
 //! Reducers, schedules, tick systems and visibility rules may change freely: they
 //! hold no data.
 //!
@@ -163,6 +164,11 @@ fn compare(old: &TableSchema, next: &TableSchema) -> Result<(Vec<u8>, Vec<String
     if defaults_changed {
         changes.push(format!("column defaults of `{table}` change"));
     }
+    if changes.is_empty() && old != next {
+        // Nothing of substance, but the schema differs (indexes listed in another
+        // order): the table takes the new schema all the same.
+        changes.push(format!("the indexes of `{table}` are listed in another order"));
+    }
     Ok((appended, changes))
 }
 
@@ -251,6 +257,24 @@ mod tests {
             .unwrap();
         let err = Migration::plan(&db, &def(vec![moved])).unwrap_err();
         assert!(err.to_string().contains("`player.id` moves"), "{err}");
+    }
+
+    #[test]
+    fn indexes_listed_in_another_order_take_the_new_schema() {
+        let with = |names: [&str; 2]| {
+            let mut builder = player();
+            for name in names {
+                builder = builder.named_btree_index(name, [name.strip_suffix("_idx").unwrap()]);
+            }
+            builder.build().unwrap()
+        };
+        let mut db = Database::new(EngineConfig::default()).unwrap();
+        db.create_table(with(["id_idx", "name_idx"])).unwrap();
+        let next = with(["name_idx", "id_idx"]);
+        let migration = Migration::plan(&db, &def(vec![next.clone()])).unwrap();
+        assert_eq!(migration.changes().len(), 1, "{:?}", migration.changes());
+        migration.apply(&mut db).unwrap();
+        assert_eq!(**db.table(TableId(0)).schema(), next, "the module's schema check then passes");
     }
 
     #[test]

@@ -222,8 +222,13 @@ impl DataDir {
             .map_err(recover_error)
             .and_then(|_| write_atomic(&self.database_dir(name).join("database"), &encode_meta(&next)));
         if let Err(e) = recorded {
-            // The old record stands: the new module's file is of no use.
-            if next.module_hash != meta.module_hash {
+            // Unless the new record reached the disk after all (its directory's sync
+            // failed, say), the old one stands and the new module's file is of no use.
+            let record = std::fs::read(self.database_dir(name).join("database")).ok();
+            let on_disk = record.and_then(|bytes| decode_meta(&bytes).ok());
+            if next.module_hash != meta.module_hash
+                && on_disk.is_some_and(|m| m.module_hash == meta.module_hash)
+            {
                 let _ = std::fs::remove_file(self.module_path(&next));
             }
             return Err(e);

@@ -393,7 +393,9 @@ impl<S: TickSystem> Ticker<S> {
         fixed: bool,
     ) -> (TickOutput, Releases) {
         let started = Instant::now();
-        self.tick = TickId(self.tick.0 + 1);
+        // After the database's own last tick, which may have moved between ticks
+        // (`Database::advance_tick`).
+        self.tick = TickId(self.tick.0.max(self.db.last_tick().unwrap_or(0)) + 1);
         let timestamp = self.clock.now();
         let mut output = TickOutput {
             tick: self.tick,

@@ -407,26 +407,36 @@ fn migrate_between_ticks(
         .watch
         .wait_durable(tick)
         .map_err(|e| Migrate::Refused(ApiError::unavailable(format!("the log failed: {e}"))))?;
-    let halt = |system: &mut ModuleSystem, why: String| {
-        system.halt(format!("the database is stopping: {why}"));
-        Migrate::Halted(why)
-    };
-    if let Err(e) = migration.apply(db) {
-        return Err(halt(system, format!("migrating the tables: {e}")));
-    }
-    if let Err(e) = system.replace_module(host, Arc::clone(&module), db) {
-        return Err(halt(system, format!("starting the new module: {e}")));
-    }
-    let (tick, snapshot) = tickdb_engine::snapshot::capture(db);
-    let mut record = served.record.lock().expect("record lock");
-    match data.migrate(&record, wasm, tables, tick, &snapshot) {
-        Ok(next) => *record = next,
-        Err(e) => return Err(halt(system, format!("recording the migration: {e}"))),
-    }
-    drop(record);
-    let visibility = match Visibility::new(db, &module.def.visibility) {
-        Ok(visibility) => visibility,
-        Err(e) => return Err(halt(system, format!("the visibility rules: {e}"))),
+    // From here the tables in memory change: whatever fails (a panic included) halts
+    // the database before its log records anything of them.
+    let changed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        migration.apply(db).map_err(|e| format!("migrating the tables: {e}"))?;
+        system
+            .replace_module(host, Arc::clone(&module), db)
+            .map_err(|e| format!("starting the new module: {e}"))?;
+        let visibility =
+            Visibility::new(db, &module.def.visibility).map_err(|e| format!("the visibility rules: {e}"))?;
+        // The migrated state is a tick of its own, so that its snapshot is not taken
+        // for one of the old tables at the tick before.
+        db.advance_tick();
+        let (tick, snapshot) = tickdb_engine::snapshot::capture(db);
+        let mut record = served.record.lock().expect("record lock");
+        *record = data
+            .migrate(&record, wasm, tables, tick, &snapshot)
+            .map_err(|e| format!("recording the migration: {e}"))?;
+        Ok::<_, String>(visibility)
+    }));
+    let visibility = match changed {
+        Ok(Ok(visibility)) => visibility,
+        Ok(Err(why)) => {
+            system.halt(format!("the database is stopping: {why}"));
+            return Err(Migrate::Halted(why));
+        }
+        Err(_) => {
+            let why = "the migration panicked".to_string();
+            system.halt(format!("the database is stopping: {why}"));
+            return Err(Migrate::Halted(why));
+        }
     };
     *served.module.write().expect("module lock") = module;
     crate::hub::lock(&served.hub).migrated(db, visibility);

@@ -614,6 +614,10 @@ impl Hub {
         self.visibility = visibility;
         self.statements = StatementCache::new(tickdb_sql::STATEMENT_CACHE_SHAPES);
         self.shapes.clear();
+        // The migration has a tick of its own: no client holds rows of it yet, so a
+        // resume from any tick before it gets every row again.
+        self.tick = db.last_tick().unwrap_or(self.tick).max(self.tick);
+        self.status.tick.store(self.tick, Ordering::Release);
         self.history.ticks.clear();
         self.history.bytes = 0;
         self.history.from = self.tick;

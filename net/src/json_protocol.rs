@@ -167,7 +167,8 @@ fn table_update(def: &ModuleDef, t: &TableUpdate) -> Json {
         for i in 0..t.updates.len() {
             let key =
                 decode_exact(&key_type, t.updates.keys.row(i)).map_or(Json::Null, |v| to_json(&v, &key_type));
-            let bits = &t.updates.changed[i * width..(i + 1) * width];
+            // A message built against other tables (across a migration) reads as no change.
+            let Some(bits) = t.updates.changed.get(i * width..(i + 1) * width) else { continue };
             let mut values = Reader::new(t.updates.values.row(i));
             let mut changed = Map::new();
             for (c, column) in schema.columns.iter().enumerate() {

@@ -71,6 +71,16 @@ fn a_compatible_module_migrates_in_place_with_clients_connected() {
     bo.subscribe(3, &["SELECT * FROM note"]);
     assert!(matches!(bo.recv(), ServerMessage::SubscriptionError { query_set_id: 3, .. }));
 
+    // Cy holds the players at the last tick before the migration, then leaves.
+    let mut cy = connect(server.addr, "game", "");
+    let epoch = match cy.recv() {
+        ServerMessage::IdentityToken { epoch, .. } => epoch,
+        other => panic!("{other:?}"),
+    };
+    cy.subscribe(2, &["SELECT * FROM player"]);
+    assert!(matches!(cy.recv(), ServerMessage::SubscribeApplied { .. }));
+    drop(cy);
+
     // A module that would drop the tables is refused, naming them, and changes nothing.
     let refused = publish(server.addr, "game", &owner, "tickdb-example-chat");
     assert_eq!(refused.status, 409, "{}", refused.text());
@@ -81,6 +91,14 @@ fn a_compatible_module_migrates_in_place_with_clients_connected() {
     let stranger = new_token(server.addr);
     assert_eq!(publish(server.addr, "game", &stranger, "tickdb-test-evolve-v2").status, 403);
 
+    // The last tick before the migration: a query runs on the tick thread after the
+    // work queued before it (Cy's leaving), so the tick read after it is the last.
+    let sql =
+        |query: &str| http(server.addr, "POST", "/v1/database/game/sql", Some(&owner), query.as_bytes());
+    assert_eq!(sql("SELECT * FROM note").status, 200);
+    let served = server.server.as_ref().unwrap().databases().get("game").unwrap();
+    let before = served.status.tick.load(std::sync::atomic::Ordering::Acquire);
+    drop(served);
     let migrated = publish(server.addr, "game", &owner, "tickdb-test-evolve-v2");
     assert_eq!(migrated.status, 200, "{}", migrated.text());
     let body = migrated.json();
@@ -105,6 +123,23 @@ fn a_compatible_module_migrates_in_place_with_clients_connected() {
         values(&player, &rows[0]),
         [Value::U64(1), Value::string("ada"), Value::U32(1), newcomer.clone()]
     );
+    // Cy comes back resuming from before the migration: the rows it holds are of the
+    // old tables, so it gets every row again, with the new columns.
+    let mut cy = connect(server.addr, "game", "");
+    assert!(matches!(cy.recv(), ServerMessage::IdentityToken { epoch: e, .. } if e == epoch));
+    cy.send(&tickdb_protocol::ClientMessage::Subscribe {
+        query_set_id: 2,
+        queries: vec!["SELECT * FROM player".into()],
+        resume_after_tick: before,
+        resume_epoch: epoch,
+    });
+    match cy.recv() {
+        ServerMessage::SubscribeApplied { resumed, tables, tick, .. } => {
+            assert!(!resumed && tick > before, "resumed {resumed} at {tick}, after {before}");
+            assert_eq!(values(&player, tables[0].rows.row(0)).len(), 4);
+        }
+        other => panic!("{other:?}"),
+    }
     // The new reducers work over the migrated rows, and the updates carry the new columns.
     let level = call_ok(&mut ada, 4, "level_up", 1u64.to_bytes());
     assert_eq!(decode_exact(&ValueType::U32, &level).unwrap(), Value::U32(2));

@@ -38,8 +38,8 @@ pub struct ColumnSchema {
     pub name: String,
     pub ty: ValueType,
     /// The value (in the value encoding) that rows stored before the column existed
-    /// get when a republished module adds it: a column added to a table that holds
-    /// rows needs one.
+    /// get when a republished module adds it: a column added to an existing table
+    /// needs one.
     pub default: Option<Vec<u8>>,
 }
 

@@ -10,8 +10,8 @@ use std::sync::{Arc, mpsc};
 use smallvec::SmallVec;
 use tickdb_wasm_abi::abi::{CALL_HEADER_BYTES, call_result};
 use tickdb_wasm_abi::{
-    ColId, ConnectionId, Identity, Lifecycle, Reader, ReducerDef, SCHEDULE_AT_INTERVAL, SCHEDULE_AT_TIME,
-    TableSchema, TimeDuration, Timestamp, skip,
+    ColId, ConnectionId, Identity, Lifecycle, ProductType, Reader, ReducerDef, SCHEDULE_AT_INTERVAL,
+    SCHEDULE_AT_TIME, TableSchema, TimeDuration, Timestamp, skip,
 };
 
 use super::imports::{GuestFault, MemoryLimitHit, Phase};
@@ -275,13 +275,18 @@ pub struct ModuleSystem {
     replaced: u64,
     /// The module this one replaced: its stamp and reducer names, to route calls
     /// resolved against it.
-    previous: Option<(u64, Vec<Arc<str>>)>,
+    previous: Option<Replaced>,
     /// Why the system takes no more work, once halted.
     halted: Option<String>,
     own_view: Option<Box<dyn OwnChanges>>,
-    /// The connection of the last call run, whose own changes may follow.
+    /// The connection of the last call run, whose own changes may follow, and
+    /// whether it waits for a reply (which they go with).
     last_connection: ConnectionId,
+    last_replied: bool,
 }
+
+/// A replaced module's stamp, and its reducers' names and parameters by id.
+type Replaced = (u64, Vec<(Arc<str>, ProductType)>);
 
 /// A reply waiting for its tick to commit.
 struct Pending {
@@ -327,7 +332,9 @@ impl ModuleSystem {
         db: &mut Database,
     ) -> Result<(), ModuleError> {
         let mut next = ModuleSystem::with_logs(host, module, db, self.identity, Arc::clone(&self.logs))?;
-        next.previous = Some((self.module.stamp(), std::mem::take(&mut self.names)));
+        let reducers =
+            self.module.def.reducers.iter().map(|r| (Arc::from(r.name.as_str()), r.params.clone()));
+        next.previous = Some((self.module.stamp(), reducers.collect()));
         next.replaced = self.replaced;
         next.own_view = self.own_view.take();
         *self = next;
@@ -419,6 +426,7 @@ impl ModuleSystem {
             halted: None,
             own_view: None,
             last_connection: ConnectionId::default(),
+            last_replied: false,
         })
     }
 
@@ -438,11 +446,16 @@ impl ModuleSystem {
         }
         let gone =
             || CallError::NoSuchReducer(format!("with id {reducer} (the module was replaced: call again)"));
-        let Some((stamp, names)) = &self.previous else { return Err(gone()) };
-        let name = names.get(reducer as usize).filter(|_| *stamp == module).ok_or_else(gone)?;
+        let Some((stamp, reducers)) = &self.previous else { return Err(gone()) };
+        let (name, params) = reducers.get(reducer as usize).filter(|_| *stamp == module).ok_or_else(gone)?;
         let id = self.module.reducer_id(name).ok_or_else(|| {
             CallError::NoSuchReducer(format!("`{name}` (the module was replaced by one without it)"))
         })?;
+        if self.module.def.reducers[id as usize].params != *params {
+            // The arguments were encoded for the old parameters.
+            let why = "the module was replaced and its parameters changed: call again".to_string();
+            return Err(CallError::InvalidArguments { reducer: name.to_string(), why });
+        }
         Ok(id)
     }
 
@@ -748,7 +761,7 @@ impl TickSystem for ModuleSystem {
         }
         match work.0 {
             Work::Call { reducer, module, caller, connection, args, reply, .. } => {
-                self.last_connection = connection;
+                (self.last_connection, self.last_replied) = (connection, reply.is_some());
                 let reducer = match self.route(reducer, module) {
                     Ok(reducer) => reducer,
                     Err(e) => return self.finish(reply, Err(e)),
@@ -831,8 +844,10 @@ impl TickSystem for ModuleSystem {
 
     fn log_meta(&self, work: &ModuleWork, out: &mut Vec<u8>) {
         let (reducer, caller, connection, args): (&str, Identity, ConnectionId, &[u8]) = match &work.0 {
-            Work::Call { reducer, caller, connection, args, .. } => {
-                let name = self.names.get(*reducer as usize).map_or("", |n| n);
+            Work::Call { reducer, module, caller, connection, args, .. } => {
+                // Logged under the reducer it will run as (see `route`).
+                let routed = self.route(*reducer, *module).ok();
+                let name = routed.and_then(|r| self.names.get(r as usize)).map_or("", |n| n);
                 (name, *caller, *connection, args)
             }
             Work::Native { label, caller, connection, args, .. } => {
@@ -861,6 +876,9 @@ impl TickSystem for ModuleSystem {
     }
 
     fn own_changes(&mut self, db: &Database, changes: Vec<TableChanges>) {
+        if !self.last_replied {
+            return;
+        }
         let (Some(view), Some(pending)) = (&mut self.own_view, self.pending.last_mut()) else { return };
         pending.own_changes = view.view(db, self.last_connection, &changes);
     }
