@@ -1072,7 +1072,9 @@ impl EventLoop {
         while let Ok(outgoing) = self.outgoing.try_recv() {
             self.drain_replies();
             match outgoing {
-                Outgoing::Message { client, message } => self.send(client, &message),
+                Outgoing::Message { client, message } => {
+                    self.guarded(Some(client), |l| l.send(client, &message))
+                }
                 Outgoing::Stopped { database, epoch, why } => self.stopped(&database, epoch, &why),
             }
         }
@@ -1080,7 +1082,18 @@ impl EventLoop {
 
     fn drain_replies(&mut self) {
         while let Ok(reply) = self.replies.try_recv() {
-            self.reply(reply);
+            self.guarded(None, |l| l.reply(reply));
+        }
+    }
+
+    /// Runs `f` for one message; a panic in it drops `client`'s connection (when
+    /// known) and no other: the loop goes on serving the rest.
+    fn guarded(&mut self, client: Option<ClientKey>, f: impl FnOnce(&mut Self)) {
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))) {
+            eprintln!("tickdb: handling a message for a client panicked: {panic:?}");
+            if let Some(key) = client {
+                self.drop_conn(key);
+            }
         }
     }
 
