@@ -7,14 +7,12 @@
 //!
 //! Run with `cargo bench -p tickdb-benches --bench hub`.
 
-#![allow(unsafe_code, reason = "a counting global allocator must implement the unsafe GlobalAlloc trait")]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
+use tickdb_benches::{ALLOCATIONS, Counting};
 use tickdb_engine::{Database, EngineConfig, TickId, TickOutput};
 use tickdb_net::hub::{Gate, Hub, HubConfig, Routes};
 use tickdb_sql::{Reader, Visibility};
@@ -24,32 +22,6 @@ const CLIENTS: u64 = 10_000;
 const ZONES: u64 = 100;
 const ROWS: u64 = 1_000;
 const TICKS: u64 = 300;
-
-/// Counts allocations, to show what the hub allocates per tick.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every method forwards to the system allocator with the caller's arguments
-// unchanged, so the system allocator's guarantees carry over; the counter only observes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged; the caller upholds `dealloc`'s contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged; the caller upholds `realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;

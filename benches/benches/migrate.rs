@@ -9,23 +9,22 @@ use std::time::{Duration, Instant};
 
 use tickdb_benches::{EncodedRows, loaded_db, player_schema, players};
 use tickdb_engine::Migration;
-use tickdb_wasm_abi::{ModuleDef, TableSchema, ValueType};
+use tickdb_wasm_abi::{ColumnSchema, IndexKind, IndexSchema, ModuleDef, TableSchema, ValueType};
 
 const ROWS: usize = 1_000_000;
 
+/// The player table with a `level` column (default 1) and an index on `hp` added.
 fn next_schema() -> TableSchema {
     let mut next = player_schema();
-    let level = TableSchema::builder("player")
-        .column("level", ValueType::U32)
-        .column_default("level", 1u32.to_le_bytes().to_vec())
-        .build()
-        .unwrap();
-    next.columns.push(level.columns[0].clone());
-    let by_hp =
-        TableSchema::builder("player").column("hp", ValueType::U32).btree_index(["hp"]).build().unwrap();
-    let mut index = by_hp.indexes[0].clone();
-    index.columns = vec![next.column("hp").unwrap()];
-    next.indexes.push(index);
+    let level =
+        ColumnSchema { name: "level".into(), ty: ValueType::U32, default: Some(1u32.to_le_bytes().to_vec()) };
+    next.columns.push(level);
+    let hp = next.column("hp").unwrap();
+    next.indexes.push(IndexSchema {
+        name: "player_hp_idx".into(),
+        columns: vec![hp],
+        kind: IndexKind::BTree,
+    });
     next.validate().unwrap();
     next
 }

@@ -185,3 +185,47 @@ mod tests {
         }
     }
 }
+
+/// A global allocator that counts, for the benchmarks that measure memory: the bytes
+/// live and the allocations made (reallocations included). A benchmark binary
+/// installs it with `#[global_allocator] static A: Counting = Counting;`.
+#[derive(Debug)]
+pub struct Counting;
+
+/// Bytes allocated and not yet freed, through [`Counting`].
+pub static LIVE_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Allocations and reallocations made through [`Counting`].
+pub static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[allow(unsafe_code, reason = "a counting global allocator must implement the unsafe GlobalAlloc trait")]
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use super::{ALLOCATIONS, Counting, LIVE_BYTES};
+
+    // SAFETY: every method forwards to the system allocator with the caller's arguments
+    // unchanged, so the system allocator's guarantees carry over; the counters only observe.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            LIVE_BYTES.fetch_add(layout.size(), Relaxed);
+            ALLOCATIONS.fetch_add(1, Relaxed);
+            // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            LIVE_BYTES.fetch_sub(layout.size(), Relaxed);
+            // SAFETY: forwarded unchanged; the caller upholds `dealloc`'s contract.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            LIVE_BYTES.fetch_add(new_size, Relaxed);
+            LIVE_BYTES.fetch_sub(layout.size(), Relaxed);
+            ALLOCATIONS.fetch_add(1, Relaxed);
+            // SAFETY: forwarded unchanged; the caller upholds `realloc`'s contract.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+}

@@ -14,7 +14,7 @@
 //! ```
 
 use serde_json::{Map, Value as Json, json};
-use tickdb_protocol::{ClientMessage, RowList, ServerMessage, TableUpdate};
+use tickdb_protocol::{ClientMessage, QuerySetUpdate, RowList, ServerMessage, TableUpdate};
 use tickdb_wasm_abi::{ModuleDef, ProductType, Reader, TableSchema, ValueType, decode, decode_exact};
 
 use crate::json::{from_json, hex, to_json};
@@ -99,17 +99,11 @@ pub fn server_message(message: &ServerMessage, def: &ModuleDef) -> String {
             }})
         }
         ServerMessage::TickUpdate { tick, timestamp_us, query_sets } => {
-            let sets: Vec<Json> = query_sets
-                .iter()
-                .map(|s| json!({"query_set_id": s.query_set_id, "tables": s.tables.iter().map(|t| table_update(def, t)).collect::<Vec<_>>()}))
-                .collect();
+            let sets = query_sets_json(def, query_sets);
             json!({"TickUpdate": {"tick": tick, "timestamp_us": timestamp_us, "query_sets": sets}})
         }
         ServerMessage::ReducerResult { request_id, tick, outcome, duration_us, changes } => {
-            let changes: Vec<Json> = changes
-                .iter()
-                .map(|s| json!({"query_set_id": s.query_set_id, "tables": s.tables.iter().map(|t| table_update(def, t)).collect::<Vec<_>>()}))
-                .collect();
+            let changes = query_sets_json(def, changes);
             let mut body = json!({"request_id": request_id, "tick": tick, "duration_us": duration_us, "changes": changes});
             match outcome {
                 // The return value's type is the reducer's; the result does not name it,
@@ -151,6 +145,14 @@ fn rows(def: &ModuleDef, table: &str, list: &RowList) -> Json {
     let Some(schema) = def.table(table) else { return Json::Array(Vec::new()) };
     let ty = row_type(schema);
     list.iter().map(|r| decode_exact(&ty, r).map_or(Json::Null, |v| to_json(&v, &ty))).collect()
+}
+
+fn query_sets_json(def: &ModuleDef, sets: &[QuerySetUpdate]) -> Json {
+    let sets = sets.iter().map(|s| {
+        let tables: Vec<Json> = s.tables.iter().map(|t| table_update(def, t)).collect();
+        json!({"query_set_id": s.query_set_id, "tables": tables})
+    });
+    Json::Array(sets.collect())
 }
 
 fn table_update(def: &ModuleDef, t: &TableUpdate) -> Json {
