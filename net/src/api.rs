@@ -8,6 +8,7 @@
 //! | `POST /v1/database/NAME[?clear=true]` | publish the wasm in the body | the owner (a new name: anyone with a token) |
 //! | `DELETE /v1/database/NAME` | delete it and its data | the owner |
 //! | `GET /v1/database/NAME/schema` | tables, columns, indexes, reducers | anyone |
+//! | `GET /v1/database/NAME/module_def` | the module definition, binary (`ModuleDef::encode`), for bindings | anyone |
 //! | `POST /v1/database/NAME/call/REDUCER` | call with JSON arguments | anyone (as their token's identity) |
 //! | `POST /v1/database/NAME/sql` | run SQL from the body | reads: anyone, as visibility allows; writes: the owner |
 //! | `GET /v1/database/NAME/logs[?n=100][&after=SEQ&wait=S]` | the module's recent log lines; or follow them | the owner |
@@ -97,6 +98,10 @@ impl Api {
             }
             ("GET", ["v1", "database", name, "schema"]) => {
                 Ok(Response::json(200, &schema(&*self.databases.get(name)?)))
+            }
+            ("GET", ["v1", "database", name, "module_def"]) => {
+                let def = self.databases.get(name)?.module().def.encode();
+                Ok(Response { status: 200, content_type: "application/octet-stream", body: def })
             }
             ("POST", ["v1", "database", name, "call", reducer]) => self.call(request, name, reducer),
             ("POST", ["v1", "database", name, "sql"]) => self.sql(request, name),

@@ -7,6 +7,7 @@
 //!   `wasm-abi/README.md` documents each call).
 //! - [`types`]: the value types a column or argument can have.
 //! - [`value`]: dynamically typed values, for tools and tests.
+//! - [`typed`]: the [`Type`] trait, Rust types with their tickdb type and encoding.
 //! - [`encoding`]: the compact binary encoding every layer moves rows in.
 //! - [`schema`]: table schemas and their validation.
 //! - [`module_def`]: what a module declares (tables, reducers, schedules, tick systems)
@@ -19,6 +20,7 @@ pub mod abi;
 pub mod encoding;
 pub mod module_def;
 pub mod schema;
+pub mod typed;
 pub mod types;
 pub mod value;
 
@@ -31,5 +33,6 @@ pub use schema::{
     ColId, ColumnSchema, GRID_CELL_LOG2, IndexKind, IndexSchema, SchemaError, TableAccess, TableSchema,
     TableSchemaBuilder, UniqueConstraint, grid_cell,
 };
+pub use typed::{ScheduleAt, Type};
 pub use types::{Field, ProductType, SumType, TypeError, ValueType};
 pub use value::{ConnectionId, Identity, TimeDuration, Timestamp, Value};

@@ -41,20 +41,19 @@
 mod rt;
 mod sys;
 mod table;
-mod types;
 
 pub use rt::{Local, ReducerContext, ReducerResult, Rng};
 pub use table::{BTreeIndex, IndexBounds, RowIter, Table, UniqueColumn, WriteError};
 pub use tickdb_macros::{Type, client_visibility_filter, reducer, table, tick};
 pub use tickdb_wasm_abi::{ConnectionId, Identity, TimeDuration, Timestamp};
-pub use types::{ScheduleAt, Type};
+pub use tickdb_wasm_abi::{ScheduleAt, Type};
 
 /// For the macros' generated code only.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::rt::*;
     pub use crate::table::Bounds;
-    pub use crate::types::{encode_len, product, sum, take_tag};
+    pub use tickdb_wasm_abi::typed::{encode_len, product, sum, take_tag};
     pub use tickdb_wasm_abi::{DecodeError, Lifecycle, Reader, TableAccess, TableSchema, ValueType};
 }
 

@@ -13,8 +13,8 @@ pub use tickdb_wasm_abi::{
     TableSchema, TickSystemDef, TimeDuration, Timestamp, ValueType,
 };
 
+use crate::Type;
 use crate::sys;
-use crate::types::Type;
 
 /// What a reducer's generated wrapper does with the call's arguments.
 #[doc(hidden)]

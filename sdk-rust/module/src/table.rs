@@ -12,9 +12,9 @@ use std::ops::{Bound, Range, RangeFrom, RangeInclusive, RangeTo, RangeToInclusiv
 use tickdb_wasm_abi::Reader;
 use tickdb_wasm_abi::abi::{Errno, bound};
 
+use crate::Type;
 use crate::rt::{IndexRef, TableRef};
 use crate::sys;
-use crate::types::Type;
 
 /// Why an insert (or update) was refused. The row was not written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,7 +241,7 @@ fn encode_bound(b: Bound<Vec<u8>>, out: &mut Vec<u8>) {
     };
     out.push(kind);
     if let Some(key) = key {
-        crate::types::encode_len(key.len(), out);
+        tickdb_wasm_abi::typed::encode_len(key.len(), out);
         out.extend_from_slice(&key);
     }
 }

@@ -1,0 +1,386 @@
+//! End to end: a server on an ephemeral port, the `tickdb` binary publishing and
+//! querying, and client SDK connections (with the chat example's checked-in bindings)
+//! seeing each other's changes through callbacks and their caches. Every wait is
+//! for a condition, bounded by a deadline; none is a sleep.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tickdb_engine::store::DataDir;
+use tickdb_sdk::{DbConnection, Event, Identity};
+
+#[path = "../../examples/chat/client/src/bindings/mod.rs"]
+#[rustfmt::skip]
+mod bindings;
+
+use bindings::{RemoteReducers, Tables};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tickdb-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    dir
+}
+
+fn start_server(dir: &Path, addr: SocketAddr) -> tickdb_net::ServerHandle {
+    tickdb_net::start(tickdb_net::ServerConfig::default(), DataDir::new(dir), addr)
+        .expect("the server starts")
+}
+
+/// The `tickdb` binary, acting with the config file `config` on the server at `addr`.
+fn tickdb(config: &Path, addr: SocketAddr) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tickdb"));
+    command.env("TICKDB_CONFIG", config).env("TICKDB_SERVER", format!("http://{addr}")).stdin(Stdio::null());
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("tickdb runs")
+}
+
+/// Runs a command that must succeed; its stdout.
+fn ok(command: &mut Command) -> String {
+    let out = run(command);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{command:?} failed:\n{stdout}\n{stderr}");
+    stdout.into_owned()
+}
+
+/// Runs a command that must fail; its stderr.
+fn fails(command: &mut Command) -> String {
+    let out = run(command);
+    assert!(!out.status.success(), "{command:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn chat_wasm() -> PathBuf {
+    tickdb_test_modules::wasm_path("tickdb-example-chat")
+}
+
+/// Applies `conn`'s messages until `done` holds; panics after the deadline.
+fn until(conn: &DbConnection, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        conn.frame_tick_wait(Duration::from_millis(50));
+    }
+}
+
+/// A chat client: what its callbacks saw.
+struct Client {
+    conn: DbConnection,
+    messages: Arc<Mutex<Vec<String>>>,
+    applied: Arc<Mutex<Vec<bool>>>,
+    disconnects: Arc<Mutex<usize>>,
+}
+
+fn connect(addr: SocketAddr) -> Client {
+    let messages = Arc::new(Mutex::new(Vec::new()));
+    let applied = Arc::new(Mutex::new(Vec::new()));
+    let disconnects = Arc::new(Mutex::new(0));
+    let d = Arc::clone(&disconnects);
+    let conn = DbConnection::builder(bindings::tables())
+        .with_uri(format!("http://{addr}"))
+        .with_database_name("chat")
+        .on_disconnect(move |_, why| {
+            eprintln!("disconnected: {why:?}");
+            *d.lock().unwrap() += 1;
+        })
+        .on_error(|_, e| eprintln!("client error: {e}"))
+        .build()
+        .expect("the client connects");
+    let m = Arc::clone(&messages);
+    conn.db().message().on_insert(move |_, message| m.lock().unwrap().push(message.text.clone()));
+    let a = Arc::clone(&applied);
+    conn.subscription_builder()
+        .on_applied(move |ctx| {
+            if let Event::SubscribeApplied { resumed, .. } = ctx.event {
+                a.lock().unwrap().push(resumed);
+            }
+        })
+        .subscribe(["SELECT * FROM user", "SELECT * FROM message"]);
+    until(&conn, "the subscription", || !applied.lock().unwrap().is_empty());
+    Client { conn, messages, applied, disconnects }
+}
+
+/// Calls `send_message` and waits for its result.
+fn say(client: &Client, text: &str) -> Result<(), String> {
+    let result = Arc::new(Mutex::new(None));
+    let r = Arc::clone(&result);
+    client
+        .conn
+        .reducers()
+        .send_message_then(text.into(), move |_, outcome| *r.lock().unwrap() = Some(outcome))
+        .expect("the call is sent");
+    until(&client.conn, "a call's result", || result.lock().unwrap().is_some());
+    result.lock().unwrap().take().expect("waited for it")
+}
+
+/// A TCP proxy whose connections the test can cut, to drop a client's connection
+/// while the server runs on.
+struct Proxy {
+    addr: SocketAddr,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn to(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("an address");
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let o = Arc::clone(&open);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(target) else { continue };
+                let mut open = o.lock().unwrap();
+                open.push(client.try_clone().unwrap());
+                open.push(server.try_clone().unwrap());
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    })
+                };
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        Proxy { addr, open }
+    }
+
+    fn cut(&self) {
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// The chat example end to end: publish with the CLI, two SDK clients chatting, the
+/// CLI's `sql`, `call`, `logs`, `describe` and `subscribe` outputs, a client resuming
+/// after its connection drops, and both reconnecting after the server restarts.
+#[test]
+fn the_chat_example_end_to_end() {
+    let dir = temp_dir("chat");
+    let config = dir.join("owner.json");
+    let mut server = start_server(&dir.join("data"), "127.0.0.1:0".parse().unwrap());
+    let addr = server.addr();
+    let wasm = chat_wasm();
+
+    let published = ok(tickdb(&config, addr).args(["publish", "chat", "--wasm"]).arg(&wasm));
+    assert!(published.contains("created `chat`"), "{published}");
+    let described = ok(tickdb(&config, addr).args(["describe", "chat"]));
+    assert!(
+        described.contains("send_message(text: String)") && described.contains("primary key (identity)"),
+        "{described}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(tickdb(&config, addr).args(["describe", "chat", "--json"]))).unwrap();
+    assert_eq!(json["tables"].as_array().map(Vec::len), Some(2));
+
+    // Ada goes through a proxy, to have her connection cut later.
+    let proxy = Proxy::to(addr);
+    let ada = connect(proxy.addr);
+    let bo = connect(addr);
+    let bo_identity: Identity = bo.conn.identity().expect("known once applied");
+    let named = Arc::new(Mutex::new(None));
+    let n = Arc::clone(&named);
+    bo.conn.reducers().set_name_then("Bo".into(), move |_, r| *n.lock().unwrap() = Some(r)).unwrap();
+    until(&bo.conn, "set_name's result", || named.lock().unwrap().is_some());
+    assert_eq!(named.lock().unwrap().take(), Some(Ok(())));
+    assert_eq!(say(&bo, "hello Ada"), Ok(()));
+    assert_eq!(say(&bo, "   "), Err("messages must not be empty".into()));
+
+    until(&ada.conn, "Bo's message", || ada.messages.lock().unwrap().contains(&"hello Ada".to_string()));
+    let bo_seen = ada.conn.db().user().identity().find(&bo_identity).expect("Bo is in Ada's cache");
+    assert_eq!((bo_seen.name.as_deref(), bo_seen.online), (Some("Bo"), true));
+    assert_eq!(ada.conn.db().message().count(), 1);
+    assert_eq!(ada.conn.db().user().count(), 2);
+
+    // The CLI, as the owner.
+    let rows =
+        ok(tickdb(&config, addr).args(["sql", "chat", "SELECT name, online FROM user WHERE name = 'Bo'"]));
+    assert!(rows.contains(" Bo ") && rows.contains("true") && rows.contains("(1 row)"), "{rows}");
+    let refused = fails(tickdb(&config, addr).args(["call", "chat", "send_message", "5"]));
+    assert!(refused.contains("argument 1 (`text`: String)"), "{refused}");
+    let module_error = fails(tickdb(&config, addr).args(["call", "chat", "set_name", "\"Owner\""]));
+    assert!(module_error.contains("cannot set the name of an unknown user"), "{module_error}");
+    let unknown = fails(tickdb(&config, addr).args(["call", "chat", "fly"]));
+    assert!(unknown.contains("no reducer `fly`") && unknown.contains("set_name(name: String)"), "{unknown}");
+    let logs = ok(tickdb(&config, addr).args(["logs", "chat", "-n", "10"]));
+    assert!(logs.contains("[set_name]") && logs.contains("is now called Bo"), "{logs}");
+
+    // `subscribe` prints the rows, then an update, as JSON lines.
+    let mut sub = tickdb(&config, addr)
+        .args(["subscribe", "chat", "SELECT * FROM message", "-n", "1", "-t", "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert!(first["SubscribeApplied"].to_string().contains("hello Ada"), "{first}");
+    assert_eq!(say(&bo, "second"), Ok(()));
+    let second: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert!(second["TickUpdate"].to_string().contains("second"), "{second}");
+    assert!(sub.wait().unwrap().success());
+
+    // Ada's connection drops; Bo chats on; Ada reconnects and resumes.
+    until(&ada.conn, "Bo's second message", || ada.messages.lock().unwrap().contains(&"second".to_string()));
+    proxy.cut();
+    until(&ada.conn, "Ada's disconnect", || *ada.disconnects.lock().unwrap() == 1);
+    assert_eq!(say(&bo, "while you were away"), Ok(()));
+    until(&ada.conn, "the message sent while Ada was away", || {
+        ada.messages.lock().unwrap().contains(&"while you were away".to_string())
+    });
+    assert_eq!(*ada.applied.lock().unwrap(), [false, true], "the second apply resumed");
+    assert_eq!(ada.conn.db().message().count(), 3);
+
+    // The server restarts: both reconnect, get every row afresh, and see no row twice.
+    server.stop();
+    server = start_server(&dir.join("data"), addr);
+    until(&ada.conn, "Ada's reconnect", || ada.applied.lock().unwrap().len() == 3);
+    until(&bo.conn, "Bo's reconnect", || bo.applied.lock().unwrap().len() == 2);
+    assert!(!ada.applied.lock().unwrap()[2], "a restarted server cannot resume");
+    assert_eq!(say(&bo, "after the restart"), Ok(()));
+    until(&ada.conn, "a message after the restart", || {
+        ada.messages.lock().unwrap().contains(&"after the restart".to_string())
+    });
+    let seen = ada.messages.lock().unwrap().clone();
+    assert_eq!(seen, ["hello Ada", "second", "while you were away", "after the restart"]);
+    assert_eq!(ada.conn.db().message().count(), 4);
+    ada.conn.disconnect();
+    bo.conn.disconnect();
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Another identity can read public tables but not private ones, and cannot read the
+/// logs of or delete a database it does not own; the owner can.
+#[test]
+fn a_second_identity_cannot_read_private_tables_or_delete() {
+    let dir = temp_dir("access");
+    let (owner, stranger) = (dir.join("owner.json"), dir.join("stranger.json"));
+    let server = start_server(&dir.join("data"), "127.0.0.1:0".parse().unwrap());
+    let addr = server.addr();
+    let wasm = tickdb_test_modules::wasm_path("tickdb-test-features");
+    ok(tickdb(&owner, addr).args(["publish", "feat", "--wasm"]).arg(&wasm));
+    ok(tickdb(&stranger, addr).args(["identity", "new"]));
+    let (me, them) = (
+        ok(tickdb(&owner, addr).args(["identity", "show"])),
+        ok(tickdb(&stranger, addr).args(["identity", "show"])),
+    );
+    assert_ne!(me, them, "two configs, two identities");
+
+    let private = fails(tickdb(&stranger, addr).args(["sql", "feat", "SELECT * FROM config"]));
+    assert!(private.contains("private") && private.contains("(403)"), "{private}");
+    ok(tickdb(&owner, addr).args(["sql", "feat", "SELECT * FROM config"]));
+    ok(tickdb(&stranger, addr).args(["sql", "feat", "SELECT * FROM hero"]));
+    let logs = fails(tickdb(&stranger, addr).args(["logs", "feat"]));
+    assert!(logs.contains("(403)"), "{logs}");
+    let delete = fails(tickdb(&stranger, addr).args(["delete", "feat"]));
+    assert!(delete.contains("(403)"), "{delete}");
+    assert!(ok(tickdb(&stranger, addr).args(["list"])).contains("feat"));
+
+    // Nor through a subscription.
+    let conn = DbConnection::builder(Vec::new())
+        .with_uri(format!("http://{addr}"))
+        .with_database_name("feat")
+        .build()
+        .unwrap();
+    let error = Arc::new(Mutex::new(None));
+    let e = Arc::clone(&error);
+    conn.subscription_builder()
+        .on_error(move |_, message| *e.lock().unwrap() = Some(message.to_string()))
+        .subscribe(["SELECT * FROM config"]);
+    until(&conn, "the subscription's error", || error.lock().unwrap().is_some());
+    assert!(error.lock().unwrap().as_deref().unwrap().contains("private"));
+
+    ok(tickdb(&owner, addr).args(["delete", "feat"]));
+    assert!(!ok(tickdb(&owner, addr).args(["list"])).contains("feat"));
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The checked-in bindings of the chat client are what `tickdb generate` makes of the
+/// chat module now.
+#[test]
+fn the_chat_bindings_are_up_to_date() {
+    let dir = temp_dir("generate");
+    let out = dir.join("bindings");
+    let config = dir.join("config.json");
+    ok(tickdb(&config, "127.0.0.1:9".parse().unwrap())
+        .args(["generate", "--lang", "rust", "--wasm"])
+        .arg(chat_wasm())
+        .arg("--out-dir")
+        .arg(&out));
+    let generated = std::fs::read_to_string(out.join("mod.rs")).unwrap();
+    let checked_in =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/chat/client/src/bindings/mod.rs");
+    let checked_in = std::fs::read_to_string(checked_in).unwrap();
+    assert!(
+        generated == checked_in,
+        "examples/chat/client/src/bindings is out of date; run:\n  cargo run -p tickdb-cli -- generate -p examples/chat -o examples/chat/client/src/bindings"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Reads the child's stdout until a line contains `needle`; the lines read.
+fn read_until(lines: &mut impl Iterator<Item = std::io::Result<String>>, needle: &str) -> String {
+    let mut seen = String::new();
+    for line in lines {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(needle) {
+            return seen;
+        }
+    }
+    panic!("the output ended before `{needle}`:\n{seen}");
+}
+
+/// `init` makes a project that `dev` builds and publishes into a server it starts,
+/// and publishes again when a source file changes.
+#[test]
+fn init_then_dev_publishes_and_republishes_on_change() {
+    let dir = temp_dir("dev");
+    let project = dir.join("hello");
+    let config = dir.join("config.json");
+    let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    ok(tickdb(&config, free).arg("init").arg(&project));
+    // Share the compiled SDK with the test modules' build.
+    let target = chat_wasm().ancestors().nth(3).unwrap().to_path_buf();
+    let mut dev: Child = tickdb(&config, free)
+        .arg("dev")
+        .arg("-p")
+        .arg(&project)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("CARGO_TARGET_DIR", &target)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
+    let started = read_until(&mut lines, "watching");
+    assert!(started.contains("started a tickdb server") && started.contains("created `hello`"), "{started}");
+    ok(tickdb(&config, free).args(["call", "hello", "add", "\"Ada\""]));
+
+    let lib = project.join("src/lib.rs");
+    let mut source = std::fs::read_to_string(&lib).unwrap();
+    source.push_str("\n#[reducer]\npub fn clear_all(ctx: &ReducerContext) {\n    for p in ctx.db.person().iter() {\n        ctx.db.person().delete(p);\n    }\n}\n");
+    std::fs::File::create(&lib).unwrap().write_all(source.as_bytes()).unwrap();
+    let again = read_until(&mut lines, "watching");
+    assert!(again.contains("migrated `hello`"), "{again}");
+    assert!(ok(tickdb(&config, free).args(["describe", "hello"])).contains("clear_all()"));
+    let rows = ok(tickdb(&config, free).args(["sql", "hello", "SELECT name FROM person"]));
+    assert!(rows.contains("Ada"), "the data stayed through the republish: {rows}");
+    dev.kill().unwrap();
+    let _ = dev.wait();
+    let mut rest = String::new();
+    let _ = dev.stdout.take().map(|mut s| s.read_to_string(&mut rest));
+    let _ = std::fs::remove_dir_all(&dir);
+}
