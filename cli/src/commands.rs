@@ -298,11 +298,8 @@ pub fn describe(api: &Api, name: &str, as_json: bool) -> Result<(), CliError> {
             .flatten()
             .map(|p| format!("{}: {}", p["name"].as_str().unwrap_or("?"), p["type"].as_str().unwrap_or("?")))
             .collect();
-        let returns = r["returns"]
-            .as_str()
-            .filter(|t| !t.chars().all(|c| "{}() ".contains(c)))
-            .map(|t| format!(" -> {t}"))
-            .unwrap_or_default();
+        let returns =
+            r["returns"].as_str().filter(|t| *t != "()").map(|t| format!(" -> {t}")).unwrap_or_default();
         let lifecycle = r["lifecycle"].as_str().map(|l| format!("  (lifecycle: {l})")).unwrap_or_default();
         println!("  {}({}){returns}{lifecycle}", r["name"].as_str().unwrap_or("?"), params.join(", "));
     }

@@ -107,12 +107,14 @@ enum Command {
     },
     /// Build (unless --wasm) and publish a module into database NAME.
     Publish {
+        /// The database.
         name: String,
         #[command(flatten)]
         source: ModuleSource,
         /// Delete the database's data and start afresh, instead of migrating it.
         #[arg(long)]
         clear: bool,
+        /// Print JSON, for scripts.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -120,9 +122,13 @@ enum Command {
     },
     /// Call a reducer; each argument is a JSON value (strings in quotes: '"Bo"').
     Call {
+        /// The database.
         name: String,
+        /// The reducer.
         reducer: String,
+        /// Its arguments, one JSON value each.
         args: Vec<String>,
+        /// Print JSON, for scripts.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -130,8 +136,11 @@ enum Command {
     },
     /// Run an SQL query and print the rows; without a query, an interactive shell.
     Sql {
+        /// The database.
         name: String,
+        /// The query (none: read statements from stdin, one per line).
         query: Option<String>,
+        /// Print JSON, for scripts.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -139,7 +148,9 @@ enum Command {
     },
     /// Subscribe to queries; print the initial rows and each update as JSON lines.
     Subscribe {
+        /// The database.
         name: String,
+        /// The queries, subscribed to as one set.
         #[arg(required = true)]
         queries: Vec<String>,
         /// Stop after this many updates.
@@ -153,6 +164,7 @@ enum Command {
     },
     /// Print a database's module log (owner only).
     Logs {
+        /// The database.
         name: String,
         /// Keep printing new lines as they come.
         #[arg(long, short = 'f')]
@@ -160,6 +172,7 @@ enum Command {
         /// How many of the last lines.
         #[arg(long, short = 'n', default_value_t = 20)]
         num_lines: u64,
+        /// Print JSON, for scripts.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -167,7 +180,9 @@ enum Command {
     },
     /// Show a database's tables and reducers.
     Describe {
+        /// The database.
         name: String,
+        /// Print JSON, for scripts.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -175,6 +190,7 @@ enum Command {
     },
     /// List the server's databases.
     List {
+        /// Print JSON, for scripts.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -182,6 +198,7 @@ enum Command {
     },
     /// Delete a database and its data (owner only).
     Delete {
+        /// The database.
         name: String,
         #[command(flatten)]
         conn: Conn,
@@ -237,6 +254,7 @@ enum IdentityAction {
         /// Print the token too.
         #[arg(long)]
         token: bool,
+        /// Print JSON, for scripts.
         #[arg(long)]
         json: bool,
         #[command(flatten)]

@@ -28,8 +28,11 @@ fn start_server(
     let dir = data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&dir)
         .map_err(|e| CliError::new(format!("the data directory {}: {e}", dir.display())))?;
-    let server = tickdb_net::start(tickdb_net::ServerConfig::default(), DataDir::new(&dir), addr)
-        .map_err(|e| CliError::new(format!("starting the server on {addr}: {e}")))?;
+    // Each database comes back from its snapshot and log first: for a large log, a while.
+    let progress = crate::spinner(format!("starting: restoring the databases in {}", dir.display()));
+    let server = tickdb_net::start(tickdb_net::ServerConfig::default(), DataDir::new(&dir), addr);
+    progress.finish_and_clear();
+    let server = server.map_err(|e| CliError::new(format!("starting the server on {addr}: {e}")))?;
     Ok((server, dir))
 }
 

@@ -241,6 +241,7 @@ impl std::fmt::Display for ValueType {
             TimeDuration => "TimeDuration",
             Array(inner) => return write!(f, "Vec<{inner}>"),
             Option(inner) => return write!(f, "Option<{inner}>"),
+            Product(p) if p.fields.is_empty() => "()",
             Product(p) => {
                 let fields: Vec<std::string::String> =
                     p.fields.iter().map(|x| format!("{}: {}", x.name, x.ty)).collect();

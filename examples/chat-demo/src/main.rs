@@ -1,31 +1,36 @@
 //! The quickstart: builds the chat module (`examples/chat`), starts a tickdb server on
 //! 127.0.0.1 with its data in `target/chat-server`, publishes the module over the HTTP
-//! API, and talks to it the way game clients do, over WebSocket:
+//! API, and has two clients chat through the Rust client SDK with the bindings
+//! `tickdb generate` wrote for the module (`examples/chat/client/src/bindings`):
 //!
-//! - Ada connects with the JSON protocol (`?format=json`) and subscribes to the users
-//!   and messages; every change reaches her as a tick update, printed as it arrives.
-//! - Bo connects with the binary protocol (FlatBuffers), names himself, chats, sends a
-//!   message the module refuses, and leaves; each reducer result is printed.
+//! - Ada subscribes to the users and messages; her client cache fills, and her
+//!   callbacks print every change as its tick arrives.
+//! - Bo names himself, chats, sends a message the module refuses, and leaves; each
+//!   reducer's result comes back once its tick is on disk.
 //! - Then the owner reads the tables with SQL and the module's log over HTTP.
 //!
-//! Run it again: the server restores the database from its log, the owner and the
-//! clients keep their identities (their tokens are kept in the data directory), and
-//! the earlier messages are still there.
+//! Both clients are driven the way a game drives them: `frame_tick` once per frame of
+//! a loop. Run it again: the server restores the database from its log, the clients
+//! keep their identities (their tokens are kept in the data directory), and the
+//! earlier messages are still there.
 //!
 //! Run with `cargo run --release -p tickdb-chat-demo`. It builds the module for
 //! `wasm32-unknown-unknown` first (adding the target with rustup if it is missing).
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tickdb::Type;
 use tickdb_engine::store::DataDir;
-use tickdb_protocol::{ClientMessage, Compression, ServerMessage, frame, unframe};
-use tungstenite::Message;
-use tungstenite::stream::MaybeTlsStream;
+use tickdb_sdk::{DbConnection, Event};
 
-type Socket = tungstenite::WebSocket<MaybeTlsStream<std::net::TcpStream>>;
+#[path = "../../chat/client/src/bindings/mod.rs"]
+#[rustfmt::skip]
+mod bindings;
+
+use bindings::{RemoteReducers, Tables};
+
 type Error = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), Error> {
@@ -46,50 +51,68 @@ fn main() -> Result<(), Error> {
     let published = http(addr, "POST", "/v1/database/chat", Some(&owner), &wasm)?;
     println!("publish `chat`: {}", published["outcome"].as_str().unwrap_or("?"));
 
-    let mut ada = connect(addr, &token(addr, &root.join("ada.token"))?, "&format=json")?;
-    println!("Ada: {}", read_text(&mut ada)?);
-    let subscribe = r#"{"Subscribe": {"query_set_id": 1, "queries": ["SELECT * FROM user WHERE online = true", "SELECT * FROM message"]}}"#;
-    ada.send(Message::Text(subscribe.into()))?;
-    println!("Ada: {}", read_text(&mut ada)?);
+    let ada = connect(addr, "Ada", &root.join("ada.token"))?;
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let s = Arc::clone(&seen);
+    ada.db().message().on_insert(move |ctx, m| {
+        if matches!(ctx.event, Event::Tick { .. }) {
+            let sender = ctx.db().user().identity().find(&m.sender).and_then(|u| u.name);
+            println!("  Ada sees a message from {}: {}", sender.as_deref().unwrap_or("?"), m.text);
+            s.lock().expect("not poisoned").push(m.text.clone());
+        }
+    });
+    ada.db().user().on_update(|_, old, new| {
+        println!(
+            "  Ada sees a user change: {:?} online={} -> {:?} online={}",
+            old.name, old.online, new.name, new.online
+        );
+    });
+    let applied = Arc::new(Mutex::new(false));
+    let a = Arc::clone(&applied);
+    ada.subscription_builder()
+        .on_applied(move |ctx| {
+            let messages = ctx.db().message().count();
+            let online = ctx.db().user().iter().filter(|u| u.online).count();
+            println!("Ada subscribed: {messages} earlier message(s) in her cache, {online} user(s) online");
+            *a.lock().expect("not poisoned") = true;
+        })
+        .subscribe(["SELECT * FROM user", "SELECT * FROM message"]);
+    frames(&[&ada], || *applied.lock().expect("not poisoned"))?;
+    ada.reducers().set_name("Ada".into())?;
 
-    let mut bo = connect(addr, &token(addr, &root.join("bo.token"))?, "")?;
-    match read_binary(&mut bo)? {
-        ServerMessage::IdentityToken { identity, .. } => println!("Bo: connected as {}", hex(&identity)),
-        other => println!("Bo: {other:?}"),
-    }
-    println!("Ada: {}", read_text(&mut ada)?);
-
+    let bo = connect(addr, "Bo", &root.join("bo.token"))?;
     println!("\nBo's calls, each result sent once its tick is on disk:");
     let hello = format!(
         "hi Ada! tick-based chat, at {} s past the epoch",
         std::time::UNIX_EPOCH.elapsed()?.as_secs()
     );
-    let calls = [
-        ("set_name", "Bo".to_string().to_bytes()),
-        ("send_message", hello.to_bytes()),
-        ("send_message", "   ".to_string().to_bytes()),
-    ];
-    for (id, (reducer, args)) in calls.into_iter().enumerate() {
-        let call = ClientMessage::CallReducer { request_id: id as u32, reducer: reducer.into(), args };
-        bo.send(Message::Binary(frame(Compression::None, &call.encode()).into()))?;
-        match read_binary(&mut bo)? {
-            ServerMessage::ReducerResult { tick, outcome, duration_us, .. } => {
-                let outcome = outcome.map_or_else(|e| format!("error: {e}"), |_| "ok".into());
-                println!("  {reducer}: {outcome} (tick {tick}, {duration_us} µs)");
+    let results = Arc::new(Mutex::new(0));
+    let report = |what: &'static str| {
+        let results = Arc::clone(&results);
+        move |ctx: &tickdb_sdk::EventContext<'_>, outcome: Result<(), String>| {
+            let tick = match ctx.event {
+                Event::ReducerResult { tick } => tick,
+                _ => 0,
+            };
+            match outcome {
+                Ok(()) => println!("  {what}: ok (tick {tick})"),
+                Err(e) => println!("  {what}: error: {e}"),
             }
-            other => println!("  {other:?}"),
+            *results.lock().expect("not poisoned") += 1;
         }
-    }
-    println!("what Ada saw, until Bo's message:");
-    loop {
-        let update = read_text(&mut ada)?;
-        println!("  {update}");
-        if update.contains(&hello) {
-            break;
-        }
-    }
-    bo.close(None)?;
-    println!("Bo left; Ada sees him go offline:\n  {}", read_text(&mut ada)?);
+    };
+    bo.reducers().set_name_then("Bo".into(), report("set_name"))?;
+    bo.reducers().send_message_then(hello.clone(), report("send_message"))?;
+    bo.reducers().send_message_then("   ".into(), report("send_message"))?;
+    frames(&[&ada, &bo], || {
+        *results.lock().expect("not poisoned") == 3 && seen.lock().expect("not poisoned").contains(&hello)
+    })?;
+    bo.disconnect();
+    let bo_identity = bo.identity();
+    frames(&[&ada, &bo], || {
+        bo_identity.and_then(|id| ada.db().user().identity().find(&id)).is_some_and(|u| !u.online)
+    })?;
+    println!("Bo left.");
 
     println!("\nthe owner's SQL over HTTP:");
     for sql in [
@@ -105,8 +128,43 @@ fn main() -> Result<(), Error> {
         let text = |key: &str| line[key].as_str().unwrap_or("-").to_string();
         println!("  {} [{}] {}", text("level"), text("reducer"), text("message"));
     }
+    ada.disconnect();
     server.stop();
     println!("\ndata kept in {}; run again to see it come back", root.display());
+    println!(
+        "next: `cargo run -p tickdb-cli -- dev -p examples/chat` and `cargo run -p tickdb-example-chat-client`"
+    );
+    Ok(())
+}
+
+/// Connects a chat client as the identity whose token is kept at `path` (saving a
+/// new identity's token there).
+fn connect(addr: SocketAddr, who: &'static str, path: &Path) -> Result<DbConnection, Error> {
+    let token = std::fs::read_to_string(path).ok();
+    let path = path.to_path_buf();
+    let conn = DbConnection::builder(bindings::tables())
+        .with_uri(format!("http://{addr}"))
+        .with_database_name("chat")
+        .with_token(token)
+        .on_connect(move |_, identity, token| {
+            println!("{who}: connected as {}", &identity.to_string()[..16]);
+            let _ = std::fs::write(&path, token);
+        })
+        .on_error(move |_, e| eprintln!("{who}: {e}"))
+        .build()?;
+    Ok(conn)
+}
+
+/// Runs frames, each applying what every client received, until `done` (at most 10 s).
+fn frames(clients: &[&DbConnection], mut done: impl FnMut() -> bool) -> Result<(), Error> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        if Instant::now() > deadline {
+            return Err("the server did not answer within 10 s".into());
+        }
+        clients[0].frame_tick_wait(Duration::from_millis(5));
+        clients[1..].iter().for_each(|c| c.frame_tick());
+    }
     Ok(())
 }
 
@@ -140,30 +198,4 @@ fn http(
         return Err(format!("{method} {path}: {}", json["error"]).into());
     }
     Ok(json)
-}
-
-fn connect(addr: SocketAddr, token: &str, query: &str) -> Result<Socket, Error> {
-    let (ws, _) =
-        tungstenite::connect(format!("ws://{addr}/v1/database/chat/subscribe?token={token}{query}"))?;
-    Ok(ws)
-}
-
-fn read_text(ws: &mut Socket) -> Result<String, Error> {
-    loop {
-        if let Message::Text(text) = ws.read()? {
-            return Ok(text.to_string());
-        }
-    }
-}
-
-fn read_binary(ws: &mut Socket) -> Result<ServerMessage, Error> {
-    loop {
-        if let Message::Binary(bytes) = ws.read()? {
-            return Ok(ServerMessage::decode(&unframe(&bytes, 64 << 20)?)?);
-        }
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -370,3 +370,157 @@ impl ClientCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tickdb_protocol::RowList;
+    use tickdb_wasm_abi::Type;
+
+    use super::*;
+
+    /// Rows of the test table: (id, name, score), keyed by id.
+    type Row = (u32, String, i64);
+
+    fn desc(primary_key: &'static [usize]) -> TableDesc {
+        TableDesc {
+            name: "player",
+            row_type: <Row as Type>::value_type,
+            primary_key,
+            unique: primary_key,
+            decode: |bytes| <Row as Type>::from_bytes(bytes).map(|row| Arc::new(row) as AnyRow),
+        }
+    }
+
+    fn row(id: u32, name: &str, score: i64) -> Vec<u8> {
+        (id, name.to_string(), score).to_bytes()
+    }
+
+    fn inserts(rows: &[Vec<u8>]) -> TableUpdate {
+        let inserts = rows.iter().map(Vec::as_slice).collect();
+        TableUpdate { table_name: "player".into(), inserts, ..TableUpdate::default() }
+    }
+
+    fn deletes(rows: &[Vec<u8>]) -> TableUpdate {
+        let deletes = rows.iter().map(Vec::as_slice).collect();
+        TableUpdate { table_name: "player".into(), deletes, ..TableUpdate::default() }
+    }
+
+    /// The events as (kind, id of the row, or old and new score for updates).
+    fn summary(events: &[CacheEvent]) -> Vec<String> {
+        let r = |row: &AnyRow| row.downcast_ref::<Row>().expect("a Row").clone();
+        events
+            .iter()
+            .map(|e| match e {
+                CacheEvent::Insert { row, .. } => format!("+{}", r(row).0),
+                CacheEvent::Delete { row, .. } => format!("-{}", r(row).0),
+                CacheEvent::Update { old, new, .. } => format!("{}:{}->{}", r(old).0, r(old).2, r(new).2),
+            })
+            .collect()
+    }
+
+    fn apply(cache: &mut ClientCache, set: u32, update: TableUpdate) -> (Vec<String>, Vec<SdkError>) {
+        let (mut events, mut errors) = (Vec::new(), Vec::new());
+        cache.apply_update(set, &[update], &mut events, &mut errors);
+        (summary(&events), errors)
+    }
+
+    fn subscribe(cache: &mut ClientCache, set: u32, rows: &[Vec<u8>]) -> Vec<String> {
+        let (mut events, mut errors) = (Vec::new(), Vec::new());
+        cache.apply_rows(
+            set,
+            [("player", rows.iter().map(Vec::as_slice).collect())],
+            &mut events,
+            &mut errors,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        summary(&events)
+    }
+
+    /// A row two queries return is held twice: it leaves with its last holder.
+    #[test]
+    fn rows_are_counted_per_query() {
+        let mut cache = ClientCache::new(&[desc(&[0])]);
+        assert_eq!(subscribe(&mut cache, 1, &[]), Vec::<String>::new());
+        assert_eq!(apply(&mut cache, 1, inserts(&[row(1, "ada", 5), row(1, "ada", 5)])).0, ["+1"]);
+        assert_eq!(apply(&mut cache, 1, deletes(&[row(1, "ada", 5)])).0, Vec::<String>::new());
+        assert_eq!(cache.tables[0].len(), 1);
+        assert_eq!(apply(&mut cache, 1, deletes(&[row(1, "ada", 5)])).0, ["-1"]);
+        assert_eq!(cache.tables[0].len(), 0);
+    }
+
+    /// An update names its row by key and carries only the changed columns; the same
+    /// update sent once per query raises one event.
+    #[test]
+    fn partial_updates_patch_the_changed_columns() {
+        let mut cache = ClientCache::new(&[desc(&[0])]);
+        subscribe(&mut cache, 1, &[row(7, "bo", 1), row(7, "bo", 1)]);
+        let key = 7u32.to_bytes();
+        let value = 42i64.to_bytes();
+        let updates = RowUpdates {
+            keys: [key.as_slice()].into_iter().collect(),
+            changed: vec![0b100],
+            values: [value.as_slice()].into_iter().collect(),
+        };
+        let update = TableUpdate { table_name: "player".into(), updates, ..TableUpdate::default() };
+        let twice = TableUpdate { updates: update.updates.clone(), ..update.clone() };
+        assert_eq!(apply(&mut cache, 1, update).0, ["7:1->42"]);
+        assert_eq!(apply(&mut cache, 1, twice).0, Vec::<String>::new());
+        let found = cache.tables[0].find_unique(0, &key).expect("row 7");
+        assert_eq!(found.downcast_ref::<Row>(), Some(&(7, "bo".to_string(), 42)));
+    }
+
+    /// A set's rows sent afresh become the difference: what is new, changed and gone.
+    #[test]
+    fn rows_sent_afresh_raise_only_what_changed() {
+        let mut cache = ClientCache::new(&[desc(&[0])]);
+        assert_eq!(subscribe(&mut cache, 1, &[row(1, "a", 1), row(2, "b", 2)]), ["+1", "+2"]);
+        let mut events = subscribe(&mut cache, 1, &[row(2, "b", 3), row(3, "c", 3)]);
+        events.sort();
+        assert_eq!(events, ["+3", "-1", "2:2->3"]);
+        assert_eq!(cache.tables[0].len(), 2);
+    }
+
+    /// Dropping a set releases its rows; rows another set holds stay.
+    #[test]
+    fn dropping_a_set_keeps_what_others_hold() {
+        let mut cache = ClientCache::new(&[desc(&[])]);
+        subscribe(&mut cache, 1, &[row(1, "a", 1), row(2, "b", 2)]);
+        subscribe(&mut cache, 2, &[row(2, "b", 2)]);
+        let (mut events, mut errors) = (Vec::new(), Vec::new());
+        cache.drop_set(1, &mut events, &mut errors);
+        assert_eq!(summary(&events), ["-1"]);
+        assert_eq!(cache.tables[0].len(), 1);
+    }
+
+    /// What does not fit the cache is an error, never a panic, and changes nothing.
+    #[test]
+    fn bad_input_is_an_error() {
+        let mut cache = ClientCache::new(&[desc(&[0])]);
+        subscribe(&mut cache, 1, &[row(1, "a", 1)]);
+        let (_, errors) = apply(&mut cache, 1, inserts(&[vec![1, 2, 3]]));
+        assert!(matches!(errors[..], [SdkError::Protocol(_)]), "{errors:?}");
+        let (_, errors) = apply(&mut cache, 1, deletes(&[row(9, "x", 0)]));
+        assert!(matches!(errors[..], [SdkError::Protocol(_)]), "{errors:?}");
+        let key = 1u32.to_bytes();
+        let bad_width = RowUpdates {
+            keys: [key.as_slice()].into_iter().collect(),
+            changed: vec![],
+            values: RowList::default(),
+        };
+        let update =
+            TableUpdate { table_name: "player".into(), updates: bad_width, ..TableUpdate::default() };
+        assert!(!apply(&mut cache, 1, update).1.is_empty());
+        let too_long = RowUpdates {
+            keys: [key.as_slice()].into_iter().collect(),
+            changed: vec![0b100],
+            values: [[0u8; 12].as_slice()].into_iter().collect(),
+        };
+        let update = TableUpdate { table_name: "player".into(), updates: too_long, ..TableUpdate::default() };
+        assert!(!apply(&mut cache, 1, update).1.is_empty());
+        let unknown = TableUpdate { table_name: "ghost".into(), ..inserts(&[row(1, "a", 1)]) };
+        assert_eq!(apply(&mut cache, 1, unknown.clone()).1.len(), 1);
+        assert!(apply(&mut cache, 1, unknown).1.is_empty(), "reported once");
+        let held = cache.tables[0].find_unique(0, &key).expect("row 1 is untouched");
+        assert_eq!(held.downcast_ref::<Row>(), Some(&(1, "a".to_string(), 1)));
+    }
+}

@@ -5,7 +5,7 @@
 //! reducers and runs one-off queries. Typed bindings for a module (row structs, table
 //! handles, reducer functions) are generated with `tickdb generate --lang rust`:
 //!
-//! ```ignore
+//! ```text
 //! mod bindings; // generated
 //! use bindings::*;
 //!
