@@ -366,8 +366,8 @@ pub fn identity_show(api: &Api, token: bool, as_json: bool) -> Result<(), CliErr
 
 /// Subscribes over the WebSocket protocol (its JSON form) and prints the server's
 /// messages about the subscription, one JSON object per line: the initial rows
-/// (`SubscribeApplied`), then each `TickUpdate`, until `num_updates` updates or the
-/// timeout.
+/// (`SubscribeApplied`), then each `TickUpdate`, until `num_updates` updates (0: the
+/// initial rows only) or the timeout.
 pub fn subscribe(
     api: &mut Api,
     name: &str,
@@ -399,9 +399,9 @@ pub fn subscribe(
     ws.send(tungstenite::Message::Text(subscribe.to_string().into()))
         .map_err(|e| CliError::new(e.to_string()))?;
     let deadline = timeout.map(|t| Instant::now() + t);
-    let mut updates = 0;
+    let (mut applied, mut updates) = (false, 0);
     let mut stdout = std::io::stdout();
-    while num_updates.is_none_or(|n| updates < n) {
+    while !(applied && num_updates.is_some_and(|n| updates >= n)) {
         if let Some(deadline) = deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -426,20 +426,20 @@ pub fn subscribe(
         let message: Json = serde_json::from_str(&message)
             .map_err(|e| CliError::new(format!("the server sent bad JSON: {e}")))?;
         if let Some(error) = message.get("SubscriptionError") {
-            return Err(CliError::new(format!(
-                "the subscription failed: {}",
-                error["message"].as_str().unwrap_or("?")
-            )));
+            let why = error["message"].as_str().unwrap_or("?");
+            return Err(CliError::new(format!("the subscription failed: {why}")));
         }
-        if message.get("SubscribeApplied").is_none() && message.get("TickUpdate").is_none() {
-            continue;
-        }
-        if message.get("TickUpdate").is_some() {
-            updates += 1;
+        match (message.get("SubscribeApplied"), message.get("TickUpdate")) {
+            (Some(_), _) => applied = true,
+            (None, Some(_)) => updates += 1,
+            (None, None) => continue,
         }
         writeln!(stdout, "{message}")
             .and_then(|()| stdout.flush())
             .map_err(|e| CliError::new(e.to_string()))?;
+    }
+    if !applied {
+        return Err(CliError::new("the server did not answer the subscription before the timeout"));
     }
     let _ = ws.close(None);
     Ok(())

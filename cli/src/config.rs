@@ -61,12 +61,10 @@ impl Config {
             let json = serde_json::to_vec_pretty(self).expect("the config serializes");
             {
                 use std::os::unix::fs::OpenOptionsExt;
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)?;
+                // A new file, so that its mode is ours even if a stale one was left.
+                let _ = std::fs::remove_file(&tmp);
+                let mut file =
+                    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
                 std::io::Write::write_all(&mut file, &json)?;
                 file.sync_all()?;
             }

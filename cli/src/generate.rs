@@ -19,9 +19,28 @@ use tickdb_wasm_abi::{ModuleDef, ProductType, SumType, TableSchema, ValueType, s
 
 /// The bindings for `def`, as the text of one Rust file.
 pub fn rust(def: &ModuleDef) -> String {
-    let mut g = Gen { types: Vec::new(), out: String::new() };
+    let mut g = Gen {
+        types: Vec::new(),
+        rows: Vec::new(),
+        taken: RESERVED.iter().map(|n| n.to_string()).collect(),
+        tables: Vec::new(),
+        out: String::new(),
+    };
+    // Tables first: their structs and handles keep their names; user types yield.
     for table in &def.tables {
-        let name = pascal(&table.name);
+        let mut name = pascal(&table.name);
+        if g.taken.contains(&name) {
+            name.push_str("Row");
+        }
+        while g.taken.contains(&name) || g.taken.contains(&format!("{name}Table")) {
+            name.push('_');
+        }
+        g.taken.push(name.clone());
+        g.taken.push(format!("{name}Table"));
+        g.rows.push((row_type(table), name.clone()));
+        g.tables.push(name);
+    }
+    for (table, name) in def.tables.iter().zip(g.tables.clone()) {
         for c in &table.columns {
             g.name_types(&c.ty, &format!("{name}{}", pascal(&c.name)));
         }
@@ -40,8 +59,8 @@ pub fn rust(def: &ModuleDef) -> String {
          // A client rarely uses every table and reducer of its module.\n\
          #![allow(dead_code)]\n",
     );
-    for table in &def.tables {
-        g.table(table);
+    for (i, table) in def.tables.iter().enumerate() {
+        g.table(i, table);
     }
     let user_types = g.types.clone();
     for (ty, name) in &user_types {
@@ -57,9 +76,44 @@ pub fn rust(def: &ModuleDef) -> String {
     out
 }
 
+/// Names the generated code must not define: its own traits, and the standard
+/// names it uses unqualified.
+const RESERVED: &[&str] = &[
+    "Tables",
+    "RemoteReducers",
+    "Result",
+    "Option",
+    "Vec",
+    "String",
+    "Box",
+    "Some",
+    "None",
+    "Ok",
+    "Err",
+    "Self",
+    "Send",
+    "Sync",
+    "Sized",
+    "Clone",
+    "Copy",
+    "Debug",
+    "PartialEq",
+    "Default",
+    "Fn",
+    "FnOnce",
+    "FnMut",
+];
+
 struct Gen {
     /// User types by shape, with the name each got.
     types: Vec<(ValueType, String)>,
+    /// Each table's row type, with its struct's name: a reducer that takes or returns
+    /// a row uses that struct.
+    rows: Vec<(ValueType, String)>,
+    /// Every type name given so far (and the reserved ones).
+    taken: Vec<String>,
+    /// Each table's struct name, in the definition's order.
+    tables: Vec<String>,
     out: String,
 }
 
@@ -85,11 +139,12 @@ impl Gen {
     }
 
     fn name(&mut self, ty: &ValueType, name: &str) {
-        if !self.types.iter().any(|(t, _)| t == ty) {
+        if !self.types.iter().chain(&self.rows).any(|(t, _)| t == ty) {
             let mut unique = name.to_string();
-            while self.types.iter().any(|(_, n)| *n == unique) {
+            while self.taken.contains(&unique) {
                 unique.push('_');
             }
+            self.taken.push(unique.clone());
             self.types.push((ty.clone(), unique));
         }
     }
@@ -121,12 +176,10 @@ impl Gen {
             T::Option(inner) => format!("Option<{}>", self.rust_type(inner)),
             T::Product(p) if p.fields.is_empty() => "()".into(),
             T::Sum(_) if *ty == schedule_at_type() => "tickdb_sdk::ScheduleAt".into(),
-            T::Product(_) | T::Sum(_) => self
-                .types
-                .iter()
-                .find(|(t, _)| t == ty)
-                .map(|(_, n)| n.clone())
-                .expect("every user type was named"),
+            T::Product(_) | T::Sum(_) => {
+                let named = self.rows.iter().chain(&self.types).find(|(t, _)| t == ty);
+                named.map(|(_, n)| n.clone()).expect("every user type was named")
+            }
         }
     }
 
@@ -217,16 +270,10 @@ impl Gen {
         let _ = writeln!(o, "        }})\n    }}\n}}");
     }
 
-    fn table(&mut self, t: &TableSchema) {
-        let name = pascal(&t.name);
+    fn table(&mut self, i: usize, t: &TableSchema) {
+        let name = self.tables[i].clone();
         let access = if t.access == tickdb_wasm_abi::TableAccess::Public { "public" } else { "private" };
-        let p = ProductType {
-            fields: t
-                .columns
-                .iter()
-                .map(|c| tickdb_wasm_abi::Field { name: c.name.clone(), ty: c.ty.clone() })
-                .collect(),
-        };
+        let ValueType::Product(p) = row_type(t) else { unreachable!("a row is a product") };
         self.product(&name, &p, &format!("A row of table `{}` ({access}).", t.name));
         let pk: Vec<usize> =
             t.primary_key().map(|u| u.columns.iter().map(|c| c.0 as usize).collect()).unwrap_or_default();
@@ -279,15 +326,15 @@ impl Gen {
             o,
             "\n/// The module's tables in the client cache: `conn.db().user()`.\npub trait Tables<'a> {{"
         );
-        for t in tables {
-            let _ = writeln!(o, "    fn {}(&self) -> {}Table<'a>;", field_ident(&t.name), pascal(&t.name));
+        for (t, name) in tables.iter().zip(&self.tables) {
+            let _ = writeln!(o, "    fn {}(&self) -> {name}Table<'a>;", field_ident(&t.name));
         }
         let _ = writeln!(o, "}}\n\nimpl<'a> Tables<'a> for tickdb_sdk::Db<'a> {{");
         for (i, t) in tables.iter().enumerate() {
             if i > 0 {
                 o.push('\n');
             }
-            let name = pascal(&t.name);
+            let name = &self.tables[i];
             let _ = writeln!(
                 o,
                 "    fn {}(&self) -> {name}Table<'a> {{\n        {name}Table(self.table::<{name}>())\n    }}",
@@ -298,8 +345,8 @@ impl Gen {
             o,
             "}}\n\n/// Every table, for `DbConnection::builder`.\npub fn tables() -> Vec<tickdb_sdk::TableDesc> {{\n    vec!["
         );
-        for t in tables {
-            let _ = writeln!(o, "        <{} as tickdb_sdk::TableRow>::desc(),", pascal(&t.name));
+        for name in &self.tables {
+            let _ = writeln!(o, "        <{name} as tickdb_sdk::TableRow>::desc(),");
         }
         let _ = writeln!(o, "    ]\n}}");
     }
@@ -311,28 +358,39 @@ impl Gen {
             let params: Vec<(String, String)> =
                 r.params.fields.iter().map(|f| (field_ident(&f.name), self.rust_type(&f.ty))).collect();
             let returns = self.rust_type(&r.returns);
+            // The locals must not be named like a parameter.
+            let fresh = |base: &str| {
+                let mut name = base.to_string();
+                while params.iter().any(|(n, _)| *n == name) {
+                    name.push('_');
+                }
+                name
+            };
+            let (buf, cb) = (fresh("args"), fresh("then"));
             let args: String = params.iter().map(|(n, t)| format!(", {n}: {t}")).collect();
             let lines: String = params.iter().map(|(n, t)| format!("\n        {n}: {t},")).collect();
             let many = if params.len() + 2 > 7 { "    #[allow(clippy::too_many_arguments)]\n" } else { "" };
             let ident = field_ident(&r.name);
             let plain = format!("fn {ident}(&self{args}) -> Result<(), tickdb_sdk::SdkError>");
             let then = format!(
-                "fn {}_then(\n        &self,{lines}\n        then: impl FnOnce(&tickdb_sdk::EventContext<'_>, Result<{returns}, String>) + Send + 'static,\n    ) -> Result<(), tickdb_sdk::SdkError>",
+                "fn {}_then(\n        &self,{lines}\n        {cb}: impl FnOnce(&tickdb_sdk::EventContext<'_>, Result<{returns}, String>) + Send + 'static,\n    ) -> Result<(), tickdb_sdk::SdkError>",
                 r.name
             );
             decls.push(format!(
-                "    /// Calls `{}`.\n{many}    {plain};\n    /// Calls `{}`; `then` gets its result.\n{many}    {then};\n",
+                "    /// Calls `{}`.\n{many}    {plain};\n    /// Calls `{}`; `{cb}` gets its result.\n{many}    {then};\n",
                 r.name, r.name
             ));
             let encode: String = params
                 .iter()
-                .map(|(n, _)| format!("        tickdb_sdk::Type::encode(&{n}, &mut args);\n"))
+                .map(|(n, _)| format!("        tickdb_sdk::Type::encode(&{n}, &mut {buf});\n"))
                 .collect();
-            let args_decl =
-                if params.is_empty() { "let args = Vec::new();" } else { "let mut args = Vec::new();" };
+            let args_decl = match params.is_empty() {
+                true => format!("let {buf} = Vec::new();"),
+                false => format!("let mut {buf} = Vec::new();"),
+            };
             impls.push(format!(
-                "{many}    {plain} {{\n        {args_decl}\n{encode}        self.call::<{returns}>({:?}, args, None)\n    }}\n\n\
-                 {many}    {then} {{\n        {args_decl}\n{encode}        self.call::<{returns}>({:?}, args, Some(Box::new(then)))\n    }}\n",
+                "{many}    {plain} {{\n        {args_decl}\n{encode}        self.call::<{returns}>({:?}, {buf}, None)\n    }}\n\n\
+                 {many}    {then} {{\n        {args_decl}\n{encode}        self.call::<{returns}>({:?}, {buf}, Some(Box::new({cb})))\n    }}\n",
                 r.name, r.name
             ));
         }
@@ -346,6 +404,12 @@ impl Gen {
         o.push_str(&impls.join("\n"));
         let _ = writeln!(o, "}}");
     }
+}
+
+/// A table's row: the product of its columns.
+fn row_type(t: &TableSchema) -> ValueType {
+    let fields = t.columns.iter().map(|c| tickdb_wasm_abi::Field { name: c.name.clone(), ty: c.ty.clone() });
+    ValueType::Product(ProductType { fields: fields.collect() })
 }
 
 /// `snake_case` (or anything) in PascalCase.
@@ -376,6 +440,9 @@ fn field_ident(name: &str) -> String {
     if name.starts_with(|c: char| c.is_ascii_digit()) {
         return format!("_{name}");
     }
+    if ["self", "Self", "super", "crate"].contains(&name) {
+        return format!("{name}_");
+    }
     if KEYWORDS.contains(&name) {
         return format!("r#{name}");
     }
@@ -386,6 +453,49 @@ fn field_ident(name: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Names that would clash are moved aside: a table named like a standard type, a
+    /// column type named like a table handle, parameters named like the generated
+    /// locals; a reducer returning a row uses the row's struct.
+    #[test]
+    fn clashing_names_are_moved_aside() {
+        use tickdb_wasm_abi::{Field, ReducerDef, TableSchema};
+        let pos = ValueType::Product(ProductType {
+            fields: vec![
+                Field { name: "x".into(), ty: ValueType::F32 },
+                Field { name: "y".into(), ty: ValueType::F32 },
+            ],
+        });
+        let result =
+            TableSchema::builder("result").column("id", ValueType::U32).primary_key(["id"]).build().unwrap();
+        let user = TableSchema::builder("user")
+            .column("id", ValueType::U32)
+            .column("table", pos.clone())
+            .column("type", ValueType::String)
+            .primary_key(["id"])
+            .build()
+            .unwrap();
+        let row = row_type(&user);
+        let params = ProductType {
+            fields: vec![
+                Field { name: "args".into(), ty: ValueType::U8 },
+                Field { name: "then".into(), ty: pos },
+            ],
+        };
+        let reducer = ReducerDef { name: "make".into(), params, returns: row, lifecycle: None };
+        let def = ModuleDef { tables: vec![result, user], reducers: vec![reducer], ..ModuleDef::default() };
+        let code = rust(&def);
+        assert!(code.contains("pub struct ResultRow {"), "{code}");
+        assert!(
+            code.contains("pub struct UserTable_ {") && code.contains("pub struct UserTable<'a>"),
+            "{code}"
+        );
+        assert!(code.contains("pub r#type: String,"), "{code}");
+        assert!(code.contains("fn make(&self, args: u8, then: UserTable_)"), "{code}");
+        assert!(code.contains("args_: impl") || code.contains("then_: impl"), "{code}");
+        assert!(code.contains("Result<User, String>"), "a row returned is the row's struct: {code}");
+        assert!(!code.contains("MakeResult"), "{code}");
+    }
+
     #[test]
     fn names_become_rust_names() {
         assert_eq!(pascal("chat_message"), "ChatMessage");
@@ -394,5 +504,6 @@ mod tests {
         assert_eq!(field_ident("type"), "r#type");
         assert_eq!(field_ident("0"), "_0");
         assert_eq!(field_ident("name"), "name");
+        assert_eq!(field_ident("self"), "self_");
     }
 }

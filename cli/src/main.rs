@@ -153,7 +153,7 @@ enum Command {
         /// The queries, subscribed to as one set.
         #[arg(required = true)]
         queries: Vec<String>,
-        /// Stop after this many updates.
+        /// Stop after this many updates (0: after the initial rows).
         #[arg(long, short = 'n')]
         num_updates: Option<u64>,
         /// Stop after this many seconds.

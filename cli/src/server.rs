@@ -108,6 +108,9 @@ pub fn dev(
     let _server = match api.request("GET", "/v1/database", None, &[]) {
         Ok(_) => {
             println!("using the tickdb server at {}", api.server);
+            if data_dir.is_some() {
+                println!("(--data-dir is for a server `dev` starts; this one keeps its own)");
+            }
             None
         }
         Err(_) => {

@@ -3,7 +3,7 @@
 //! seeing each other's changes through callbacks and their caches. Every wait is
 //! for a condition, bounded by a deadline; none is a sleep.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -18,6 +18,11 @@ use tickdb_sdk::{DbConnection, Event, Identity};
 mod bindings;
 
 use bindings::{RemoteReducers, Tables};
+
+/// Bindings of the test module that uses every kind of type.
+#[path = "bindings/features/mod.rs"]
+#[rustfmt::skip]
+mod features;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -216,18 +221,21 @@ fn the_chat_example_end_to_end() {
     assert!(logs.contains("[set_name]") && logs.contains("is now called Bo"), "{logs}");
 
     // `subscribe` prints the rows, then an update, as JSON lines.
-    let mut sub = tickdb(&config, addr)
-        .args(["subscribe", "chat", "SELECT * FROM message", "-n", "1", "-t", "30"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
-    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let mut sub = Running::spawn(tickdb(&config, addr).args([
+        "subscribe",
+        "chat",
+        "SELECT * FROM message",
+        "-n",
+        "1",
+        "-t",
+        "30",
+    ]));
+    let first: serde_json::Value = serde_json::from_str(&sub.until("SubscribeApplied")).unwrap();
     assert!(first["SubscribeApplied"].to_string().contains("hello Ada"), "{first}");
     assert_eq!(say(&bo, "second"), Ok(()));
-    let second: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let second: serde_json::Value = serde_json::from_str(&sub.until("TickUpdate")).unwrap();
     assert!(second["TickUpdate"].to_string().contains("second"), "{second}");
-    assert!(sub.wait().unwrap().success());
+    assert!(sub.child.wait().unwrap().success());
 
     // Ada's connection drops; Bo chats on; Ada reconnects and resumes.
     until(&ada.conn, "Bo's second message", || ada.messages.lock().unwrap().contains(&"second".to_string()));
@@ -306,41 +314,181 @@ fn a_second_identity_cannot_read_private_tables_or_delete() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The checked-in bindings of the chat client are what `tickdb generate` makes of the
-/// chat module now.
+/// A set unsubscribed before its rows arrive leaves nothing in the cache, and
+/// unsubscribing an applied set takes its rows out (with `on_delete`).
 #[test]
-fn the_chat_bindings_are_up_to_date() {
-    let dir = temp_dir("generate");
-    let out = dir.join("bindings");
-    let config = dir.join("config.json");
-    ok(tickdb(&config, "127.0.0.1:9".parse().unwrap())
-        .args(["generate", "--lang", "rust", "--wasm"])
-        .arg(chat_wasm())
-        .arg("--out-dir")
-        .arg(&out));
-    let generated = std::fs::read_to_string(out.join("mod.rs")).unwrap();
-    let checked_in =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/chat/client/src/bindings/mod.rs");
-    let checked_in = std::fs::read_to_string(checked_in).unwrap();
-    assert!(
-        generated == checked_in,
-        "examples/chat/client/src/bindings is out of date; run:\n  cargo run -p tickdb-cli -- generate -p examples/chat -o examples/chat/client/src/bindings"
-    );
+fn unsubscribed_sets_leave_nothing_in_the_cache() {
+    let dir = temp_dir("unsubscribe");
+    let config = dir.join("owner.json");
+    let server = start_server(&dir.join("data"), "127.0.0.1:0".parse().unwrap());
+    let addr = server.addr();
+    ok(tickdb(&config, addr).args(["publish", "chat", "--wasm"]).arg(chat_wasm()));
+    let bo = connect(addr);
+    assert_eq!(say(&bo, "one"), Ok(()));
+
+    let conn = DbConnection::builder(bindings::tables())
+        .with_uri(format!("http://{addr}"))
+        .with_database_name("chat")
+        .build()
+        .unwrap();
+    let inserted = Arc::new(Mutex::new(0));
+    let i = Arc::clone(&inserted);
+    conn.db().message().on_insert(move |_, _| *i.lock().unwrap() += 1);
+    let deleted = Arc::new(Mutex::new(0));
+    let d = Arc::clone(&deleted);
+    conn.db().user().on_delete(move |_, _| *d.lock().unwrap() += 1);
+    let early = conn.subscription_builder().subscribe(["SELECT * FROM message"]);
+    early.unsubscribe();
+    let applied = Arc::new(Mutex::new(false));
+    let a = Arc::clone(&applied);
+    let users = conn
+        .subscription_builder()
+        .on_applied(move |_| *a.lock().unwrap() = true)
+        .subscribe(["SELECT * FROM user"]);
+    until(&conn, "the later set", || *applied.lock().unwrap());
+    assert_eq!(conn.db().message().count(), 0, "the early set's rows were not kept");
+    assert_eq!(*inserted.lock().unwrap(), 0);
+    assert_eq!(conn.db().user().count(), 2);
+    users.unsubscribe();
+    until(&conn, "the users leaving the cache", || conn.db().user().count() == 0);
+    assert_eq!(*deleted.lock().unwrap(), 2);
+    conn.disconnect();
+    bo.conn.disconnect();
+    server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Reads the child's stdout until a line contains `needle`; the lines read.
-fn read_until(lines: &mut impl Iterator<Item = std::io::Result<String>>, needle: &str) -> String {
-    let mut seen = String::new();
-    for line in lines {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains(needle) {
-            return seen;
+/// Generated bindings carry every kind of type both ways: enums with unit, tuple
+/// and struct variants, nested structs, vectors and options as arguments, return
+/// values and columns, unique lookups, and updates of a struct column.
+#[test]
+fn generated_bindings_carry_every_kind_of_type() {
+    use features::{HeroClass, HeroClassMage, HeroPos, RemoteReducers as _, Tables as _};
+
+    let dir = temp_dir("features");
+    let config = dir.join("owner.json");
+    let server = start_server(&dir.join("data"), "127.0.0.1:0".parse().unwrap());
+    let addr = server.addr();
+    let wasm = tickdb_test_modules::wasm_path("tickdb-test-features");
+    ok(tickdb(&config, addr).args(["publish", "feat", "--wasm"]).arg(&wasm));
+    let conn = DbConnection::builder(features::tables())
+        .with_uri(format!("http://{addr}"))
+        .with_database_name("feat")
+        .on_error(|_, e| panic!("the client could not apply a message: {e}"))
+        .build()
+        .unwrap();
+    let updates = Arc::new(Mutex::new(Vec::new()));
+    let u = Arc::clone(&updates);
+    conn.db().hero().on_update(move |_, old, new| u.lock().unwrap().push((old.pos.clone(), new.pos.clone())));
+    conn.subscription_builder().subscribe(["SELECT * FROM hero"]);
+
+    let mage = HeroClass::Mage(HeroClassMage { mana: 7 });
+    let created = Arc::new(Mutex::new(None));
+    let c = Arc::clone(&created);
+    conn.reducers()
+        .create_hero_then("Ada".into(), 3, 1, mage.clone(), move |_, r| *c.lock().unwrap() = Some(r))
+        .unwrap();
+    conn.reducers().create_hero("Bo".into(), 9, 1, HeroClass::Rogue(2)).unwrap();
+    conn.reducers().create_hero("Cy".into(), 5, 2, HeroClass::Warrior).unwrap();
+    until(&conn, "three heroes", || conn.db().hero().count() == 3);
+    let created = created.lock().unwrap().take().expect("create_hero's result").expect("created");
+    assert_eq!((created.name.as_str(), created.level), ("Ada", 3), "the reducer returns the row");
+    let ada = conn.db().hero().name().find(&"Ada".to_string()).expect("Ada by her unique name");
+    assert_eq!((ada.level, ada.zone, &ada.class, &ada.pos), (3, 1, &mage, &HeroPos { x: 0.0, y: 0.0 }));
+    let bo = conn.db().hero().id().find(&(ada.id + 1)).expect("Bo by id");
+    assert_eq!(bo.class, HeroClass::Rogue(2));
+
+    let names = Arc::new(Mutex::new(None));
+    let n = Arc::clone(&names);
+    conn.reducers().in_zone_then(1, None, move |_, r| *n.lock().unwrap() = Some(r)).unwrap();
+    until(&conn, "in_zone's result", || names.lock().unwrap().is_some());
+    let mut found = names.lock().unwrap().take().unwrap().unwrap();
+    found.sort();
+    assert_eq!(found, ["Ada", "Bo"]);
+
+    conn.reducers().move_hero(ada.id, HeroPos { x: 1.5, y: -2.0 }).unwrap();
+    until(&conn, "Ada's move", || !updates.lock().unwrap().is_empty());
+    assert_eq!(updates.lock().unwrap()[0], (HeroPos { x: 0.0, y: 0.0 }, HeroPos { x: 1.5, y: -2.0 }));
+    assert_eq!(conn.db().hero().name().find(&"Ada".to_string()).unwrap().pos, HeroPos { x: 1.5, y: -2.0 });
+    conn.disconnect();
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The checked-in bindings (the chat client's, and the features module's these tests
+/// use) are what `tickdb generate` makes of their modules now.
+#[test]
+fn the_checked_in_bindings_are_up_to_date() {
+    let dir = temp_dir("generate");
+    let config = dir.join("config.json");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cases = [
+        ("tickdb-example-chat", "examples/chat", "examples/chat/client/src/bindings"),
+        ("tickdb-test-features", "test-modules/features", "cli/tests/bindings/features"),
+    ];
+    for (package, project, checked_in) in cases {
+        let out = dir.join(package);
+        let wasm = tickdb_test_modules::wasm_path(package);
+        let mut generate = tickdb(&config, "127.0.0.1:9".parse().unwrap());
+        ok(generate.args(["generate", "--lang", "rust", "--wasm"]).arg(wasm).arg("--out-dir").arg(&out));
+        let generated = std::fs::read_to_string(out.join("mod.rs")).unwrap();
+        let checked_in_text = std::fs::read_to_string(root.join(checked_in).join("mod.rs")).unwrap();
+        assert!(
+            generated == checked_in_text,
+            "{checked_in} is out of date; run:\n  cargo run -p tickdb-cli -- generate -p {project} -o {checked_in}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A child process killed when the test ends, passed or not, and its stdout lines
+/// read on a thread of their own, so that waiting for one has a deadline.
+struct Running {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn spawn(command: &mut Command) -> Running {
+        let mut child = command.stdout(Stdio::piped()).spawn().expect("it starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// The lines up to one that contains `needle`; panics after the deadline (builds
+    /// included: five minutes).
+    fn until(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut seen = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                    if line.contains(needle) {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!("no line with `{needle}` before the deadline or the end; saw:\n{seen}"),
+            }
         }
     }
-    panic!("the output ended before `{needle}`:\n{seen}");
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// `init` makes a project that `dev` builds and publishes into a server it starts,
@@ -354,18 +502,16 @@ fn init_then_dev_publishes_and_republishes_on_change() {
     ok(tickdb(&config, free).arg("init").arg(&project));
     // Share the compiled SDK with the test modules' build.
     let target = chat_wasm().ancestors().nth(3).unwrap().to_path_buf();
-    let mut dev: Child = tickdb(&config, free)
-        .arg("dev")
-        .arg("-p")
-        .arg(&project)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env("CARGO_TARGET_DIR", &target)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
-    let started = read_until(&mut lines, "watching");
+    let dev = Running::spawn(
+        tickdb(&config, free)
+            .arg("dev")
+            .arg("-p")
+            .arg(&project)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env("CARGO_TARGET_DIR", &target),
+    );
+    let started = dev.until("watching");
     assert!(started.contains("started a tickdb server") && started.contains("created `hello`"), "{started}");
     ok(tickdb(&config, free).args(["call", "hello", "add", "\"Ada\""]));
 
@@ -373,14 +519,11 @@ fn init_then_dev_publishes_and_republishes_on_change() {
     let mut source = std::fs::read_to_string(&lib).unwrap();
     source.push_str("\n#[reducer]\npub fn clear_all(ctx: &ReducerContext) {\n    for p in ctx.db.person().iter() {\n        ctx.db.person().delete(p);\n    }\n}\n");
     std::fs::File::create(&lib).unwrap().write_all(source.as_bytes()).unwrap();
-    let again = read_until(&mut lines, "watching");
+    let again = dev.until("watching");
     assert!(again.contains("migrated `hello`"), "{again}");
     assert!(ok(tickdb(&config, free).args(["describe", "hello"])).contains("clear_all()"));
     let rows = ok(tickdb(&config, free).args(["sql", "hello", "SELECT name FROM person"]));
     assert!(rows.contains("Ada"), "the data stayed through the republish: {rows}");
-    dev.kill().unwrap();
-    let _ = dev.wait();
-    let mut rest = String::new();
-    let _ = dev.stdout.take().map(|mut s| s.read_to_string(&mut rest));
+    drop(dev);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -313,11 +313,30 @@ impl ClientCache {
         self.release_all(old, events, errors);
     }
 
-    /// Applies one tick's changes to query set `set`.
-    pub(crate) fn apply_update(
+    /// Applies one tick's changes to the query sets named. Rows added (inserts and
+    /// updates) go in before rows removed, across every set of the tick, so a row that
+    /// moves from one query or set to another is held throughout: it raises no delete
+    /// and insert, only an update if its values changed.
+    pub(crate) fn apply_tick(
+        &mut self,
+        sets: &[(u32, &[TableUpdate])],
+        events: &mut Vec<CacheEvent>,
+        errors: &mut Vec<SdkError>,
+    ) {
+        for &(set, tables) in sets {
+            self.apply_part(set, tables, true, events, errors);
+        }
+        for &(set, tables) in sets {
+            self.apply_part(set, tables, false, events, errors);
+        }
+    }
+
+    /// The additions (`add`) or the removals of one set's changes.
+    fn apply_part(
         &mut self,
         set: u32,
         tables: &[TableUpdate],
+        add: bool,
         events: &mut Vec<CacheEvent>,
         errors: &mut Vec<SdkError>,
     ) {
@@ -328,6 +347,18 @@ impl ClientCache {
         for update in tables {
             let Some(t) = self.resolve(&update.table_name, errors) else { continue };
             let table = &mut self.tables[t];
+            if add {
+                for row in update.inserts.iter() {
+                    match table.insert(t, row, 1, events) {
+                        Ok(key) => *held.0.entry((t, key)).or_default() += 1,
+                        Err(e) => errors.push(e),
+                    }
+                }
+                if let Err(e) = table.update(t, &update.updates, events) {
+                    errors.push(e);
+                }
+                continue;
+            }
             for row in update.deletes.iter() {
                 let result = table.key_of(row).map_err(|e| table.bad_row(e)).and_then(|key| {
                     table.release(t, &key, 1, events)?;
@@ -340,15 +371,6 @@ impl ClientCache {
                 });
                 if let Err(e) = result {
                     errors.push(e);
-                }
-            }
-            if let Err(e) = table.update(t, &update.updates, events) {
-                errors.push(e);
-            }
-            for row in update.inserts.iter() {
-                match table.insert(t, row, 1, events) {
-                    Ok(key) => *held.0.entry((t, key)).or_default() += 1,
-                    Err(e) => errors.push(e),
                 }
             }
         }
@@ -420,7 +442,7 @@ mod tests {
 
     fn apply(cache: &mut ClientCache, set: u32, update: TableUpdate) -> (Vec<String>, Vec<SdkError>) {
         let (mut events, mut errors) = (Vec::new(), Vec::new());
-        cache.apply_update(set, &[update], &mut events, &mut errors);
+        cache.apply_tick(&[(set, std::slice::from_ref(&update))], &mut events, &mut errors);
         (summary(&events), errors)
     }
 
@@ -522,5 +544,27 @@ mod tests {
         assert!(apply(&mut cache, 1, unknown).1.is_empty(), "reported once");
         let held = cache.tables[0].find_unique(0, &key).expect("row 1 is untouched");
         assert_eq!(held.downcast_ref::<Row>(), Some(&(1, "a".to_string(), 1)));
+    }
+
+    /// A row that leaves one query set and enters another in the same tick, with new
+    /// values, is an update, whichever set the tick lists first.
+    #[test]
+    fn a_row_moving_between_sets_is_an_update() {
+        for first_the_leaving_set in [true, false] {
+            let mut cache = ClientCache::new(&[desc(&[0])]);
+            subscribe(&mut cache, 1, &[row(1, "a", 1)]);
+            subscribe(&mut cache, 2, &[]);
+            let leave = [deletes(&[row(1, "a", 1)])];
+            let enter = [inserts(&[row(1, "a", 2)])];
+            let mut sets = vec![(1, leave.as_slice()), (2, enter.as_slice())];
+            if !first_the_leaving_set {
+                sets.reverse();
+            }
+            let (mut events, mut errors) = (Vec::new(), Vec::new());
+            cache.apply_tick(&sets, &mut events, &mut errors);
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_eq!(summary(&events), ["1:1->2"]);
+            assert_eq!(cache.tables[0].len(), 1);
+        }
     }
 }

@@ -17,11 +17,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, TryLockError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tickdb_protocol::{ClientMessage, Compression, QueryRows, ServerMessage, frame};
+use tickdb_protocol::{ClientMessage, Compression, MissedTick, QueryRows, ServerMessage, TableRows, frame};
 use tickdb_wasm_abi::{ConnectionId, Identity, Timestamp};
 
 use crate::SdkError;
@@ -148,10 +148,19 @@ impl Callbacks {
 /// A query set the client holds, sent again after every reconnect.
 struct QuerySet {
     queries: Vec<String>,
-    applied: bool,
+    /// The link (generation) it was last sent on.
+    sent_on: Option<u64>,
+    /// The link its rows were last applied on: updates there move `resume` on.
+    applied_on: Option<u64>,
+    /// The run (epoch) and tick its cached rows are as of: where a resume starts.
+    resume: Option<(u64, u64)>,
     on_applied: Option<SetCallback>,
     on_error: Option<SetErrorCallback>,
 }
+
+/// The most messages one `frame_tick` applies, so that a server sending faster than
+/// the client applies cannot hold a frame for ever.
+pub const FRAME_MESSAGES_MAX: usize = 4096;
 
 #[derive(Default)]
 struct State {
@@ -167,6 +176,8 @@ struct State {
     calls: HashMap<u32, CallCallback>,
     queries: HashMap<u32, QueryCallback>,
     sets: BTreeMap<u32, QuerySet>,
+    /// The server refused a reconnect for good.
+    gave_up: bool,
 }
 
 struct Settings {
@@ -186,6 +197,8 @@ struct Shared {
     inbound_tx: mpsc::Sender<Inbound>,
     /// Set by `disconnect`: no more reconnects.
     closed: AtomicBool,
+    /// Held by the thread applying messages.
+    applying: Mutex<()>,
 }
 
 /// A connection to one database. Cheap to clone: clones share it.
@@ -317,11 +330,13 @@ impl DbConnectionBuilder {
             inbound: Mutex::new(inbound),
             inbound_tx,
             closed: AtomicBool::new(false),
+            applying: Mutex::new(()),
         });
         let conn = DbConnection { shared };
         let url = conn.url();
-        let link = Link::open(&url, conn.shared.settings.limits, 0, conn.shared.inbound_tx.clone())?;
+        let (link, start) = Link::open(&url, conn.shared.settings.limits, 0, conn.shared.inbound_tx.clone())?;
         conn.state().link = Some(link);
+        start.go();
         Ok(conn)
     }
 }
@@ -463,12 +478,15 @@ impl DbConnection {
             resume_after_tick: 0,
             resume_epoch: 0,
         };
-        // Not connected: the set is sent when the connection is made again.
-        let _ = self.send(&state, &message);
-        state.sets.insert(query_set_id, QuerySet { queries, applied: false, on_applied, on_error });
+        // Not connected: the set goes out when the connection is made again.
+        let sent_on = self.send(&state, &message).ok().map(|()| state.generation);
+        let set = QuerySet { queries, sent_on, applied_on: None, resume: None, on_applied, on_error };
+        state.sets.insert(query_set_id, set);
         SubscriptionHandle { conn: self.clone(), query_set_id }
     }
 
+    /// Drops a query set. Its rows leave the cache (with `on_delete`) when the
+    /// applying thread gets to it, in order with the messages before it.
     fn unsubscribe(&self, query_set_id: u32) {
         let mut state = self.state();
         if state.sets.remove(&query_set_id).is_none() {
@@ -476,13 +494,7 @@ impl DbConnection {
         }
         let _ = self.send(&state, &ClientMessage::Unsubscribe { query_set_id });
         drop(state);
-        let (mut events, mut errors) = (Vec::new(), Vec::new());
-        self.shared.cache.write().unwrap_or_else(|e| e.into_inner()).drop_set(
-            query_set_id,
-            &mut events,
-            &mut errors,
-        );
-        self.dispatch(Event::SubscriptionEnded { query_set_id }, &events, &errors);
+        let _ = self.shared.inbound_tx.send(Inbound::Unsubscribed(query_set_id));
     }
 
     /// Closes the connection; no reconnect follows. `on_disconnect` runs when the
@@ -494,20 +506,39 @@ impl DbConnection {
         }
     }
 
-    /// Applies every message that has arrived, running their callbacks on this thread.
+    /// Applies the messages that have arrived (at most [`FRAME_MESSAGES_MAX`]),
+    /// running their callbacks on this thread. One thread applies at a time: called
+    /// while another applies (or from inside a callback), it returns at once.
     pub fn frame_tick(&self) {
-        while let Some(inbound) = self.next_inbound(None) {
+        let Some(_applying) = self.applying() else { return };
+        self.apply_queued();
+    }
+
+    /// Waits up to `timeout` for a message, then applies it and the others that have
+    /// arrived. Returns whether there was one.
+    pub fn frame_tick_wait(&self, timeout: Duration) -> bool {
+        let Some(_applying) = self.applying() else { return false };
+        let Some(first) = self.next_inbound(Some(timeout)) else { return false };
+        self.apply(first);
+        self.apply_queued();
+        true
+    }
+
+    fn apply_queued(&self) {
+        for _ in 0..FRAME_MESSAGES_MAX {
+            let Some(inbound) = self.next_inbound(None) else { return };
             self.apply(inbound);
         }
     }
 
-    /// Waits up to `timeout` for a message, then applies it and every other that has
-    /// arrived. Returns whether there was one.
-    pub fn frame_tick_wait(&self, timeout: Duration) -> bool {
-        let Some(first) = self.next_inbound(Some(timeout)) else { return false };
-        self.apply(first);
-        self.frame_tick();
-        true
+    /// The right to apply messages, unless another thread (or this one, further up
+    /// the stack) has it.
+    fn applying(&self) -> Option<MutexGuard<'_, ()>> {
+        match self.shared.applying.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     fn next_inbound(&self, wait: Option<Duration>) -> Option<Inbound> {
@@ -519,21 +550,18 @@ impl DbConnection {
     }
 
     /// Applies messages on a background thread until the connection is closed with
-    /// [`DbConnection::disconnect`] (or dropped by the server with reconnect off).
+    /// [`DbConnection::disconnect`] (or dropped by the server with reconnect off, or
+    /// refused when reconnecting).
     pub fn run_threaded(&self) -> JoinHandle<()> {
         let conn = self.clone();
         std::thread::Builder::new()
             .name("tickdb-sdk".into())
             .spawn(move || {
-                loop {
-                    let Some(inbound) = conn.next_inbound(Some(Duration::from_millis(200))) else {
-                        if conn.finished() {
-                            return;
-                        }
-                        continue;
-                    };
-                    conn.apply(inbound);
+                while !conn.finished() {
+                    conn.frame_tick_wait(Duration::from_millis(200));
                 }
+                // What arrived with the close: its callbacks, then done.
+                conn.frame_tick();
             })
             .expect("a thread can be started")
     }
@@ -541,7 +569,9 @@ impl DbConnection {
     /// Closed for good: no link and none coming.
     fn finished(&self) -> bool {
         let state = self.state();
-        state.link.is_none() && (self.shared.closed.load(Ordering::SeqCst) || !self.shared.settings.reconnect)
+        let no_more =
+            self.shared.closed.load(Ordering::SeqCst) || !self.shared.settings.reconnect || state.gave_up;
+        state.link.is_none() && no_more
     }
 
     fn apply(&self, inbound: Inbound) {
@@ -550,58 +580,51 @@ impl DbConnection {
             Inbound::Bad(e) => self.dispatch(Event::Error, &[], &[e]),
             Inbound::Closed { generation, error } => self.closed(generation, error),
             Inbound::Linked { generation, link } => self.linked(generation, link),
-            Inbound::ReconnectFailed(e) => self.dispatch(Event::Error, &[], &[e]),
+            Inbound::ReconnectFailed(e) => {
+                self.state().gave_up = true;
+                if !self.shared.closed.load(Ordering::SeqCst) {
+                    self.dispatch(Event::Error, &[], &[e]);
+                }
+            }
+            Inbound::Unsubscribed(query_set_id) => self.drop_set(query_set_id),
         }
+    }
+
+    fn drop_set(&self, query_set_id: u32) {
+        let (mut events, mut errors) = (Vec::new(), Vec::new());
+        let mut cache = self.shared.cache.write().unwrap_or_else(|e| e.into_inner());
+        cache.drop_set(query_set_id, &mut events, &mut errors);
+        drop(cache);
+        self.dispatch(Event::SubscriptionEnded { query_set_id }, &events, &errors);
     }
 
     fn apply_message(&self, message: ServerMessage) {
         match message {
-            ServerMessage::IdentityToken { identity, token, connection_id, tick, epoch } => {
-                self.connected(Identity(identity), token, ConnectionId(connection_id), tick, epoch)
+            ServerMessage::IdentityToken { identity, token, connection_id, epoch, .. } => {
+                self.connected(Identity(identity), token, ConnectionId(connection_id), epoch)
             }
             ServerMessage::SubscribeApplied { query_set_id, tick, tables, resumed, missed } => {
-                let (mut events, mut errors) = (Vec::new(), Vec::new());
-                {
-                    let mut cache = self.shared.cache.write().unwrap_or_else(|e| e.into_inner());
-                    if resumed {
-                        for m in &missed {
-                            cache.apply_update(query_set_id, &m.tables, &mut events, &mut errors);
-                        }
-                    } else {
-                        let rows = tables.iter().map(|t| (t.table_name.as_str(), t.rows.iter().collect()));
-                        cache.apply_rows(query_set_id, rows, &mut events, &mut errors);
-                    }
-                }
-                let callback = {
-                    let mut state = self.state();
-                    state.last_tick = state.last_tick.max(tick);
-                    state.sets.get_mut(&query_set_id).and_then(|set| {
-                        set.applied = true;
-                        set.on_applied.take()
-                    })
-                };
-                self.dispatch(Event::SubscribeApplied { query_set_id, tick, resumed }, &events, &errors);
-                if let Some(mut callback) = callback {
-                    callback(&self.context(Event::SubscribeApplied { query_set_id, tick, resumed }));
-                    if let Some(set) = self.state().sets.get_mut(&query_set_id) {
-                        set.on_applied.get_or_insert(callback);
-                    }
-                }
+                self.subscribe_applied(query_set_id, tick, &tables, resumed, &missed)
             }
             ServerMessage::TickUpdate { tick, timestamp_us, query_sets } => {
                 let (mut events, mut errors) = (Vec::new(), Vec::new());
+                let sets: Vec<_> = query_sets.iter().map(|s| (s.query_set_id, s.tables.as_slice())).collect();
+                self.shared.cache.write().unwrap_or_else(|e| e.into_inner()).apply_tick(
+                    &sets,
+                    &mut events,
+                    &mut errors,
+                );
                 {
-                    let mut cache = self.shared.cache.write().unwrap_or_else(|e| e.into_inner());
-                    for set in &query_sets {
-                        cache.apply_update(set.query_set_id, &set.tables, &mut events, &mut errors);
+                    // Every set applied on this link now holds its rows as of `tick`.
+                    let mut state = self.state();
+                    let (generation, epoch) = (state.generation, state.epoch);
+                    state.last_tick = tick;
+                    for set in state.sets.values_mut().filter(|s| s.applied_on == Some(generation)) {
+                        set.resume = Some((epoch, tick));
                     }
                 }
-                self.state().last_tick = tick;
-                self.dispatch(
-                    Event::Tick { tick, timestamp: Timestamp::from_micros(timestamp_us) },
-                    &events,
-                    &errors,
-                );
+                let event = Event::Tick { tick, timestamp: Timestamp::from_micros(timestamp_us) };
+                self.dispatch(event, &events, &errors);
             }
             ServerMessage::ReducerResult { request_id, tick, outcome, .. } => {
                 let callback = self.state().calls.remove(&request_id);
@@ -617,14 +640,8 @@ impl DbConnection {
             }
             ServerMessage::SubscriptionError { query_set_id, message } => {
                 let set = self.state().sets.remove(&query_set_id);
-                let (mut events, mut errors) = (Vec::new(), Vec::new());
-                self.shared.cache.write().unwrap_or_else(|e| e.into_inner()).drop_set(
-                    query_set_id,
-                    &mut events,
-                    &mut errors,
-                );
+                self.drop_set(query_set_id);
                 let event = Event::SubscriptionEnded { query_set_id };
-                self.dispatch(event.clone(), &events, &errors);
                 match set.and_then(|s| s.on_error) {
                     Some(mut on_error) => on_error(&self.context(event), &message),
                     None => {
@@ -636,39 +653,82 @@ impl DbConnection {
         }
     }
 
-    /// The server said who the client is: on a reconnect, subscribe every set again,
-    /// resuming from the last applied tick of the earlier run.
-    fn connected(
+    /// A query set's rows: all of them, or (resumed) the ticks it missed.
+    fn subscribe_applied(
         &self,
-        identity: Identity,
-        token: String,
-        connection_id: ConnectionId,
-        _tick: u64,
-        epoch: u64,
+        query_set_id: u32,
+        tick: u64,
+        tables: &[TableRows],
+        resumed: bool,
+        missed: &[MissedTick],
     ) {
+        if !self.state().sets.contains_key(&query_set_id) {
+            // Unsubscribed while its rows were on their way.
+            return;
+        }
+        let (mut events, mut errors) = (Vec::new(), Vec::new());
+        {
+            let mut cache = self.shared.cache.write().unwrap_or_else(|e| e.into_inner());
+            if resumed {
+                for m in missed {
+                    cache.apply_tick(&[(query_set_id, &m.tables)], &mut events, &mut errors);
+                }
+            } else {
+                let rows = tables.iter().map(|t| (t.table_name.as_str(), t.rows.iter().collect()));
+                cache.apply_rows(query_set_id, rows, &mut events, &mut errors);
+            }
+        }
+        let callback = {
+            let mut state = self.state();
+            let (generation, epoch) = (state.generation, state.epoch);
+            state.last_tick = state.last_tick.max(tick);
+            state.sets.get_mut(&query_set_id).and_then(|set| {
+                set.applied_on = Some(generation);
+                set.resume = Some((epoch, tick));
+                set.on_applied.take()
+            })
+        };
+        let event = Event::SubscribeApplied { query_set_id, tick, resumed };
+        self.dispatch(event.clone(), &events, &errors);
+        if let Some(mut callback) = callback {
+            callback(&self.context(event));
+            if let Some(set) = self.state().sets.get_mut(&query_set_id) {
+                set.on_applied.get_or_insert(callback);
+            }
+        }
+    }
+
+    /// The server said who the client is. Every set not yet sent on this link goes
+    /// out, each resuming from the tick its rows are as of, in the run they came from
+    /// (the server sends every row afresh when that run is not its own).
+    fn connected(&self, identity: Identity, token: String, connection_id: ConnectionId, epoch: u64) {
         {
             let mut state = self.state();
-            let (resume_after_tick, resume_epoch) = (state.last_tick, state.epoch);
-            // The first connection's sets went out as they were made; after a
-            // reconnect, every set goes out again.
-            let reconnected = state.identity.is_some();
+            if state.epoch != epoch {
+                state.last_tick = 0;
+            }
             state.identity = Some(identity);
             state.connection_id = Some(connection_id);
             state.token = Some(token.clone());
             state.epoch = epoch;
-            let resubscribe: Vec<ClientMessage> = state
+            let generation = state.generation;
+            let unsent: Vec<ClientMessage> = state
                 .sets
                 .iter()
-                .filter(|_| reconnected)
-                .map(|(&query_set_id, set)| ClientMessage::Subscribe {
-                    query_set_id,
-                    queries: set.queries.clone(),
-                    resume_after_tick: if set.applied { resume_after_tick } else { 0 },
-                    resume_epoch: if set.applied { resume_epoch } else { 0 },
+                .filter(|(_, set)| set.sent_on != Some(generation))
+                .map(|(&query_set_id, set)| {
+                    let (resume_epoch, resume_after_tick) = set.resume.unwrap_or_default();
+                    let queries = set.queries.clone();
+                    ClientMessage::Subscribe { query_set_id, queries, resume_after_tick, resume_epoch }
                 })
                 .collect();
-            for message in &resubscribe {
-                let _ = self.send(&state, message);
+            for message in &unsent {
+                if self.send(&state, message).is_ok()
+                    && let ClientMessage::Subscribe { query_set_id, .. } = message
+                    && let Some(set) = state.sets.get_mut(query_set_id)
+                {
+                    set.sent_on = Some(generation);
+                }
             }
         }
         let mut callbacks = std::mem::take(&mut *self.callbacks());
@@ -680,7 +740,7 @@ impl DbConnection {
     fn closed(&self, generation: u64, error: Option<SdkError>) {
         let (calls, queries) = {
             let mut state = self.state();
-            if generation != state.generation {
+            if generation != state.generation || state.link.is_none() {
                 return;
             }
             state.link = None;
@@ -689,13 +749,11 @@ impl DbConnection {
         let ctx = self.context(Event::Disconnected);
         let why = || error.as_ref().map_or("the connection was closed".to_string(), ToString::to_string);
         for (_, call) in calls {
-            call(
-                &ctx,
-                Err(format!(
-                    "disconnected before the result arrived ({}); the call may or may not have run",
-                    why()
-                )),
+            let message = format!(
+                "disconnected before the result arrived ({}); the call may or may not have run",
+                why()
             );
+            call(&ctx, Err(message));
         }
         for (_, query) in queries {
             query(&ctx, Err(format!("disconnected before the result arrived ({})", why())));
@@ -711,6 +769,7 @@ impl DbConnection {
     fn linked(&self, generation: u64, link: Link) {
         let mut state = self.state();
         if self.shared.closed.load(Ordering::SeqCst) {
+            drop(state);
             link.close();
             return;
         }
@@ -718,8 +777,9 @@ impl DbConnection {
         state.link = Some(link);
     }
 
-    /// Dials again on a thread of its own, backing off, until it connects or the
-    /// connection is closed by the client.
+    /// Dials again on a thread of its own, backing off up to 5 s, until it connects,
+    /// the client closes the connection, or the server refuses it for good (a 4xx:
+    /// the database is gone, the token is not accepted).
     fn start_reconnect(&self, generation: u64) {
         let url = self.url();
         let shared = Arc::downgrade(&self.shared);
@@ -729,19 +789,26 @@ impl DbConnection {
             loop {
                 let Some(shared) = shared.upgrade() else { return };
                 if shared.closed.load(Ordering::SeqCst) {
-                    let _ = tx.send(Inbound::ReconnectFailed(SdkError::Disconnected(
-                        "closed while reconnecting".into(),
-                    )));
+                    let closed = SdkError::Disconnected("closed while reconnecting".into());
+                    let _ = tx.send(Inbound::ReconnectFailed(closed));
                     return;
                 }
                 drop(shared);
                 let started = Instant::now();
                 match Link::open(&url, limits, generation, tx.clone()) {
-                    Ok(link) => {
-                        let _ = tx.send(Inbound::Linked { generation, link });
+                    Ok((link, start)) => {
+                        // Announced before it passes anything on; if nobody listens
+                        // any more, the link is dropped unstarted.
+                        match tx.send(Inbound::Linked { generation, link }) {
+                            Ok(()) => start.go(),
+                            Err(unsent) => {
+                                drop(start);
+                                drop(unsent);
+                            }
+                        }
                         return;
                     }
-                    Err(SdkError::Refused { status, message }) if status != 503 => {
+                    Err(SdkError::Refused { status, message }) if status < 500 => {
                         let _ = tx.send(Inbound::ReconnectFailed(SdkError::Refused { status, message }));
                         return;
                     }
@@ -752,11 +819,8 @@ impl DbConnection {
             }
         });
         if let Err(e) = spawned {
-            self.dispatch(
-                Event::Error,
-                &[],
-                &[SdkError::Disconnected(format!("cannot start reconnecting: {e}"))],
-            );
+            let e = SdkError::Disconnected(format!("cannot start reconnecting: {e}"));
+            self.dispatch(Event::Error, &[], &[e]);
         }
     }
 

@@ -42,11 +42,24 @@ pub(crate) enum Inbound {
     },
     /// The reconnect thread gave up or was told to stop.
     ReconnectFailed(SdkError),
+    /// The client dropped a query set: its rows leave the cache.
+    Unsubscribed(u32),
 }
 
 enum Outbound {
     Send(Vec<u8>),
     Close,
+}
+
+/// Lets a new link's I/O thread start: until then it passes nothing on, so whoever
+/// made the link can announce it (`Inbound::Linked`) before its first message.
+#[derive(Debug)]
+pub(crate) struct Start(mpsc::Sender<()>);
+
+impl Start {
+    pub(crate) fn go(self) {
+        let _ = self.0.send(());
+    }
 }
 
 /// The sending side of a link; dropping it closes the connection.
@@ -70,17 +83,19 @@ pub(crate) struct LinkLimits {
 }
 
 impl Link {
-    /// Connects to `url` (`ws://HOST:PORT/...`) and starts the link's I/O thread.
+    /// Connects to `url` (`ws://HOST:PORT/...`) and makes the link's I/O thread,
+    /// which waits for [`Start::go`].
     pub(crate) fn open(
         url: &str,
         limits: LinkLimits,
         generation: u64,
         inbound: mpsc::Sender<Inbound>,
-    ) -> Result<Link, SdkError> {
+    ) -> Result<(Link, Start), SdkError> {
         let (ws, poll) = handshake(url, limits)?;
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKE).map_err(|e| SdkError::Connect(e.to_string()))?);
         let (outbox, rx) = mpsc::channel();
+        let (start, started) = mpsc::channel();
         let io = IoThread {
             ws,
             poll,
@@ -91,9 +106,13 @@ impl Link {
         };
         let thread = std::thread::Builder::new()
             .name("tickdb-sdk-io".into())
-            .spawn(move || io.run())
+            .spawn(move || {
+                if started.recv().is_ok() {
+                    io.run();
+                }
+            })
             .map_err(|e| SdkError::Connect(format!("cannot start the I/O thread: {e}")))?;
-        Ok(Link { outbox, waker, thread: Some(thread) })
+        Ok((Link { outbox, waker, thread: Some(thread) }, Start(start)))
     }
 
     /// Queues one framed message.
@@ -126,16 +145,22 @@ impl Drop for Link {
 
 /// Connects and performs the WebSocket handshake within the connect timeout.
 fn handshake(url: &str, limits: LinkLimits) -> Result<(WebSocket<mio::net::TcpStream>, Poll), SdkError> {
-    let connect = |e: &dyn std::fmt::Display| SdkError::Connect(format!("{url}: {e}"));
+    // Errors name the address without its query, which holds the token.
+    let shown = url.split('?').next().unwrap_or_default();
+    let connect = |e: &dyn std::fmt::Display| SdkError::Connect(format!("{shown}: {e}"));
     let request = url.into_client_request().map_err(|e| connect(&e))?;
     let host = request.uri().host().ok_or_else(|| connect(&"no host in the address"))?.to_string();
     let port = request.uri().port_u16().unwrap_or(80);
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| connect(&e))?
-        .next()
-        .ok_or_else(|| connect(&"the host has no address"))?;
-    let stream = TcpStream::connect_timeout(&addr, limits.connect_timeout).map_err(|e| connect(&e))?;
+    let addrs: Vec<_> = (host.as_str(), port).to_socket_addrs().map_err(|e| connect(&e))?.collect();
+    // `localhost` may name ::1 first while the server listens on 127.0.0.1: try each.
+    let mut stream = Err(connect(&"the host has no address"));
+    for addr in &addrs {
+        stream = TcpStream::connect_timeout(addr, limits.connect_timeout).map_err(|e| connect(&e));
+        if stream.is_ok() {
+            break;
+        }
+    }
+    let stream = stream?;
     stream.set_nodelay(true).map_err(|e| connect(&e))?;
     stream.set_nonblocking(true).map_err(|e| connect(&e))?;
     let mut stream = mio::net::TcpStream::from_std(stream);
@@ -153,7 +178,7 @@ fn handshake(url: &str, limits: LinkLimits) -> Result<(WebSocket<mio::net::TcpSt
     loop {
         match attempt {
             Ok((ws, _)) => return Ok((ws, poll)),
-            Err(HandshakeError::Failure(e)) => return Err(refused(url, e)),
+            Err(HandshakeError::Failure(e)) => return Err(refused(shown, e)),
             Err(HandshakeError::Interrupted(mid)) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
