@@ -86,6 +86,10 @@ struct Client {
 }
 
 fn connect(addr: SocketAddr) -> Client {
+    connect_with(addr, tickdb_sdk::Compression::None)
+}
+
+fn connect_with(addr: SocketAddr, compression: tickdb_sdk::Compression) -> Client {
     let messages = Arc::new(Mutex::new(Vec::new()));
     let applied = Arc::new(Mutex::new(Vec::new()));
     let disconnects = Arc::new(Mutex::new(0));
@@ -93,6 +97,7 @@ fn connect(addr: SocketAddr) -> Client {
     let conn = DbConnection::builder(bindings::tables())
         .with_uri(format!("http://{addr}"))
         .with_database_name("chat")
+        .with_compression(compression)
         .on_disconnect(move |_, why| {
             eprintln!("disconnected: {why:?}");
             *d.lock().unwrap() += 1;
@@ -191,7 +196,8 @@ fn the_chat_example_end_to_end() {
     // Ada goes through a proxy, to have her connection cut later.
     let proxy = Proxy::to(addr);
     let ada = connect(proxy.addr);
-    let bo = connect(addr);
+    // Bo asks for compressed messages.
+    let bo = connect_with(addr, tickdb_sdk::Compression::Lz4);
     let bo_identity: Identity = bo.conn.identity().expect("known once applied");
     let named = Arc::new(Mutex::new(None));
     let n = Arc::clone(&named);
@@ -406,12 +412,63 @@ fn generated_bindings_carry_every_kind_of_type() {
     found.sort();
     assert_eq!(found, ["Ada", "Bo"]);
 
+    // One-off queries: rows decoded as the table's struct, and errors.
+    let rows = Arc::new(Mutex::new(Vec::new()));
+    let r = Arc::clone(&rows);
+    conn.query("SELECT * FROM hero WHERE level > 4", move |_, result| r.lock().unwrap().push(result))
+        .unwrap();
+    let failed = Arc::new(Mutex::new(None));
+    let f = Arc::clone(&failed);
+    conn.query("SELECT * FROM nowhere", move |_, result| *f.lock().unwrap() = Some(result.map(|_| ())))
+        .unwrap();
+    until(&conn, "both queries' results", || {
+        !rows.lock().unwrap().is_empty() && failed.lock().unwrap().is_some()
+    });
+    let error = failed.lock().unwrap().take().unwrap().expect_err("no such table");
+    assert!(error.contains("nowhere"), "{error}");
+    let result = rows.lock().unwrap().pop().unwrap().expect("the query runs");
+    let mut heroes: Vec<features::Hero> = tickdb_sdk::decode_rows(&result).expect("rows decode as heroes");
+    heroes.sort_by_key(|h| h.level);
+    let found: Vec<_> = heroes.iter().map(|h| (h.name.as_str(), h.level)).collect();
+    assert_eq!(found, [("Cy", 5), ("Bo", 9)]);
+
     conn.reducers().move_hero(ada.id, HeroPos { x: 1.5, y: -2.0 }).unwrap();
     until(&conn, "Ada's move", || !updates.lock().unwrap().is_empty());
     assert_eq!(updates.lock().unwrap()[0], (HeroPos { x: 0.0, y: 0.0 }, HeroPos { x: 1.5, y: -2.0 }));
     assert_eq!(conn.db().hero().name().find(&"Ada".to_string()).unwrap().pos, HeroPos { x: 1.5, y: -2.0 });
     conn.disconnect();
     server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tickdb start` serves until SIGTERM, then stops cleanly; started again on the
+/// same data directory, it brings the databases back.
+#[test]
+fn start_serves_stops_on_sigterm_and_restores() {
+    let dir = temp_dir("start");
+    let config = dir.join("owner.json");
+    let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let start = || {
+        let mut command = tickdb(&config, free);
+        command.args(["start", "--listen", &free.to_string(), "--data-dir"]).arg(dir.join("data"));
+        Running::spawn(&mut command)
+    };
+    let mut server = start();
+    assert!(server.until("listening").contains(&format!("tickdb listening on http://{free}")));
+    ok(tickdb(&config, free).args(["publish", "chat", "--wasm"]).arg(chat_wasm()));
+    // Connecting makes a user row (the chat's client_connected).
+    ok(tickdb(&config, free).args(["subscribe", "chat", "SELECT * FROM user", "-n", "0"]));
+    let stopped = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(stopped.success());
+    assert!(server.child.wait().unwrap().success(), "a clean exit on SIGTERM");
+
+    let server = start();
+    server.until("listening");
+    let list = ok(tickdb(&config, free).args(["list"]));
+    assert!(list.contains("chat") && list.contains("(you)"), "{list}");
+    let users = ok(tickdb(&config, free).args(["sql", "chat", "SELECT online FROM user"]));
+    assert!(users.contains("(1 row)"), "the row came back: {users}");
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

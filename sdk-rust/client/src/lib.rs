@@ -48,6 +48,12 @@ pub use tickdb_wasm_abi::{
     typed,
 };
 
+/// A one-off query's rows as `R`s: a type whose fields are the query's columns in
+/// order, such as a table's row struct for `SELECT * FROM table`.
+pub fn decode_rows<R: Type>(rows: &QueryRows) -> Result<Vec<R>, DecodeError> {
+    rows.rows.iter().map(R::from_bytes).collect()
+}
+
 /// What went wrong on a connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SdkError {
