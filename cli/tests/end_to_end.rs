@@ -436,6 +436,10 @@ fn generated_bindings_carry_every_kind_of_type() {
     until(&conn, "Ada's move", || !updates.lock().unwrap().is_empty());
     assert_eq!(updates.lock().unwrap()[0], (HeroPos { x: 0.0, y: 0.0 }, HeroPos { x: 1.5, y: -2.0 }));
     assert_eq!(conn.db().hero().name().find(&"Ada".to_string()).unwrap().pos, HeroPos { x: 1.5, y: -2.0 });
+    // An update of a unique column moves its lookup.
+    conn.reducers().rename(ada.id, "Ada the Bold".into()).unwrap();
+    until(&conn, "the rename", || conn.db().hero().name().find(&"Ada the Bold".to_string()).is_some());
+    assert!(conn.db().hero().name().find(&"Ada".to_string()).is_none());
     conn.disconnect();
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);

@@ -63,7 +63,10 @@ pub(crate) struct TableCache {
     pub(crate) desc: TableDesc,
     columns: Vec<ValueType>,
     rows: HashMap<Vec<u8>, CachedRow>,
-    /// Per unique column (in `desc.unique` order): column value → row key.
+    /// The unique columns looked up through an index of their own: all but a
+    /// one-column primary key, whose values are the rows' keys.
+    indexed: Vec<usize>,
+    /// Per column of `indexed`: column value → row key.
     unique: Vec<HashMap<Vec<u8>, Vec<u8>>>,
 }
 
@@ -73,7 +76,9 @@ impl TableCache {
             ValueType::Product(p) => p.fields.into_iter().map(|f| f.ty).collect(),
             other => vec![other],
         };
-        TableCache { desc, columns, rows: HashMap::new(), unique: vec![HashMap::new(); desc.unique.len()] }
+        let indexed: Vec<usize> = desc.unique.iter().copied().filter(|&c| desc.primary_key != [c]).collect();
+        let unique = vec![HashMap::new(); indexed.len()];
+        TableCache { desc, columns, rows: HashMap::new(), indexed, unique }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -89,7 +94,7 @@ impl TableCache {
         if self.desc.primary_key == [column] {
             return self.rows.get(value).map(|r| &r.value);
         }
-        let slot = self.desc.unique.iter().position(|&c| c == column)?;
+        let slot = self.indexed.iter().position(|&c| c == column)?;
         let key = self.unique[slot].get(value)?;
         self.rows.get(key).map(|r| &r.value)
     }
@@ -118,11 +123,11 @@ impl TableCache {
     }
 
     fn index(&mut self, key: &[u8], row: &[u8], add: bool) -> Result<(), DecodeError> {
-        if self.desc.unique.is_empty() {
+        if self.indexed.is_empty() {
             return Ok(());
         }
         let spans = self.spans(row)?;
-        for (slot, &column) in self.desc.unique.iter().enumerate() {
+        for (slot, &column) in self.indexed.iter().enumerate() {
             let value = row[spans[column].clone()].to_vec();
             if add {
                 self.unique[slot].insert(value, key.to_vec());
@@ -213,12 +218,16 @@ impl TableCache {
                 continue;
             }
             let new = (self.desc.decode)(&patched).map_err(|e| self.bad_row(e))?;
+            // Unique columns are indexed again only when one of them changed.
+            let reindex = self.indexed.iter().any(|&c| changed[c / 8] & (1 << (c % 8)) != 0);
             let held = self.rows.get_mut(key).expect("looked up above");
             let old = std::mem::replace(&mut held.value, new.clone());
             let old_bytes = std::mem::replace(&mut held.bytes, patched);
-            let new_bytes = held.bytes.clone();
-            self.index(key, &old_bytes, false).map_err(|e| self.bad_row(e))?;
-            self.index(key, &new_bytes, true).map_err(|e| self.bad_row(e))?;
+            if reindex {
+                let new_bytes = held.bytes.clone();
+                self.index(key, &old_bytes, false).map_err(|e| self.bad_row(e))?;
+                self.index(key, &new_bytes, true).map_err(|e| self.bad_row(e))?;
+            }
             events.push(CacheEvent::Update { table, old, new });
         }
         Ok(())

@@ -48,6 +48,56 @@ pub use tickdb_wasm_abi::{
     typed,
 };
 
+/// The client cache without a connection, for the benchmarks (`benches/benches/sdk.rs`);
+/// not part of the API.
+#[doc(hidden)]
+pub mod bench {
+    use tickdb_protocol::TableUpdate;
+
+    use crate::TableDesc;
+    use crate::cache::ClientCache;
+
+    #[derive(Debug)]
+    pub struct Cache(ClientCache);
+
+    impl std::fmt::Debug for ClientCache {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("ClientCache").finish_non_exhaustive()
+        }
+    }
+
+    impl Cache {
+        pub fn new(tables: &[TableDesc]) -> Cache {
+            Cache(ClientCache::new(tables))
+        }
+
+        /// Query set `set`'s rows, all of them, as a `SubscribeApplied` brings them;
+        /// the number of events.
+        pub fn subscribe(&mut self, set: u32, table: &str, rows: Vec<&[u8]>) -> usize {
+            let (mut events, mut errors) = (Vec::new(), Vec::new());
+            self.0.apply_rows(set, [(table, rows)], &mut events, &mut errors);
+            assert!(errors.is_empty(), "{errors:?}");
+            events.len()
+        }
+
+        /// One tick's changes to query set `set`; the number of events.
+        pub fn apply(&mut self, set: u32, update: &TableUpdate) -> usize {
+            let (mut events, mut errors) = (Vec::new(), Vec::new());
+            self.0.apply_tick(&[(set, std::slice::from_ref(update))], &mut events, &mut errors);
+            assert!(errors.is_empty(), "{errors:?}");
+            events.len()
+        }
+
+        pub fn len(&self, table: usize) -> usize {
+            self.0.tables[table].len()
+        }
+
+        pub fn is_empty(&self, table: usize) -> bool {
+            self.len(table) == 0
+        }
+    }
+}
+
 /// A one-off query's rows as `R`s: a type whose fields are the query's columns in
 /// order, such as a table's row struct for `SELECT * FROM table`.
 pub fn decode_rows<R: Type>(rows: &QueryRows) -> Result<Vec<R>, DecodeError> {
