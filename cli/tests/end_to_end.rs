@@ -364,6 +364,46 @@ fn unsubscribed_sets_leave_nothing_in_the_cache() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Callbacks registered while others run (here: from `on_connect`) get ids of their
+/// own: removing one callback leaves the others.
+#[test]
+fn callbacks_registered_from_callbacks_keep_their_own_ids() {
+    let dir = temp_dir("callbacks");
+    let config = dir.join("owner.json");
+    let server = start_server(&dir.join("data"), "127.0.0.1:0".parse().unwrap());
+    let addr = server.addr();
+    ok(tickdb(&config, addr).args(["publish", "chat", "--wasm"]).arg(chat_wasm()));
+    let (kept, removed) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(0)));
+    let k = Arc::clone(&kept);
+    let conn = DbConnection::builder(bindings::tables())
+        .with_uri(format!("http://{addr}"))
+        .with_database_name("chat")
+        .on_connect(move |ctx, _, _| {
+            let k = Arc::clone(&k);
+            ctx.db().message().on_insert(move |_, _| *k.lock().unwrap() += 1);
+        })
+        .build()
+        .unwrap();
+    let r = Arc::clone(&removed);
+    let id = conn.db().message().on_insert(move |_, _| *r.lock().unwrap() += 1);
+    until(&conn, "the connection", || conn.identity().is_some());
+    assert!(conn.db().message().remove_callback(id));
+    let applied = Arc::new(Mutex::new(false));
+    let a = Arc::clone(&applied);
+    conn.subscription_builder()
+        .on_applied(move |_| *a.lock().unwrap() = true)
+        .subscribe(["SELECT * FROM message"]);
+    until(&conn, "the subscription", || *applied.lock().unwrap());
+    let bo = connect(addr);
+    assert_eq!(say(&bo, "hello"), Ok(()));
+    until(&conn, "the message", || *kept.lock().unwrap() == 1);
+    assert_eq!(*removed.lock().unwrap(), 0);
+    conn.disconnect();
+    bo.conn.disconnect();
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Generated bindings carry every kind of type both ways: enums with unit, tuple
 /// and struct variants, nested structs, vectors and options as arguments, return
 /// values and columns, unique lookups, and updates of a struct column.

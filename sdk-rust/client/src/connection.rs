@@ -178,6 +178,8 @@ struct State {
     sets: BTreeMap<u32, QuerySet>,
     /// The server refused a reconnect for good.
     gave_up: bool,
+    /// A reconnect thread is dialing.
+    reconnecting: bool,
 }
 
 struct Settings {
@@ -558,7 +560,12 @@ impl DbConnection {
             .name("tickdb-sdk".into())
             .spawn(move || {
                 while !conn.finished() {
-                    conn.frame_tick_wait(Duration::from_millis(200));
+                    // Waits its turn while another thread applies, rather than spin.
+                    let _applying = conn.shared.applying.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(first) = conn.next_inbound(Some(Duration::from_millis(200))) {
+                        conn.apply(first);
+                        conn.apply_queued();
+                    }
                 }
                 // What arrived with the close: its callbacks, then done.
                 conn.frame_tick();
@@ -571,17 +578,30 @@ impl DbConnection {
         let state = self.state();
         let no_more =
             self.shared.closed.load(Ordering::SeqCst) || !self.shared.settings.reconnect || state.gave_up;
-        state.link.is_none() && no_more
+        state.link.is_none() && !state.reconnecting && no_more
     }
 
     fn apply(&self, inbound: Inbound) {
         match inbound {
-            Inbound::Message(message) => self.apply_message(message),
+            Inbound::Message { generation, message } => {
+                // A link that is not (or no longer) the connection's: a link made
+                // while the client disconnected, say. Its messages are not ours.
+                let current = {
+                    let state = self.state();
+                    state.generation == generation && state.link.is_some()
+                };
+                if current {
+                    self.apply_message(message);
+                }
+            }
             Inbound::Bad(e) => self.dispatch(Event::Error, &[], &[e]),
             Inbound::Closed { generation, error } => self.closed(generation, error),
             Inbound::Linked { generation, link } => self.linked(generation, link),
             Inbound::ReconnectFailed(e) => {
-                self.state().gave_up = true;
+                let mut state = self.state();
+                state.gave_up = true;
+                state.reconnecting = false;
+                drop(state);
                 if !self.shared.closed.load(Ordering::SeqCst) {
                     self.dispatch(Event::Error, &[], &[e]);
                 }
@@ -731,7 +751,7 @@ impl DbConnection {
                 }
             }
         }
-        let mut callbacks = std::mem::take(&mut *self.callbacks());
+        let mut callbacks = self.take_callbacks();
         let ctx = self.context(Event::Connected);
         callbacks.connect.iter_mut().for_each(|f| f(&ctx, identity, &token));
         self.restore(callbacks);
@@ -758,7 +778,7 @@ impl DbConnection {
         for (_, query) in queries {
             query(&ctx, Err(format!("disconnected before the result arrived ({})", why())));
         }
-        let mut callbacks = std::mem::take(&mut *self.callbacks());
+        let mut callbacks = self.take_callbacks();
         callbacks.disconnect.iter_mut().for_each(|f| f(&ctx, error.as_ref()));
         self.restore(callbacks);
         if self.shared.settings.reconnect && !self.shared.closed.load(Ordering::SeqCst) {
@@ -768,6 +788,7 @@ impl DbConnection {
 
     fn linked(&self, generation: u64, link: Link) {
         let mut state = self.state();
+        state.reconnecting = false;
         if self.shared.closed.load(Ordering::SeqCst) {
             drop(state);
             link.close();
@@ -781,13 +802,14 @@ impl DbConnection {
     /// the client closes the connection, or the server refuses it for good (a 4xx:
     /// the database is gone, the token is not accepted).
     fn start_reconnect(&self, generation: u64) {
+        self.state().reconnecting = true;
         let url = self.url();
-        let shared = Arc::downgrade(&self.shared);
+        let weak = Arc::downgrade(&self.shared);
         let (limits, tx) = (self.shared.settings.limits, self.shared.inbound_tx.clone());
         let spawned = std::thread::Builder::new().name("tickdb-sdk-reconnect".into()).spawn(move || {
             let mut backoff = Duration::from_millis(100);
             loop {
-                let Some(shared) = shared.upgrade() else { return };
+                let Some(shared) = weak.upgrade() else { return };
                 if shared.closed.load(Ordering::SeqCst) {
                     let closed = SdkError::Disconnected("closed while reconnecting".into());
                     let _ = tx.send(Inbound::ReconnectFailed(closed));
@@ -797,8 +819,16 @@ impl DbConnection {
                 let started = Instant::now();
                 match Link::open(&url, limits, generation, tx.clone()) {
                     Ok((link, start)) => {
-                        // Announced before it passes anything on; if nobody listens
-                        // any more, the link is dropped unstarted.
+                        // Announced before it passes anything on; if the client closed
+                        // the connection meanwhile, or nobody listens any more, the
+                        // link is dropped unstarted.
+                        if weak.upgrade().is_none_or(|s| s.closed.load(Ordering::SeqCst)) {
+                            drop(start);
+                            drop(link);
+                            let closed = SdkError::Disconnected("closed while reconnecting".into());
+                            let _ = tx.send(Inbound::ReconnectFailed(closed));
+                            return;
+                        }
                         match tx.send(Inbound::Linked { generation, link }) {
                             Ok(()) => start.go(),
                             Err(unsent) => {
@@ -819,6 +849,7 @@ impl DbConnection {
             }
         });
         if let Err(e) = spawned {
+            self.state().reconnecting = false;
             let e = SdkError::Disconnected(format!("cannot start reconnecting: {e}"));
             self.dispatch(Event::Error, &[], &[e]);
         }
@@ -833,7 +864,7 @@ impl DbConnection {
         if events.is_empty() && errors.is_empty() {
             return;
         }
-        let mut callbacks = std::mem::take(&mut *self.callbacks());
+        let mut callbacks = self.take_callbacks();
         let ctx = self.context(event);
         for e in events {
             match e {
@@ -859,6 +890,14 @@ impl DbConnection {
             callbacks.error.iter_mut().for_each(|f| f(&ctx, e));
         }
         self.restore(callbacks);
+    }
+
+    /// The callbacks, taken out to run them. The slot keeps the id counter, so ids
+    /// given to callbacks registered meanwhile never repeat one in use.
+    fn take_callbacks(&self) -> Callbacks {
+        let mut slot = self.callbacks();
+        let next_id = slot.next_id;
+        std::mem::replace(&mut *slot, Callbacks { next_id, ..Callbacks::default() })
     }
 
     fn restore(&self, mut callbacks: Callbacks) {

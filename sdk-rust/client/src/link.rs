@@ -27,7 +27,10 @@ const WAKE: Token = Token(1);
 
 /// What the I/O thread passes on. `generation` tells links apart across reconnects.
 pub(crate) enum Inbound {
-    Message(ServerMessage),
+    Message {
+        generation: u64,
+        message: ServerMessage,
+    },
     /// A message that could not be read; the link goes on.
     Bad(SdkError),
     /// The link is gone: closed by either side (`None` when asked to), or failed.
@@ -297,7 +300,7 @@ impl IoThread {
                 Message::Binary(bytes) => match unframe(&bytes, self.message_bytes_max)
                     .and_then(|body| ServerMessage::decode(&body))
                 {
-                    Ok(message) => Inbound::Message(message),
+                    Ok(message) => Inbound::Message { generation: self.generation, message },
                     Err(e) => Inbound::Bad(SdkError::Protocol(format!("a message from the server: {e}"))),
                 },
                 Message::Close(Some(frame))
