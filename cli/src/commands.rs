@@ -67,18 +67,23 @@ pub fn call(
 ) -> Result<(), CliError> {
     let def = module_def(api, name)?;
     let Some(r) = def.reducers.iter().find(|r| r.name == reducer) else {
-        let callable: Vec<String> =
-            def.reducers.iter().filter(|r| r.lifecycle.is_none()).map(signature).collect();
+        let callable: Vec<String> = def
+            .reducers
+            .iter()
+            .filter(|r| crate::generate::client_callable(&def, r))
+            .map(signature)
+            .collect();
         return Err(CliError::new(format!(
             "database `{name}` has no reducer `{reducer}`; its reducers are:\n  {}",
             callable.join("\n  ")
         )));
     };
-    if let Some(lifecycle) = r.lifecycle {
+    if !crate::generate::client_callable(&def, r) {
         return Err(CliError::new(format!(
-            "`{reducer}` is a lifecycle reducer ({lifecycle:?}); clients cannot call it"
+            "`{reducer}` is called by the database itself (a lifecycle reducer, tick system or schedule), not by clients"
         )));
     }
+
     if args.len() != r.params.fields.len() {
         return Err(CliError::new(format!(
             "`{reducer}` takes {} argument(s), not {}: {}",

@@ -9,7 +9,8 @@
 //!   through the `Tables` trait on `conn.db()`;
 //! - the `RemoteReducers` trait on `conn.reducers()`: per reducer a function that
 //!   encodes the arguments and a `_then` variant with a callback for the result.
-//!   Lifecycle reducers are left out: clients cannot call them.
+//!   Lifecycle reducers, tick systems and scheduled reducers are left out: the
+//!   database calls them, clients cannot.
 //!
 //! The output depends only on the definition, so regenerating gives the same bytes.
 
@@ -45,7 +46,7 @@ pub fn rust(def: &ModuleDef) -> String {
             g.name_types(&c.ty, &format!("{name}{}", pascal(&c.name)));
         }
     }
-    let reducers: Vec<_> = def.reducers.iter().filter(|r| r.lifecycle.is_none()).collect();
+    let reducers: Vec<_> = def.reducers.iter().filter(|r| client_callable(def, r)).collect();
     for r in &reducers {
         for f in &r.params.fields {
             g.name_types(&f.ty, &format!("{}{}", pascal(&r.name), pascal(&f.name)));
@@ -404,6 +405,14 @@ impl Gen {
         o.push_str(&impls.join("\n"));
         let _ = writeln!(o, "}}");
     }
+}
+
+/// Whether clients may call `r`: not a lifecycle reducer, a tick system or a
+/// scheduled reducer, which the database calls itself.
+pub fn client_callable(def: &ModuleDef, r: &tickdb_wasm_abi::ReducerDef) -> bool {
+    r.lifecycle.is_none()
+        && !def.tick_systems.iter().any(|t| t.reducer == r.name)
+        && !def.schedules.iter().any(|s| s.reducer == r.name)
 }
 
 /// A table's row: the product of its columns.

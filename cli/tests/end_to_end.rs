@@ -516,8 +516,8 @@ fn start_serves_stops_on_sigterm_and_restores() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The checked-in bindings (the chat client's, and the features module's these tests
-/// use) are what `tickdb generate` makes of their modules now.
+/// The checked-in bindings (the chat and MMO clients', and the features module's these
+/// tests use) are what `tickdb generate` makes of their modules now.
 #[test]
 fn the_checked_in_bindings_are_up_to_date() {
     let dir = temp_dir("generate");
@@ -526,6 +526,7 @@ fn the_checked_in_bindings_are_up_to_date() {
     let cases = [
         ("tickdb-example-chat", "examples/chat", "examples/chat/client/src/bindings"),
         ("tickdb-test-features", "test-modules/features", "cli/tests/bindings/features"),
+        ("tickdb-example-mmo", "examples/mmo", "examples/mmo/client/src/bindings"),
     ];
     for (package, project, checked_in) in cases {
         let out = dir.join(package);

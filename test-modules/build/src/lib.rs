@@ -8,8 +8,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The modules this builds, by package name.
-pub const MODULES: [&str; 6] = [
+pub const MODULES: [&str; 7] = [
     "tickdb-example-chat",
+    "tickdb-example-mmo",
     "tickdb-test-bench",
     "tickdb-test-features",
     "tickdb-test-hostile",

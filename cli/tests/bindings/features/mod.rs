@@ -552,15 +552,6 @@ pub trait RemoteReducers {
         then: impl FnOnce(&tickdb_sdk::EventContext<'_>, Result<(), String>) + Send + 'static,
     ) -> Result<(), tickdb_sdk::SdkError>;
 
-    /// Calls `remind`.
-    fn remind(&self, reminder: Reminder) -> Result<(), tickdb_sdk::SdkError>;
-    /// Calls `remind`; `then` gets its result.
-    fn remind_then(
-        &self,
-        reminder: Reminder,
-        then: impl FnOnce(&tickdb_sdk::EventContext<'_>, Result<(), String>) + Send + 'static,
-    ) -> Result<(), tickdb_sdk::SdkError>;
-
     /// Calls `remind_in`.
     fn remind_in(&self, micros: i64, text: String, repeat: bool) -> Result<(), tickdb_sdk::SdkError>;
     /// Calls `remind_in`; `then` gets its result.
@@ -612,14 +603,6 @@ pub trait RemoteReducers {
     fn touch_reminders(&self) -> Result<(), tickdb_sdk::SdkError>;
     /// Calls `touch_reminders`; `then` gets its result.
     fn touch_reminders_then(
-        &self,
-        then: impl FnOnce(&tickdb_sdk::EventContext<'_>, Result<(), String>) + Send + 'static,
-    ) -> Result<(), tickdb_sdk::SdkError>;
-
-    /// Calls `heartbeat`.
-    fn heartbeat(&self) -> Result<(), tickdb_sdk::SdkError>;
-    /// Calls `heartbeat`; `then` gets its result.
-    fn heartbeat_then(
         &self,
         then: impl FnOnce(&tickdb_sdk::EventContext<'_>, Result<(), String>) + Send + 'static,
     ) -> Result<(), tickdb_sdk::SdkError>;
@@ -801,22 +784,6 @@ impl RemoteReducers for tickdb_sdk::Reducers<'_> {
         self.call::<()>("postpone_reminders", args, Some(Box::new(then)))
     }
 
-    fn remind(&self, reminder: Reminder) -> Result<(), tickdb_sdk::SdkError> {
-        let mut args = Vec::new();
-        tickdb_sdk::Type::encode(&reminder, &mut args);
-        self.call::<()>("remind", args, None)
-    }
-
-    fn remind_then(
-        &self,
-        reminder: Reminder,
-        then: impl FnOnce(&tickdb_sdk::EventContext<'_>, Result<(), String>) + Send + 'static,
-    ) -> Result<(), tickdb_sdk::SdkError> {
-        let mut args = Vec::new();
-        tickdb_sdk::Type::encode(&reminder, &mut args);
-        self.call::<()>("remind", args, Some(Box::new(then)))
-    }
-
     fn remind_in(&self, micros: i64, text: String, repeat: bool) -> Result<(), tickdb_sdk::SdkError> {
         let mut args = Vec::new();
         tickdb_sdk::Type::encode(&micros, &mut args);
@@ -914,18 +881,5 @@ impl RemoteReducers for tickdb_sdk::Reducers<'_> {
     ) -> Result<(), tickdb_sdk::SdkError> {
         let args = Vec::new();
         self.call::<()>("touch_reminders", args, Some(Box::new(then)))
-    }
-
-    fn heartbeat(&self) -> Result<(), tickdb_sdk::SdkError> {
-        let args = Vec::new();
-        self.call::<()>("heartbeat", args, None)
-    }
-
-    fn heartbeat_then(
-        &self,
-        then: impl FnOnce(&tickdb_sdk::EventContext<'_>, Result<(), String>) + Send + 'static,
-    ) -> Result<(), tickdb_sdk::SdkError> {
-        let args = Vec::new();
-        self.call::<()>("heartbeat", args, Some(Box::new(then)))
     }
 }
