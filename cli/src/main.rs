@@ -14,6 +14,7 @@ mod api;
 mod commands;
 mod config;
 mod generate;
+mod loadtest;
 mod project;
 mod server;
 
@@ -223,6 +224,37 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Run simulated players against a database and report what they measured.
+    Loadtest {
+        /// The database.
+        name: String,
+        /// The scenario: chat (each player names itself, subscribes to the messages
+        /// and sends them at the call rate).
+        #[arg(long, default_value = "chat")]
+        scenario: String,
+        #[arg(long, default_value_t = 100)]
+        players: usize,
+        /// Event-loop threads the players share.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// New players per second while ramping up.
+        #[arg(long, default_value_t = 500.0)]
+        ramp: f64,
+        /// Calls per player per second.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// Seconds measured, after the ramp-up and warm-up.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Seconds after the ramp-up before measuring.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Print the report as JSON (and no progress line).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Build, publish and republish on every change; starts a server if none runs.
     Dev {
         /// The project (default: the current directory).
@@ -366,6 +398,24 @@ fn run(command: Command) -> Result<(), CliError> {
                 def.reducers.len()
             );
             Ok(())
+        }
+        Command::Loadtest { name, scenario, players, threads, ramp, rate, duration, warmup, json, conn } => {
+            let seconds = |s: f64, what: &str| {
+                Duration::try_from_secs_f64(s)
+                    .map_err(|_| CliError::new(format!("--{what} must be a number of seconds")))
+            };
+            let plan = loadtest::Plan {
+                scenario,
+                database: name,
+                players,
+                threads,
+                ramp_per_second: ramp,
+                rate,
+                duration: seconds(duration, "duration")?,
+                warmup: seconds(warmup, "warmup")?,
+                json,
+            };
+            loadtest::run(&conn.api()?, &plan)
         }
         Command::Dev { project_path, name, data_dir, clear, conn } => {
             server::dev(&project_path, name, data_dir, clear, &conn)

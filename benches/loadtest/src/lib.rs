@@ -12,7 +12,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -76,6 +76,16 @@ pub struct SwarmConfig {
     pub duration: Duration,
     /// Measurements start this long after the ramp-up.
     pub warmup: Duration,
+}
+
+/// Counters the swarm's threads keep up to date while it runs, for a progress line.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub connected: AtomicU64,
+    pub calls: AtomicU64,
+    pub results: AtomicU64,
+    pub updates: AtomicU64,
+    pub disconnects: AtomicU64,
 }
 
 /// What a swarm measured.
@@ -148,6 +158,7 @@ pub fn run(
     config: &SwarmConfig,
     make_bot: &(dyn Fn(usize) -> Box<dyn Bot> + Sync),
     stop: &AtomicBool,
+    live: &Live,
 ) -> std::io::Result<SwarmReport> {
     let threads = config.threads.max(1);
     let started = Instant::now();
@@ -156,7 +167,7 @@ pub fn run(
         let loops: Vec<_> = (0..threads)
             .map(|t| {
                 let players: Vec<usize> = (t..config.players).step_by(threads).collect();
-                scope.spawn(move || EventLoop::run(config, &players, make_bot, started, stop))
+                scope.spawn(move || EventLoop::run(config, &players, make_bot, started, stop, live))
             })
             .collect();
         for handle in loops {
@@ -173,6 +184,7 @@ pub fn run(
 
 struct EventLoop<'a> {
     config: &'a SwarmConfig,
+    live: &'a Live,
     poll: Poll,
     players: Vec<Player>,
     timers: BinaryHeap<std::cmp::Reverse<(Instant, usize)>>,
@@ -187,12 +199,14 @@ impl<'a> EventLoop<'a> {
         make_bot: &(dyn Fn(usize) -> Box<dyn Bot> + Sync),
         started: Instant,
         stop: &AtomicBool,
+        live: &'a Live,
     ) -> std::io::Result<SwarmReport> {
         let ramp = Duration::from_secs_f64(config.players as f64 / config.ramp_per_second.max(1e-3));
         let measure_from = started + ramp + config.warmup;
         let end = measure_from + config.duration;
         let mut this = EventLoop {
             config,
+            live,
             poll: Poll::new()?,
             players: Vec::with_capacity(ids.len()),
             timers: BinaryHeap::new(),
@@ -258,6 +272,7 @@ impl<'a> EventLoop<'a> {
     }
 
     fn disconnected(&mut self, why: String) {
+        self.live.disconnects.fetch_add(1, Ordering::Relaxed);
         *self.report.disconnects.entry(why).or_default() += 1;
     }
 
@@ -316,6 +331,7 @@ impl<'a> EventLoop<'a> {
             match &message {
                 ServerMessage::IdentityToken { identity, .. } => {
                     self.report.connected += 1;
+                    self.live.connected.fetch_add(1, Ordering::Relaxed);
                     let us = now.duration_since(player.started).as_micros() as u64;
                     let _ = self.report.connect_us.record(us);
                     player.bot.connected(*identity, &mut player.out, now);
@@ -329,17 +345,23 @@ impl<'a> EventLoop<'a> {
                         && measuring
                     {
                         self.report.results += 1;
+                        self.live.results.fetch_add(1, Ordering::Relaxed);
                         self.report.errors += u64::from(outcome.is_err());
                         let _ = self.report.round_trip_us.record(now.duration_since(sent).as_micros() as u64);
                     }
                 }
-                ServerMessage::TickUpdate { .. } if measuring => self.report.updates += 1,
+                ServerMessage::TickUpdate { .. } if measuring => {
+                    self.report.updates += 1;
+                    self.live.updates.fetch_add(1, Ordering::Relaxed);
+                }
                 _ => {}
             }
             player.bot.message(&message, &mut player.out, now);
         }
         if gone.is_none() {
+            let before = self.report.calls;
             gone = flush(ws, &mut player.out, measuring, &mut self.report.calls).err();
+            self.live.calls.fetch_add(self.report.calls - before, Ordering::Relaxed);
         }
         if let Some(why) = gone {
             player.state = State::Closed;
@@ -392,3 +414,5 @@ fn flush(
 
 /// Shared between the swarm's threads and whoever stops it early.
 pub type StopFlag = Arc<AtomicBool>;
+
+pub mod scenarios;

@@ -1,44 +1,15 @@
-//! A swarm of simulated chat players against a real server on 127.0.0.1: 200 of them
-//! on 2 threads, each naming itself and sending messages on a timer. Every call is
+//! A swarm of simulated chat players (the `chat` scenario) against a real server on
+//! 127.0.0.1: 200 of them on 2 threads, each naming itself and sending 10 messages a
+//! second. Every call is
 //! answered and measured, every player sees the others' messages, and nothing
 //! disconnects. Bounded: the swarm stops after its duration.
 
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tickdb_engine::store::DataDir;
-use tickdb_loadtest::{Bot, Outbox, SwarmConfig};
-use tickdb_protocol::{ClientMessage, ServerMessage};
-use tickdb_wasm_abi::Type;
-
-/// Names itself, subscribes to the messages, and says something every 100 ms.
-struct Chatter {
-    id: usize,
-    said: u32,
-}
-
-impl Bot for Chatter {
-    fn connected(&mut self, _: [u8; 32], out: &mut Outbox, now: Instant) {
-        out.call("set_name", format!("bot-{}", self.id).to_bytes(), now);
-        let queries = vec!["SELECT * FROM message".to_string()];
-        out.send(ClientMessage::Subscribe {
-            query_set_id: 1,
-            queries,
-            resume_after_tick: 0,
-            resume_epoch: 0,
-        });
-    }
-
-    fn message(&mut self, _: &ServerMessage, _: &mut Outbox, _: Instant) {}
-
-    fn timer(&mut self, out: &mut Outbox, now: Instant) -> Option<Instant> {
-        if self.said > 0 {
-            out.call("send_message", format!("hello {} from {}", self.said, self.id).to_bytes(), now);
-        }
-        self.said += 1;
-        Some(now + Duration::from_millis(100))
-    }
-}
+use tickdb_loadtest::SwarmConfig;
+use tickdb_loadtest::scenarios::Chatter;
 
 #[test]
 fn a_swarm_of_chatters_is_served_and_measured() {
@@ -68,7 +39,9 @@ fn a_swarm_of_chatters_is_served_and_measured() {
         warmup: Duration::from_millis(300),
     };
     let stop = AtomicBool::new(false);
-    let report = tickdb_loadtest::run(&config, &|id| Box::new(Chatter { id, said: 0 }), &stop).unwrap();
+    let live = tickdb_loadtest::Live::default();
+    let report = tickdb_loadtest::run(&config, &|id| Box::new(Chatter::new(id, 10.0)), &stop, &live).unwrap();
+    assert_eq!(live.connected.load(std::sync::atomic::Ordering::Relaxed), 200);
     assert!(report.disconnects.is_empty(), "{:?}", report.disconnects);
     assert_eq!(report.connected, 200);
     assert!(report.calls >= 200 * 10, "each player calls about 15 times: {}", report.calls);

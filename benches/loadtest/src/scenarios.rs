@@ -1,0 +1,56 @@
+//! Ready scenarios. `chat`: each player names itself, subscribes to the messages and
+//! sends one at its call rate (the chat example's module).
+
+use std::time::{Duration, Instant};
+
+use tickdb_protocol::{ClientMessage, ServerMessage};
+
+use crate::{Bot, Outbox};
+
+/// The `chat` scenario's player.
+#[derive(Debug)]
+pub struct Chatter {
+    id: usize,
+    every: Duration,
+    said: u64,
+}
+
+impl Chatter {
+    /// Player `id`, sending `rate` messages a second.
+    pub fn new(id: usize, rate: f64) -> Chatter {
+        Chatter { id, every: Duration::from_secs_f64(1.0 / rate.max(1e-3)), said: 0 }
+    }
+
+    /// The reducers the scenario calls, to check the database has them.
+    pub const REDUCERS: [&'static str; 2] = ["set_name", "send_message"];
+}
+
+/// A string in the value encoding: a u32 length, then the UTF-8 bytes.
+fn string(s: &str) -> Vec<u8> {
+    let mut out = (s.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+impl Bot for Chatter {
+    fn connected(&mut self, _: [u8; 32], out: &mut Outbox, now: Instant) {
+        out.call("set_name", string(&format!("bot-{}", self.id)), now);
+        let queries = vec!["SELECT * FROM message".to_string()];
+        out.send(ClientMessage::Subscribe {
+            query_set_id: 1,
+            queries,
+            resume_after_tick: 0,
+            resume_epoch: 0,
+        });
+    }
+
+    fn message(&mut self, _: &ServerMessage, _: &mut Outbox, _: Instant) {}
+
+    fn timer(&mut self, out: &mut Outbox, now: Instant) -> Option<Instant> {
+        if self.said > 0 {
+            out.call("send_message", string(&format!("message {} from bot-{}", self.said, self.id)), now);
+        }
+        self.said += 1;
+        Some(now + self.every)
+    }
+}
