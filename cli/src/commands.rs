@@ -329,9 +329,7 @@ pub fn list(api: &Api, as_json: bool) -> Result<(), CliError> {
             vec![
                 d["name"].as_str().unwrap_or("?").to_string(),
                 owner,
-                d["module_hash"].as_str().unwrap_or("?")
-                    [..16.min(d["module_hash"].as_str().unwrap_or("").len())]
-                    .to_string(),
+                d["module_hash"].as_str().map_or("?", |h| h.get(..16).unwrap_or(h)).to_string(),
             ]
         })
         .collect();

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use tickdb_engine::store::DataDir;
 use tickdb_sdk::{DbConnection, Event, Identity};
 
+mod common;
+
+use common::{temp_dir, until};
+
 #[path = "../../examples/chat/client/src/bindings/mod.rs"]
 #[rustfmt::skip]
 mod bindings;
@@ -23,15 +27,6 @@ use bindings::{RemoteReducers, Tables};
 #[path = "bindings/features/mod.rs"]
 #[rustfmt::skip]
 mod features;
-
-const DEADLINE: Duration = Duration::from_secs(30);
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tickdb-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    dir
-}
 
 fn start_server(dir: &Path, addr: SocketAddr) -> tickdb_net::ServerHandle {
     tickdb_net::start(tickdb_net::ServerConfig::default(), DataDir::new(dir), addr)
@@ -66,15 +61,6 @@ fn fails(command: &mut Command) -> String {
 
 fn chat_wasm() -> PathBuf {
     tickdb_test_modules::wasm_path("tickdb-example-chat")
-}
-
-/// Applies `conn`'s messages until `done` holds; panics after the deadline.
-fn until(conn: &DbConnection, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        conn.frame_tick_wait(Duration::from_millis(50));
-    }
 }
 
 /// A chat client: what its callbacks saw.

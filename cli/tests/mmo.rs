@@ -7,26 +7,19 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use tickdb_engine::store::DataDir;
 use tickdb_sdk::{DbConnection, Identity};
+
+mod common;
+
+use common::{temp_dir, until};
 
 #[path = "../../examples/mmo/client/src/bindings/mod.rs"]
 #[rustfmt::skip]
 mod bindings;
 
 use bindings::{AttackTarget, Player, RemoteReducers, Tables};
-
-const DEADLINE: Duration = Duration::from_secs(30);
-
-fn until(conn: &DbConnection, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        conn.frame_tick_wait(Duration::from_millis(20));
-    }
-}
 
 type Outcome = Arc<Mutex<Option<Result<(), String>>>>;
 
@@ -99,8 +92,7 @@ fn walk_to(conn: &DbConnection, me: Identity, x: f32, y: f32) {
 
 #[test]
 fn the_mmo_world_plays_by_its_rules() {
-    let dir = std::env::temp_dir().join(format!("tickdb-mmo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = temp_dir("mmo");
     let server = tickdb_net::start(
         tickdb_net::ServerConfig::default(),
         DataDir::new(dir.join("data")),

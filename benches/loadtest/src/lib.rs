@@ -5,13 +5,12 @@
 //!
 //! The swarm measures, with hdrhistogram: reducer round trips (a call's send to its
 //! result) and connect times; it counts calls, results, errors, updates and bytes
-//! received, and disconnects by reason. Scenarios (chat, mmo, bank) and the
-//! `tickdb loadtest` command build on it.
+//! received, and disconnects by reason. [`scenarios`] holds the ready players, and
+//! the `tickdb loadtest` command runs them.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -44,11 +43,6 @@ impl Outbox {
     /// Sends any other message (subscriptions, say).
     pub fn send(&mut self, message: ClientMessage) {
         self.messages.push(message);
-    }
-
-    /// Calls waiting for their results.
-    pub fn in_flight(&self) -> usize {
-        self.pending.len()
     }
 }
 
@@ -411,8 +405,5 @@ fn flush(
         Err(e) => Err(format!("write: {e}")),
     }
 }
-
-/// Shared between the swarm's threads and whoever stops it early.
-pub type StopFlag = Arc<AtomicBool>;
 
 pub mod scenarios;

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use tickdb_protocol::{ClientMessage, ServerMessage};
+use tickdb_wasm_abi::Type;
 
 use crate::{Bot, Outbox};
 
@@ -25,16 +26,9 @@ impl Chatter {
     pub const REDUCERS: [&'static str; 2] = ["set_name", "send_message"];
 }
 
-/// A string in the value encoding: a u32 length, then the UTF-8 bytes.
-fn string(s: &str) -> Vec<u8> {
-    let mut out = (s.len() as u32).to_le_bytes().to_vec();
-    out.extend_from_slice(s.as_bytes());
-    out
-}
-
 impl Bot for Chatter {
     fn connected(&mut self, _: [u8; 32], out: &mut Outbox, now: Instant) {
-        out.call("set_name", string(&format!("bot-{}", self.id)), now);
+        out.call("set_name", format!("bot-{}", self.id).to_bytes(), now);
         let queries = vec!["SELECT * FROM message".to_string()];
         out.send(ClientMessage::Subscribe {
             query_set_id: 1,
@@ -48,7 +42,8 @@ impl Bot for Chatter {
 
     fn timer(&mut self, out: &mut Outbox, now: Instant) -> Option<Instant> {
         if self.said > 0 {
-            out.call("send_message", string(&format!("message {} from bot-{}", self.said, self.id)), now);
+            let text = format!("message {} from bot-{}", self.said, self.id);
+            out.call("send_message", text.to_bytes(), now);
         }
         self.said += 1;
         Some(now + self.every)

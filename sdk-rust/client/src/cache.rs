@@ -138,17 +138,16 @@ impl TableCache {
         Ok(())
     }
 
-    /// Adds `count` holds on `row`; returns its key.
+    /// Adds a hold on `row`; returns its key.
     fn insert(
         &mut self,
         table: usize,
         row: &[u8],
-        count: u32,
         events: &mut Vec<CacheEvent>,
     ) -> Result<Vec<u8>, SdkError> {
         let key = self.key_of(row).map_err(|e| self.bad_row(e))?;
         if let Some(held) = self.rows.get_mut(&key) {
-            held.count += count;
+            held.count += 1;
             if held.bytes != row {
                 // A query set sent afresh with a row that changed meanwhile.
                 let new = (self.desc.decode)(row).map_err(|e| self.bad_row(e))?;
@@ -163,7 +162,7 @@ impl TableCache {
         }
         let value = (self.desc.decode)(row).map_err(|e| self.bad_row(e))?;
         self.index(&key, row, true).map_err(|e| self.bad_row(e))?;
-        self.rows.insert(key.clone(), CachedRow { bytes: row.to_vec(), count, value: value.clone() });
+        self.rows.insert(key.clone(), CachedRow { bytes: row.to_vec(), count: 1, value: value.clone() });
         events.push(CacheEvent::Insert { table, row: value });
         Ok(key)
     }
@@ -274,6 +273,12 @@ pub(crate) struct ClientCache {
     unknown: Vec<String>,
 }
 
+impl std::fmt::Debug for ClientCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCache").field("tables", &self.tables.len()).finish_non_exhaustive()
+    }
+}
+
 impl ClientCache {
     pub(crate) fn new(tables: &[TableDesc]) -> ClientCache {
         let by_name = tables.iter().enumerate().map(|(i, t)| (t.name, i)).collect();
@@ -312,7 +317,7 @@ impl ClientCache {
         for (name, rows) in tables {
             let Some(t) = self.resolve(name, errors) else { continue };
             for row in rows {
-                match self.tables[t].insert(t, row, 1, events) {
+                match self.tables[t].insert(t, row, events) {
                     Ok(key) => *held.0.entry((t, key)).or_default() += 1,
                     Err(e) => errors.push(e),
                 }
@@ -358,7 +363,7 @@ impl ClientCache {
             let table = &mut self.tables[t];
             if add {
                 for row in update.inserts.iter() {
-                    match table.insert(t, row, 1, events) {
+                    match table.insert(t, row, events) {
                         Ok(key) => *held.0.entry((t, key)).or_default() += 1,
                         Err(e) => errors.push(e),
                     }

@@ -124,11 +124,21 @@ impl Callbacks {
             into.update.append(&mut callbacks.update);
         }
         for id in added.removed {
-            self.remove(id);
+            self.drop_callback(id);
         }
     }
 
+    /// Removes a callback; one not found may be running right now, taken out of the
+    /// slot, and is removed when it is merged back.
     pub(crate) fn remove(&mut self, id: CallbackId) -> bool {
+        let found = self.drop_callback(id);
+        if !found {
+            self.removed.push(id);
+        }
+        found
+    }
+
+    fn drop_callback(&mut self, id: CallbackId) -> bool {
         let mut found = false;
         for t in self.tables.values_mut() {
             let before = t.insert.len() + t.delete.len() + t.update.len();
@@ -136,10 +146,6 @@ impl Callbacks {
             t.delete.retain(|(i, _)| *i != id);
             t.update.retain(|(i, _)| *i != id);
             found |= before != t.insert.len() + t.delete.len() + t.update.len();
-        }
-        if !found {
-            // It may be running right now: remove it when it is merged back.
-            self.removed.push(id);
         }
         found
     }

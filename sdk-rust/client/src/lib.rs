@@ -60,12 +60,6 @@ pub mod bench {
     #[derive(Debug)]
     pub struct Cache(ClientCache);
 
-    impl std::fmt::Debug for ClientCache {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("ClientCache").finish_non_exhaustive()
-        }
-    }
-
     impl Cache {
         pub fn new(tables: &[TableDesc]) -> Cache {
             Cache(ClientCache::new(tables))
