@@ -128,6 +128,13 @@ pub trait TickSystem: Send + 'static {
         None
     }
 
+    /// Whether work waits for the system's next due time and runs in that tick,
+    /// instead of starting a tick as soon as it arrives: a game that simulates at a
+    /// fixed rate takes its clients' calls on its own ticks.
+    fn batches_work(&self) -> bool {
+        false
+    }
+
     /// What the commit log records about a work item besides its row changes: who
     /// called what, with which arguments. Called before the item runs, and only when
     /// the tick loop keeps a log.
@@ -603,7 +610,15 @@ fn run_loop<S: TickSystem>(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let first = match (wake, waiting.is_empty() && !stop) {
+        // Batched work waits for the system's next tick; other work starts one at once.
+        let batched = ticker.system().batches_work() && system_due.is_some();
+        if batched && !stop && waiting.len() + reads.len() >= work_max {
+            // A full tick's work is waiting: let the inbox fill (and push back) until then.
+            if let Some(due) = wake {
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+        }
+        let first = match (wake, (waiting.is_empty() || batched) && !stop) {
             // Work is waiting (or the loop is stopping): take what else came, without waiting.
             (_, false) => rx.try_recv().ok(),
             (Some(due), true) => match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
@@ -634,8 +649,6 @@ fn run_loop<S: TickSystem>(
             let room = waiting.len() + reads.len() < work_max;
             next = if room && !stop { rx.try_recv().ok() } else { None };
         }
-        let work: Vec<S::Work> = waiting.drain(..waiting.len().min(work_max)).collect();
-        ran += work.len() as u64;
         let now = Instant::now();
         let fixed = next_fixed.is_some_and(|due| now >= due);
         if let (true, Some(due), Some(interval)) = (fixed, next_fixed, interval) {
@@ -643,6 +656,11 @@ fn run_loop<S: TickSystem>(
             next_fixed = Some(if due + interval > now { due + interval } else { now + interval });
         }
         let system_due = ticker.system_due_in().is_some_and(|d| d.is_zero());
+        let work: Vec<S::Work> = match !batched || stop || fixed || system_due {
+            true => waiting.drain(..waiting.len().min(work_max)).collect(),
+            false => Vec::new(),
+        };
+        ran += work.len() as u64;
         if !work.is_empty() || fixed || system_due {
             let (output, releases) = ticker.run_tick_held(work, fixed);
             if ticker.is_poisoned() {

@@ -618,3 +618,58 @@ fn work_that_asks_gets_its_own_changes() {
         .collect();
     assert_eq!(names, [Value::string("first"), Value::string("second")]);
 }
+
+/// A system whose work waits for its ticks (`batches_work`): it is due when the test
+/// says so, and each of its ticks clears that.
+struct Paced {
+    due: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TickSystem for Paced {
+    type Work = Work;
+
+    fn run_work(&mut self, tx: &mut Tx<'_>, ctx: &mut TickContext<'_>, work: Work) -> Result<(), String> {
+        Spawner.run_work(tx, ctx, work)
+    }
+
+    fn due_work(&mut self, _: Timestamp, _: &mut Vec<Work>) {
+        self.due.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn next_due(&self) -> Option<Timestamp> {
+        match self.due.load(std::sync::atomic::Ordering::SeqCst) {
+            true => Some(Timestamp::from_micros(i64::MIN)),
+            false => Some(Timestamp::from_micros(i64::MAX / 2)),
+        }
+    }
+
+    fn batches_work(&self) -> bool {
+        true
+    }
+}
+
+/// Work for a system that batches it waits for the system's next tick and runs
+/// together in it, rather than starting a tick as it arrives; a read waits with it.
+#[test]
+fn batched_work_waits_for_the_systems_tick() {
+    let config = EngineConfig::default();
+    let (db, t) = db_with(config.clone());
+    let due = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let system = Paced { due: std::sync::Arc::clone(&due) };
+    let ticker = Ticker::new(db, system, Box::new(SimClock(0)), Box::new(SplitMix64::new(1)));
+    let (sink, outputs) = mpsc::sync_channel::<TickOutput>(64);
+    let handle = TickLoop::spawn(ticker, sink, &config).unwrap();
+    for owner in 0..5 {
+        handle.submit(Work::Spawn(owner)).unwrap();
+    }
+    // The system becomes due; the next message wakes the loop, which runs them all.
+    due.store(true, std::sync::atomic::Ordering::SeqCst);
+    handle.submit(Work::Spawn(5)).unwrap();
+    let first = outputs.recv().unwrap();
+    assert_eq!(first.committed, 6, "the six calls ran in one tick");
+    assert_eq!(first.changes[0].inserts.len(), 6);
+    assert!(!due.load(std::sync::atomic::Ordering::SeqCst), "the tick was the system's");
+    assert_eq!(handle.read(move |db| db.table(t).len()).unwrap(), 6);
+    drop(outputs);
+    assert_eq!(handle.shutdown().unwrap().table(t).len(), 6);
+}

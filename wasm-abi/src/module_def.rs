@@ -16,9 +16,9 @@ use crate::schema::{
 use crate::types::{Field, ProductType, SumType, TYPE_DEPTH_MAX, ValueType};
 
 /// The version of this encoding; the first byte of every encoded definition.
-pub const MODULE_DEF_VERSION: u8 = 3;
+pub const MODULE_DEF_VERSION: u8 = 4;
 /// The oldest version still read: version 1 has no visibility rules, version 2 no
-/// column defaults.
+/// column defaults, version 3 no `batch_calls` on tick systems.
 pub const MODULE_DEF_VERSION_MIN: u8 = 1;
 
 /// When the host calls a reducer by itself rather than for a client.
@@ -67,6 +67,10 @@ pub const SCHEDULE_AT_TIME: u8 = 1;
 pub struct TickSystemDef {
     pub reducer: String,
     pub hz: u32,
+    /// Client calls wait for this system's next tick and run together in it, so that
+    /// each client gets at most one update per tick: the pace of a game that
+    /// simulates at a fixed rate. Otherwise a tick starts as soon as a call arrives.
+    pub batch_calls: bool,
 }
 
 /// Everything a module declares about itself.
@@ -162,6 +166,7 @@ impl ModuleDef {
         w.list(&self.tick_systems, |w, t| {
             w.str(&t.reducer);
             w.u32(t.hz);
+            w.u8(u8::from(t.batch_calls));
         });
         w.list(&self.visibility, |w, rule| w.str(rule));
         w.0
@@ -181,8 +186,14 @@ impl ModuleDef {
         let schedules = r.list("schedules", |r| {
             Ok(ScheduleDef { table: r.string()?, at_column: r.string()?, reducer: r.string()? })
         })?;
-        let tick_systems =
-            r.list("tick systems", |r| Ok(TickSystemDef { reducer: r.string()?, hz: r.u32()? }))?;
+        let tick_systems = r.list("tick systems", |r| {
+            let (reducer, hz) = (r.string()?, r.u32()?);
+            let batch_calls = match r.1 {
+                ..4 => false,
+                _ => r.u8()? != 0,
+            };
+            Ok(TickSystemDef { reducer, hz, batch_calls })
+        })?;
         let visibility = match version {
             1 => Vec::new(),
             _ => r.list("visibility rules", |r| r.string())?,

@@ -57,7 +57,7 @@ fn module() -> ModuleDef {
             at_column: "at".into(),
             reducer: "ring".into(),
         }],
-        tick_systems: vec![TickSystemDef { reducer: "physics".into(), hz: 20 }],
+        tick_systems: vec![TickSystemDef { reducer: "physics".into(), hz: 20, batch_calls: true }],
         visibility: vec!["SELECT * FROM player WHERE identity = :sender".into()],
     }
 }
@@ -69,13 +69,19 @@ fn module_def_round_trips() {
     assert_eq!(def.validate(), Ok(()));
     let bytes = def.encode();
     assert_eq!(ModuleDef::decode(&bytes), Ok(def.clone()));
-    // Version 1, from before visibility rules (it ends after the tick systems), reads
-    // as a definition without rules. (Without tables: their columns have defaults
-    // since version 3.)
-    let older = ModuleDef { visibility: Vec::new(), tables: Vec::new(), ..def };
+    // Version 3, from before `batch_calls` (a byte after each tick system's rate),
+    // reads as tick systems that do not batch; version 1, from before visibility
+    // rules too (it ends after the tick systems), as a definition without rules.
+    // (Without tables: their columns have defaults since version 3.)
+    let mut older = ModuleDef { visibility: Vec::new(), tables: Vec::new(), ..def };
+    older.tick_systems[0].batch_calls = false;
     let mut bytes = older.encode();
-    bytes.truncate(bytes.len() - 4);
+    // The last tick system's batch byte, then the empty visibility list's length.
+    assert_eq!(bytes.split_off(bytes.len() - 5), [0, 0, 0, 0, 0]);
     bytes[0] = 1;
+    assert_eq!(ModuleDef::decode(&bytes), Ok(older.clone()));
+    bytes.extend_from_slice(&[0, 0, 0, 0]);
+    bytes[0] = 3;
     assert_eq!(ModuleDef::decode(&bytes), Ok(older));
 }
 

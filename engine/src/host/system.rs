@@ -742,6 +742,10 @@ fn trap_kind(error: &wasmtime::Error, panicked: bool) -> TrapKind {
 impl TickSystem for ModuleSystem {
     type Work = ModuleWork;
 
+    fn batches_work(&self) -> bool {
+        self.module.def.tick_systems.iter().any(|t| t.batch_calls)
+    }
+
     fn run_work(
         &mut self,
         tx: &mut Tx<'_>,

@@ -8,8 +8,10 @@
 //!
 //! Clients keep an area-of-interest subscription around their position, which the
 //! grid indexes on `player` and `npc` answer:
-//! `SELECT * FROM player WHERE x >= 100 AND x < 164 AND y >= 40 AND y < 104`, and
-//! move it as they move.
+//! `SELECT * FROM player WHERE x BETWEEN 100 AND 164 AND y BETWEEN 40 AND 104`, and
+//! move it as they move. (Inclusive bounds are the whole condition for the server's
+//! area-of-interest index, so a changed row is matched to windows without evaluating
+//! the queries; strict bounds make it check each window found.)
 
 use tickdb::{
     Identity, ReducerContext, ScheduleAt, Table, Timestamp, Type, client_visibility_filter, reducer, table,
@@ -294,8 +296,10 @@ pub fn use_item(ctx: &ReducerContext, item: String) -> Result<(), String> {
 }
 
 /// NPCs wander: each moves along its heading, turning at the world's edge and now
-/// and then at random.
-#[tick(hz = 20)]
+/// and then at random. The world runs at this system's 20 Hz: players' calls wait
+/// for its next tick and run together in it (`batch_calls`), so each client gets at
+/// most one update every 50 ms however many players move.
+#[tick(hz = 20, batch_calls)]
 pub fn npc_wander(ctx: &ReducerContext) {
     let dt = ctx.delta_time().micros as f32 / 1e6;
     let npcs: Vec<Npc> = ctx.db.npc().iter().collect();

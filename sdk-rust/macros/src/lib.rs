@@ -80,24 +80,31 @@ fn visibility_impl(args: TokenStream2, item: TokenStream2) -> Result<TokenStream
 
 /// Declares a tick system: `#[tickdb::tick(hz = 20)]` on a function taking only the
 /// context. It runs every tick at that rate; `ctx.delta_time()` is the time since its
-/// previous run.
+/// previous run. With `#[tickdb::tick(hz = 20, batch_calls)]`, client calls wait for
+/// the system's next tick and run together in it, so each client gets at most one
+/// update per tick (a game simulating at a fixed rate).
 #[proc_macro_attribute]
 pub fn tick(args: TokenStream, item: TokenStream) -> TokenStream {
-    let hz = (|| {
-        let mut hz = None;
+    let tick: syn::Result<(u32, bool)> = (|| {
+        let (mut hz, mut batch_calls) = (None, false);
         let parser = syn::meta::parser(|meta| {
             if meta.path.is_ident("hz") {
                 hz = Some(meta.value()?.parse::<LitInt>()?.base10_parse::<u32>()?);
                 Ok(())
+            } else if meta.path.is_ident("batch_calls") {
+                batch_calls = true;
+                Ok(())
             } else {
-                Err(meta.error("expected `hz = <ticks per second>`"))
+                Err(meta.error("expected `hz = <ticks per second>` or `batch_calls`"))
             }
         });
         parser.parse2(args.into())?;
-        hz.ok_or_else(|| Error::new(Span::call_site(), "a tick system needs a rate: `#[tick(hz = 20)]`"))
+        let hz = hz
+            .ok_or_else(|| Error::new(Span::call_site(), "a tick system needs a rate: `#[tick(hz = 20)]`"))?;
+        Ok((hz, batch_calls))
     })();
-    match hz {
-        Ok(hz) => reducer_impl(TokenStream2::new(), item.into(), Some(hz))
+    match tick {
+        Ok(tick) => reducer_impl(TokenStream2::new(), item.into(), Some(tick))
             .unwrap_or_else(Error::into_compile_error)
             .into(),
         Err(e) => e.into_compile_error().into(),
@@ -463,7 +470,12 @@ fn is_integer(ty: &Type) -> bool {
     last_segment(ty).is_some_and(|s| ints.contains(&s.as_str()))
 }
 
-fn reducer_impl(args: TokenStream2, item: TokenStream2, tick_hz: Option<u32>) -> syn::Result<TokenStream2> {
+/// `tick`: a tick system's rate and whether it batches calls.
+fn reducer_impl(
+    args: TokenStream2,
+    item: TokenStream2,
+    tick: Option<(u32, bool)>,
+) -> syn::Result<TokenStream2> {
     let mut lifecycle = None;
     let parser = syn::meta::parser(|meta| {
         for (name, variant) in [
@@ -506,7 +518,7 @@ fn reducer_impl(args: TokenStream2, item: TokenStream2, tick_hz: Option<u32>) ->
         if lifecycle.is_some() {
             return Err(Error::new(arg.span(), "a lifecycle reducer takes only the context"));
         }
-        if tick_hz.is_some() {
+        if tick.is_some() {
             return Err(Error::new(arg.span(), "a tick system takes only the context"));
         }
     }
@@ -530,15 +542,15 @@ fn reducer_impl(args: TokenStream2, item: TokenStream2, tick_hz: Option<u32>) ->
     let register = format_ident!("__tickdb_register_{}", name);
     let outcome = quote_spanned!(return_span=> <#returns as ::tickdb::ReducerResult>::into_outcome(result));
     let return_type = quote_spanned!(return_span=> <#returns as ::tickdb::ReducerResult>::return_type());
-    let registration = match tick_hz {
-        Some(hz) => {
+    let registration = match tick {
+        Some((hz, batch_calls)) => {
             let export = format!("__tickdb_register__tick__{reducer_name}");
             quote! {
                 #[allow(unsafe_code)]
                 #[doc(hidden)]
                 #[unsafe(export_name = #export)]
                 extern "C" fn #register() {
-                    #private::register_tick(#reducer_name, #hz, #return_type, #invoke);
+                    #private::register_tick(#reducer_name, #hz, #batch_calls, #return_type, #invoke);
                 }
             }
         }

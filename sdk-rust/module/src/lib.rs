@@ -1,7 +1,8 @@
 //! Write tickdb modules in Rust.
 //!
 //! A module declares tables with `#[tickdb::table]`, reducers with
-//! `#[tickdb::reducer]` and tick systems with `#[tickdb::tick(hz = N)]`, and is built
+//! `#[tickdb::reducer]` and tick systems with `#[tickdb::tick(hz = N)]` (add `batch_calls`
+//! to run clients' calls in its ticks), and is built
 //! for `wasm32-unknown-unknown` as a `cdylib`. The host runs each reducer call as one
 //! transaction in the database's tick loop.
 //!

@@ -89,9 +89,9 @@ pub fn register_reducer(
 }
 
 #[doc(hidden)]
-pub fn register_tick(name: &str, hz: u32, returns: ValueType, run: ReducerFn) {
+pub fn register_tick(name: &str, hz: u32, batch_calls: bool, returns: ValueType, run: ReducerFn) {
     register_reducer(name, Vec::new(), returns, None, run);
-    registry().tick_systems.push(TickSystemDef { reducer: name.into(), hz });
+    registry().tick_systems.push(TickSystemDef { reducer: name.into(), hz, batch_calls });
 }
 
 #[doc(hidden)]
