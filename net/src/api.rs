@@ -365,6 +365,12 @@ impl Api {
             &m.slow_clients_dropped,
         );
         counter("http_requests_total", "HTTP API requests.", "counter", &m.http_requests);
+        if let Some(cpu) = process_cpu_seconds() {
+            out.push_str(&format!(
+                "# HELP process_cpu_seconds_total CPU time of the server process, user and system.\n\
+                 # TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu:.6}\n"
+            ));
+        }
         out.push_str(
             "# HELP tickdb_tick_duration_us Tick durations.\n# TYPE tickdb_tick_duration_us summary\n",
         );
@@ -401,6 +407,23 @@ impl Api {
         out.push_str(&evaluation);
         out
     }
+}
+
+/// The CPU time the process has used, user and system, over all its threads.
+fn process_cpu_seconds() -> Option<f64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage writes one rusage into the pointer it is given, which points
+    // to memory of that size living for the call; it is read only when the call
+    // succeeded.
+    #[allow(unsafe_code)]
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return None;
+        }
+        usage.assume_init()
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }
 
 /// A database's schema as JSON.

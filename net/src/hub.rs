@@ -27,7 +27,7 @@ use tickdb_protocol::{
     frame,
 };
 use tickdb_sql::{
-    Delta, InitialScan, QueryId, QueryLimits, Reader, SqlError, StatementCache, Subscription,
+    Delta, DeltaMap, InitialScan, QueryId, QueryLimits, Reader, SqlError, StatementCache, Subscription,
     SubscriptionSet, Visibility,
 };
 use tickdb_wasm_abi::{ConnectionId, Reader as ValueReader, TableSchema, skip};
@@ -577,7 +577,8 @@ impl Hub {
                 if let Ok(delta) = sub.delta(db, changes, limits)
                     && !delta.is_empty()
                 {
-                    tables.push(table_update(shape_of(shapes, db, sub.table()), sub.table(), &delta));
+                    let shape = shape_of(shapes, db, sub.table());
+                    tables.push(table_update(shape, sub.table(), &delta, &mut UpdateMemo::default()));
                 }
             }
             if !tables.is_empty() {
@@ -686,7 +687,8 @@ impl Hub {
                 let delta = sub.delta(db, changes, &self.limits).ok()?;
                 if !delta.is_empty() {
                     let table = sub.table();
-                    tables.push(table_update(shape_of(&mut self.shapes, db, table), table, &delta));
+                    let shape = shape_of(&mut self.shapes, db, table);
+                    tables.push(table_update(shape, table, &delta, &mut UpdateMemo::default()));
                 }
             }
             if !tables.is_empty() {
@@ -804,7 +806,7 @@ impl Hub {
         &mut self,
         db: &Database,
         output: &TickOutput,
-        deltas: &HashMap<QueryId, Delta>,
+        deltas: &DeltaMap<'_>,
         out: &mut Vec<Outgoing>,
     ) {
         let mut scratch = std::mem::take(&mut self.scratch);
@@ -818,7 +820,7 @@ impl Hub {
         bump: &Bump,
         db: &Database,
         output: &TickOutput,
-        deltas: &HashMap<QueryId, Delta>,
+        deltas: &DeltaMap<'_>,
         out: &mut Vec<Outgoing>,
     ) {
         // Per client, the (set, query) pairs with changes, in a stable order.
@@ -836,6 +838,9 @@ impl Hub {
         clients.sort_unstable_by_key(|(client, _)| *client);
         clients.iter_mut().for_each(|(_, pairs)| pairs.sort_unstable());
         let mut tables: ArenaMap<'_, QueryId, TableUpdate> = ArenaMap::new_in(bump);
+        // A row that changed is in many queries' deltas (areas of interest overlap): its
+        // update is encoded once.
+        let mut memo = UpdateMemo::default();
         let mut messages: ArenaMap<'_, &[(u32, QueryId)], Arc<Shared>> = ArenaMap::new_in(bump);
         for (client, pairs) in &clients {
             let (client, pairs) = (*client, pairs.as_slice());
@@ -848,12 +853,19 @@ impl Hub {
                 if query_sets.last().is_none_or(|s| s.query_set_id != set) {
                     query_sets.push(QuerySetUpdate { query_set_id: set, tables: Vec::new() });
                 }
-                let update = tables.entry(q).or_insert_with(|| {
-                    let table = self.set.query(q).expect("held").table();
-                    let shape = shape_of(&mut self.shapes, db, table);
-                    table_update(shape, table, &deltas[&q])
-                });
-                query_sets.last_mut().expect("pushed").tables.push(update.clone());
+                let table = self.set.query(q).expect("held").table();
+                // A query held once (an area of interest, say) is encoded for its one
+                // holder; one held by several is encoded once and copied.
+                let update = if self.holders.get(&q).map_or(0, Vec::len) == 1 {
+                    table_update(shape_of(&mut self.shapes, db, table), table, &deltas[&q], &mut memo)
+                } else {
+                    let shapes = &mut self.shapes;
+                    let shared = tables.entry(q).or_insert_with(|| {
+                        table_update(shape_of(shapes, db, table), table, &deltas[&q], &mut memo)
+                    });
+                    shared.clone()
+                };
+                query_sets.last_mut().expect("pushed").tables.push(update);
             }
             let message = Shared::new(&ServerMessage::TickUpdate {
                 tick: output.tick.0,
@@ -884,26 +896,76 @@ fn shape_of<'a>(
 
 /// A query's delta as the protocol carries it: updates of rows with a primary key as
 /// the key and the changed columns; other updates as a delete and an insert.
-fn table_update(shape: &TableShape, table: TableId, delta: &Delta) -> TableUpdate {
+fn table_update<'d>(
+    shape: &TableShape,
+    table: TableId,
+    delta: &'d Delta<'_>,
+    memo: &mut UpdateMemo<'d>,
+) -> TableUpdate {
     let mut update = TableUpdate {
         table_id: table.0,
         table_name: shape.name.clone(),
-        inserts: delta.inserts.iter().map(Vec::as_slice).collect(),
-        deletes: delta.deletes.iter().map(Vec::as_slice).collect(),
+        inserts: row_list(&delta.inserts),
+        deletes: row_list(&delta.deletes),
         updates: RowUpdates::default(),
     };
+    let Some(key) = &shape.key else {
+        for (old, new) in &delta.updates {
+            update.deletes.push(old);
+            update.inserts.push(new);
+        }
+        return update;
+    };
     for (old, new) in &delta.updates {
-        match (&shape.key, columns(&shape.schema, old), columns(&shape.schema, new)) {
-            (Some(key), Some(old_cols), Some(new_cols)) => {
-                push_update(&mut update.updates, key, (old, &old_cols), (new, &new_cols))
+        memo.0.entry((table, new.as_ref())).or_insert_with(|| encode_update(shape, key, old, new));
+    }
+    let encoded: Vec<Option<&EncodedUpdate>> =
+        delta.updates.iter().map(|(_, new)| memo.0[&(table, new.as_ref())].as_ref()).collect();
+    // Sized up front: growing these a row at a time cost more than filling them.
+    let (n, updates) = (encoded.len(), &mut update.updates);
+    let bytes = |f: fn(&EncodedUpdate) -> usize| encoded.iter().flatten().map(|e| f(e)).sum::<usize>();
+    updates.keys =
+        RowList { data: Vec::with_capacity(bytes(|e| e.key.len())), offsets: Vec::with_capacity(n) };
+    updates.values =
+        RowList { data: Vec::with_capacity(bytes(|e| e.values.len())), offsets: Vec::with_capacity(n) };
+    updates.changed.reserve(bytes(|e| e.changed.len()));
+    for (e, (old, new)) in encoded.into_iter().zip(&delta.updates) {
+        match e {
+            Some(e) => {
+                updates.keys.push(&e.key);
+                updates.changed.extend_from_slice(&e.changed);
+                updates.values.push(&e.values);
             }
-            _ => {
+            None => {
                 update.deletes.push(old);
                 update.inserts.push(new);
             }
         }
     }
     update
+}
+
+/// Rows as a `RowList`, allocated once.
+fn row_list(rows: &[std::borrow::Cow<'_, [u8]>]) -> RowList {
+    let mut list = RowList {
+        data: Vec::with_capacity(rows.iter().map(|r| r.len()).sum()),
+        offsets: Vec::with_capacity(rows.len()),
+    };
+    rows.iter().for_each(|r| list.push(r));
+    list
+}
+
+/// Row updates encoded in one tick, by table and new row: a row's new version names
+/// it (it holds the primary key), and its old version is the same in every delta.
+#[derive(Default)]
+struct UpdateMemo<'d>(hashbrown::HashMap<(TableId, &'d [u8]), Option<EncodedUpdate>>);
+
+/// An update as `RowUpdates` carries it: the key, the changed-columns mask, and the
+/// changed columns' new values.
+struct EncodedUpdate {
+    key: Vec<u8>,
+    changed: Vec<u8>,
+    values: Vec<u8>,
 }
 
 /// Where each column of an encoded row starts and ends.
@@ -918,28 +980,22 @@ fn columns(schema: &TableSchema, row: &[u8]) -> Option<Vec<(usize, usize)>> {
     Some(spans)
 }
 
-fn push_update(
-    updates: &mut RowUpdates,
-    key: &[usize],
-    (old, old_cols): (&[u8], &[(usize, usize)]),
-    (new, new_cols): (&[u8], &[(usize, usize)]),
-) {
+/// `None` when a version does not decode (sent as a delete and an insert instead).
+fn encode_update(shape: &TableShape, key: &[usize], old: &[u8], new: &[u8]) -> Option<EncodedUpdate> {
+    let (old_cols, new_cols) = (columns(&shape.schema, old)?, columns(&shape.schema, new)?);
     let mut key_bytes = Vec::new();
     for &c in key {
         key_bytes.extend_from_slice(&new[new_cols[c].0..new_cols[c].1]);
     }
-    updates.keys.push(&key_bytes);
-    let width = new_cols.len().div_ceil(8);
-    let start = updates.changed.len();
-    updates.changed.resize(start + width, 0);
+    let mut changed = vec![0; new_cols.len().div_ceil(8)];
     let mut values = Vec::new();
-    for (c, (&(os, oe), &(ns, ne))) in old_cols.iter().zip(new_cols).enumerate() {
+    for (c, (&(os, oe), &(ns, ne))) in old_cols.iter().zip(&new_cols).enumerate() {
         if old[os..oe] != new[ns..ne] {
-            updates.changed[start + c / 8] |= 1 << (c % 8);
+            changed[c / 8] |= 1 << (c % 8);
             values.extend_from_slice(&new[ns..ne]);
         }
     }
-    updates.values.push(&values);
+    Some(EncodedUpdate { key: key_bytes, changed, values })
 }
 
 /// The sink of a served database: after each tick, the hub computes the subscription

@@ -222,8 +222,10 @@ struct Client {
     connection_id: ConnectionId,
     format: Format,
     calls_in_flight: usize,
-    /// Whether the client ever subscribed: then its calls' results carry their own changes.
+    /// Whether the client ever subscribed: then its calls' results carry their own
+    /// changes, unless it asked for `light` results.
     subscribed: bool,
+    light: bool,
     /// Token bucket of the inbound message rate.
     tokens: f64,
     refilled: Instant,
@@ -238,6 +240,7 @@ struct Upgrade {
     token: String,
     connection_id: ConnectionId,
     format: Format,
+    light: bool,
     accept: Vec<u8>,
     /// Bytes the client sent after its handshake.
     rest: Vec<u8>,
@@ -654,7 +657,7 @@ impl EventLoop {
             return self.start_response(slot, accept, Some(Then::Echo(buf[head.len..].to_vec())));
         }
         let checked = self.check_upgrade(&head);
-        let (served, identity, token, format) = match checked {
+        let (served, identity, token, format, light) = match checked {
             Ok(checked) => checked,
             Err(e) => return self.respond(slot, &e),
         };
@@ -677,12 +680,15 @@ impl EventLoop {
         // The module may take its time, but not for ever: a stopped database never answers.
         conn.deadline = Instant::now() + self.config.request_timeout;
         let rest = buf[head.len..].to_vec();
-        let upgrade = Upgrade { served, identity, token, connection_id, format, accept, rest };
+        let upgrade = Upgrade { served, identity, token, connection_id, format, light, accept, rest };
         conn.state = State::Connecting(Box::new(upgrade));
         Ok(())
     }
 
-    fn check_upgrade(&self, head: &Head) -> Result<(Arc<Served>, Identity, String, Format), ApiError> {
+    /// The database, the client's identity and token, its format, and whether it
+    /// asked for light results (`light=true`: a call's result carries no changes of
+    /// its own, which come in the tick's update anyway).
+    fn check_upgrade(&self, head: &Head) -> Result<(Arc<Served>, Identity, String, Format, bool), ApiError> {
         let parts: Vec<&str> = head.path.trim_matches('/').split('/').collect();
         let ["v1", "database", name, "subscribe"] = parts.as_slice() else {
             return Err(ApiError::not_found(format!("no WebSocket endpoint at {}", head.path)));
@@ -708,7 +714,12 @@ impl EventLoop {
             ),
             None => self.keys.new_identity(),
         };
-        Ok((self.databases.get(name)?, identity, token, format))
+        let light = match head.param("light") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(l) => return Err(ApiError::bad_request(format!("`light` is true or false, not `{l}`"))),
+        };
+        Ok((self.databases.get(name)?, identity, token, format, light))
     }
 
     /// `client_connected` said yes: the handshake is answered and the client starts.
@@ -746,7 +757,7 @@ impl EventLoop {
         let conn = self.conns[slot].as_mut().expect("live connection");
         let key = conn.key;
         let stream = conn.stream.take().expect("the handshake owns its socket");
-        let Upgrade { served, identity, token, connection_id, format, rest, .. } = upgrade;
+        let Upgrade { served, identity, token, connection_id, format, light, rest, .. } = upgrade;
         let ws = WebSocket::from_partially_read(stream, rest, Role::Server, Some(config));
         let now = Instant::now();
         let burst = f64::from(self.config.messages_burst_max);
@@ -758,6 +769,7 @@ impl EventLoop {
             format,
             calls_in_flight: 0,
             subscribed: false,
+            light,
             tokens: burst,
             refilled: now,
             last_heard: now,
@@ -930,7 +942,7 @@ impl EventLoop {
         let reply = ReplyTo { id: call, to: self.replies_to.clone() };
         let mut work =
             ModuleWork::call_of(&module, id, client.identity, client.connection_id, args, Some(reply));
-        if client.subscribed {
+        if client.subscribed && !client.light {
             work = work.with_own_changes();
         }
         self.metrics.reducer_calls.fetch_add(1, Ordering::Relaxed);

@@ -674,4 +674,30 @@ fn a_callers_result_carries_its_own_changes() {
         ServerMessage::ReducerResult { outcome: Err(_), changes, .. } => assert!(changes.is_empty()),
         other => panic!("{other:?}"),
     }
+    // A client that asked for light results gets none of its own changes in them:
+    // they come in the tick's update only.
+    let mut cy = connect(server.addr, "chat", "?light=true");
+    identity_of(cy.recv());
+    cy.subscribe(1, &["SELECT * FROM message"]);
+    assert!(matches!(cy.recv(), ServerMessage::SubscribeApplied { .. }));
+    cy.call(1, "send_message", "light".to_string().to_bytes());
+    let mut result = None;
+    let mut seen = Vec::new();
+    while result.is_none() || seen.is_empty() {
+        match cy.recv() {
+            ServerMessage::ReducerResult { outcome: Ok(_), changes, .. } => result = Some(changes),
+            ServerMessage::TickUpdate { query_sets, .. } => {
+                let rows = query_sets[0].tables[0].inserts.iter().map(<[u8]>::to_vec);
+                seen.extend(texts(&ty, rows));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(result, Some(Vec::new()), "a light result carries no changes");
+    assert_eq!(seen, ["light"]);
+    let Err((status, refused)) = try_connect(server.addr, "chat", "?light=yes") else {
+        panic!("light=yes was accepted")
+    };
+    assert_eq!(status, 400);
+    assert!(refused.contains("`light` is true or false"), "{refused}");
 }

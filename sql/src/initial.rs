@@ -136,7 +136,7 @@ impl InitialScan {
             let delta = self.sub.delta(db, changes, &limits)?;
             let rows = delta.inserts.iter().chain(delta.deletes.iter());
             let rows = rows.chain(delta.updates.iter().flat_map(|(old, new)| [old, new]));
-            touched.extend(rows.map(|r| key_of(r)));
+            touched.extend(rows.map(|r| key_of(r.as_ref())));
         }
         touched.sort();
         touched.dedup();

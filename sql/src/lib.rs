@@ -35,7 +35,7 @@ pub use error::{ErrorKind, Position, SqlError};
 pub use exec::{QueryLimits, QueryResult, run};
 pub use initial::InitialScan;
 pub use plan::{Access, GRID_CELLS_MAX, JoinAccess, Plan};
-pub use subscribe::{Delta, QueryId, SetStats, Subscription, SubscriptionSet, TickDeltas};
+pub use subscribe::{Delta, DeltaMap, QueryId, SetStats, Subscription, SubscriptionSet, TickDeltas};
 pub use visibility::{Reader, TABLES_WITH_RULES_MAX, Visibility};
 
 use sqlparser::dialect::GenericDialect;

@@ -16,6 +16,7 @@
 //! matching rows of `member` is in the result twice. Rows of the result table that
 //! leave and come back under the same primary key in one tick are updates.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use tickdb_engine::{Database, TableChanges, TableId};
@@ -194,7 +195,7 @@ impl JoinPlan {
         db: &Database,
         changes: &[TableChanges],
         rows_max: u64,
-    ) -> Result<Delta, SqlError> {
+    ) -> Result<Delta<'static>, SqlError> {
         let before: Vec<Option<Before<'_>>> = (0..self.tables.len())
             .map(|k| {
                 let changed = changes.iter().find(|c| c.table == self.tables[k])?;
@@ -327,36 +328,40 @@ impl JoinPlan {
 
     /// Signed counts of result rows as inserts and deletes, and a row that left and
     /// one that came back under the same primary key as an update.
-    fn consolidate(&self, counts: HashMap<Vec<u8>, i64>) -> Delta {
-        let mut delta = Delta::default();
+    fn consolidate(&self, counts: HashMap<Vec<u8>, i64>) -> Delta<'static> {
+        let (mut inserts, mut deletes) = (Vec::new(), Vec::new());
         for (row, n) in counts {
             match n {
                 0 => {}
-                n if n > 0 => (0..n).for_each(|_| delta.inserts.push(row.clone())),
-                n => (0..-n).for_each(|_| delta.deletes.push(row.clone())),
+                n if n > 0 => (0..n).for_each(|_| inserts.push(row.clone())),
+                n => (0..-n).for_each(|_| deletes.push(row.clone())),
             }
         }
-        let Some(pk) = &self.primary_key else { return delta };
+        let owned = |rows: Vec<Vec<u8>>| rows.into_iter().map(Cow::Owned).collect();
+        let Some(pk) = &self.primary_key else {
+            return Delta { inserts: owned(inserts), deletes: owned(deletes), updates: Vec::new() };
+        };
         let row_type = &self.row_types[self.result];
         let key_of = |row: &[u8]| -> Option<Vec<Value>> {
             let values = crate::subscribe::row_values(row_type, row)?;
             Some(pk.iter().map(|c| values[c.index()].clone()).collect())
         };
+        let mut delta = Delta::default();
         let mut left: HashMap<Vec<Value>, Vec<Vec<u8>>> = HashMap::new();
-        for row in std::mem::take(&mut delta.deletes) {
+        for row in deletes {
             match key_of(&row) {
                 Some(key) => left.entry(key).or_default().push(row),
-                None => delta.deletes.push(row),
+                None => delta.deletes.push(Cow::Owned(row)),
             }
         }
-        for row in std::mem::take(&mut delta.inserts) {
+        for row in inserts {
             let old = key_of(&row).and_then(|key| left.get_mut(&key)).and_then(Vec::pop);
             match old {
-                Some(old) => delta.updates.push((old, row)),
-                None => delta.inserts.push(row),
+                Some(old) => delta.updates.push((Cow::Owned(old), Cow::Owned(row))),
+                None => delta.inserts.push(Cow::Owned(row)),
             }
         }
-        delta.deletes.extend(left.into_values().flatten());
+        delta.deletes.extend(left.into_values().flatten().map(Cow::Owned));
         delta
     }
 }

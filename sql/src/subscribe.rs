@@ -9,6 +9,7 @@
 //! area-of-interest index ([`crate::aoi`]), joins and the other distinct queries in
 //! parallel (rayon).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use rayon::prelude::*;
@@ -34,16 +35,21 @@ pub struct Subscription {
     join: Option<(BoundQuery, JoinPlan)>,
 }
 
-/// What a tick did to a subscription's result. Rows are in the table's row encoding.
+/// A row's old and new versions.
+pub type RowUpdate<'c> = (Cow<'c, [u8]>, Cow<'c, [u8]>);
+
+/// What a tick did to a subscription's result. Rows are in the table's row encoding,
+/// borrowed from the tick's changes where they are its rows (a changed row is in many
+/// queries' deltas, and copying it for each costs more than finding them).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Delta {
-    pub inserts: Vec<Vec<u8>>,
-    pub deletes: Vec<Vec<u8>>,
+pub struct Delta<'c> {
+    pub inserts: Vec<Cow<'c, [u8]>>,
+    pub deletes: Vec<Cow<'c, [u8]>>,
     /// Rows that stayed in the result with new values: (old, new).
-    pub updates: Vec<(Vec<u8>, Vec<u8>)>,
+    pub updates: Vec<RowUpdate<'c>>,
 }
 
-impl Delta {
+impl Delta<'_> {
     pub fn is_empty(&self) -> bool {
         self.inserts.is_empty() && self.deletes.is_empty() && self.updates.is_empty()
     }
@@ -168,12 +174,12 @@ impl Subscription {
 
     /// The subscription's delta for one tick: `db` as the tick left it, and the tick's
     /// changes. Only a join can fail: past `limits.rows_max` rows read.
-    pub fn delta(
+    pub fn delta<'c>(
         &self,
         db: &Database,
-        changes: &[TableChanges],
+        changes: &'c [TableChanges],
         limits: &QueryLimits,
-    ) -> Result<Delta, SqlError> {
+    ) -> Result<Delta<'c>, SqlError> {
         match &self.join {
             Some((_, plan)) => plan.delta(db, changes, limits.rows_max),
             None => {
@@ -187,14 +193,14 @@ impl Subscription {
     }
 
     /// A single-table subscription's delta for its table's changes.
-    fn delta_of_table(&self, changes: &TableChanges, delta: &mut Delta) {
-        delta.inserts.extend(changes.inserts.iter().filter(|r| self.matches(r)).map(<[u8]>::to_vec));
-        delta.deletes.extend(changes.deletes.iter().filter(|r| self.matches(r)).map(<[u8]>::to_vec));
+    fn delta_of_table<'c>(&self, changes: &'c TableChanges, delta: &mut Delta<'c>) {
+        delta.inserts.extend(changes.inserts.iter().filter(|r| self.matches(r)).map(Cow::Borrowed));
+        delta.deletes.extend(changes.deletes.iter().filter(|r| self.matches(r)).map(Cow::Borrowed));
         for (old, new) in changes.updates() {
             match (self.matches(old), self.matches(new)) {
-                (true, true) => delta.updates.push((old.to_vec(), new.to_vec())),
-                (true, false) => delta.deletes.push(old.to_vec()),
-                (false, true) => delta.inserts.push(new.to_vec()),
+                (true, true) => delta.updates.push((Cow::Borrowed(old), Cow::Borrowed(new))),
+                (true, false) => delta.deletes.push(Cow::Borrowed(old)),
+                (false, true) => delta.inserts.push(Cow::Borrowed(new)),
                 (false, false) => {}
             }
         }
@@ -248,11 +254,16 @@ enum Place {
     Other,
 }
 
+/// Deltas by query. A changed row in many areas of interest makes an entry per
+/// area, so the hash is the fast one (foldhash), not the DoS-resistant default: query
+/// ids are the server's own numbers.
+pub type DeltaMap<'c> = hashbrown::HashMap<QueryId, Delta<'c>>;
+
 /// What a tick did to a set's queries.
 #[derive(Debug, Default)]
-pub struct TickDeltas {
+pub struct TickDeltas<'c> {
     /// For each query whose result changed, what changed.
-    pub deltas: HashMap<QueryId, Delta>,
+    pub deltas: DeltaMap<'c>,
     /// Queries that could not be evaluated, and why.
     pub failed: Vec<(QueryId, SqlError)>,
 }
@@ -401,16 +412,16 @@ impl SubscriptionSet {
     /// The deltas of one tick: for each query whose result changed, what changed; and
     /// the queries that could not be evaluated (their holders should be told and
     /// unsubscribed). `db` is as the tick left it.
-    pub fn evaluate(&self, db: &Database, changes: &[TableChanges]) -> TickDeltas {
+    pub fn evaluate<'c>(&self, db: &Database, changes: &'c [TableChanges]) -> TickDeltas<'c> {
         let live = |id: &QueryId| self.live(*id);
         let changed = |sub: &Subscription| sub.tables().iter().any(|t| changes.iter().any(|c| c.table == *t));
-        let joins: Vec<(QueryId, Result<Delta, SqlError>)> = self
+        let joins: Vec<(QueryId, Result<Delta<'_>, SqlError>)> = self
             .joins
             .par_iter()
             .filter(|id| changed(live(id)))
             .map(|id| (*id, live(id).delta(db, changes, &self.limits)))
             .collect();
-        let mut deltas = HashMap::new();
+        let mut deltas = DeltaMap::new();
         let mut failed = Vec::new();
         for (id, result) in joins {
             match result {
@@ -425,7 +436,7 @@ impl SubscriptionSet {
             let table = table_changes.table;
             // Distinct queries are independent: evaluated in parallel, one task each.
             let others = self.others.get(&table).map(Vec::as_slice).unwrap_or_default();
-            let evaluated: Vec<(QueryId, Delta)> = others
+            let evaluated: Vec<(QueryId, Delta<'_>)> = others
                 .par_iter()
                 .map(|id| {
                     let mut delta = Delta::default();
@@ -468,13 +479,13 @@ fn versions(changes: &TableChanges) -> Vec<Versions<'_>> {
 }
 
 /// Adds changes found by an index to the tick's deltas.
-fn push_changes(deltas: &mut HashMap<QueryId, Delta>, found: Vec<(QueryId, Change<'_>)>) {
+fn push_changes<'c>(deltas: &mut DeltaMap<'c>, found: Vec<(QueryId, Change<'c>)>) {
     for (id, change) in found {
         let delta = deltas.entry(id).or_default();
         match change {
-            Change::Insert(row) => delta.inserts.push(row.to_vec()),
-            Change::Delete(row) => delta.deletes.push(row.to_vec()),
-            Change::Update(old, new) => delta.updates.push((old.to_vec(), new.to_vec())),
+            Change::Insert(row) => delta.inserts.push(Cow::Borrowed(row)),
+            Change::Delete(row) => delta.deletes.push(Cow::Borrowed(row)),
+            Change::Update(old, new) => delta.updates.push((Cow::Borrowed(old), Cow::Borrowed(new))),
         }
     }
 }

@@ -119,7 +119,7 @@ fn only_whole_rows_of_one_table_subscribe() {
     assert!(Subscription::new(&db, "SELECT * FROM unit WHERE hp > 1").is_ok());
 }
 
-fn sorted(mut d: tickdb_sql::Delta) -> tickdb_sql::Delta {
+fn sorted(mut d: tickdb_sql::Delta<'_>) -> tickdb_sql::Delta<'_> {
     d.inserts.sort();
     d.deletes.sort();
     d.updates.sort();

@@ -304,7 +304,8 @@ fn every_condition_of_a_long_join_is_checked() {
     let changes = tx.commit().table_changes(&db);
     let delta = sub.delta(&db, &changes, &QueryLimits::default()).unwrap();
     assert_eq!(delta.inserts.len(), 1, "only the low-level player joins the result");
-    assert_eq!(delta.inserts, sub.initial(&db, &QueryLimits::default()).unwrap());
+    let inserts: Vec<Vec<u8>> = delta.inserts.into_iter().map(|r| r.into_owned()).collect();
+    assert_eq!(inserts, sub.initial(&db, &QueryLimits::default()).unwrap());
 }
 
 /// The two sides of a self-join are two queries, not one.

@@ -171,7 +171,11 @@ fn handshake(url: &str, limits: LinkLimits) -> Result<(WebSocket<mio::net::TcpSt
     poll.registry()
         .register(&mut stream, SOCKET, Interest::READABLE | Interest::WRITABLE)
         .map_err(|e| connect(&e))?;
+    // tungstenite zero-fills a read buffer's worth of memory on every read: the
+    // default 128 KiB made reading cost more than decoding. Larger messages take
+    // several reads.
     let config = WebSocketConfig::default()
+        .read_buffer_size(16 << 10)
         .max_message_size(Some(limits.message_bytes_max))
         .max_frame_size(Some(limits.message_bytes_max));
     let deadline = Instant::now() + limits.connect_timeout;

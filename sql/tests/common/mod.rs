@@ -18,17 +18,17 @@ pub fn multiset(rows: impl IntoIterator<Item = Vec<u8>>) -> Rows {
 }
 
 /// Applies a tick's delta to a result; fails if it removes a row the result lacks.
-pub fn apply(result: &mut Rows, delta: Delta) -> Result<(), String> {
+pub fn apply(result: &mut Rows, delta: Delta<'_>) -> Result<(), String> {
     let removed = delta.deletes.iter().chain(delta.updates.iter().map(|(old, _)| old));
     for row in removed {
-        let n = result.get_mut(row).ok_or("a delta removed a row that was not in the result")?;
+        let n = result.get_mut(row.as_ref()).ok_or("a delta removed a row that was not in the result")?;
         *n -= 1;
         if *n == 0 {
-            result.remove(row);
+            result.remove(row.as_ref());
         }
     }
     for row in delta.inserts.into_iter().chain(delta.updates.into_iter().map(|(_, new)| new)) {
-        *result.entry(row).or_insert(0) += 1;
+        *result.entry(row.into_owned()).or_insert(0) += 1;
     }
     Ok(())
 }
