@@ -87,6 +87,10 @@ enum Command {
         /// ~/.local/share/tickdb).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Messages one client may send per second, on average (bursts of twice as
+        /// many); a client past it is disconnected [default: 1000].
+        #[arg(long, value_name = "N")]
+        client_messages_per_second: Option<u32>,
     },
     /// Create a module project from a template.
     Init {
@@ -226,32 +230,8 @@ enum Command {
     },
     /// Run simulated players against a database and report what they measured.
     Loadtest {
-        /// The database.
-        name: String,
-        /// The scenario: chat (each player names itself, subscribes to the messages
-        /// and sends them at the call rate).
-        #[arg(long, default_value = "chat")]
-        scenario: String,
-        #[arg(long, default_value_t = 100)]
-        players: usize,
-        /// Event-loop threads the players share.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        /// New players per second while ramping up.
-        #[arg(long, default_value_t = 500.0)]
-        ramp: f64,
-        /// Calls per player per second.
-        #[arg(long, default_value_t = 1.0)]
-        rate: f64,
-        /// Seconds measured, after the ramp-up and warm-up.
-        #[arg(long, default_value_t = 10.0)]
-        duration: f64,
-        /// Seconds after the ramp-up before measuring.
-        #[arg(long, default_value_t = 2.0)]
-        warmup: f64,
-        /// Print the report as JSON (and no progress line).
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        plan: loadtest::Plan,
         #[command(flatten)]
         conn: Conn,
     },
@@ -324,7 +304,9 @@ impl ModuleSource {
 
 fn run(command: Command) -> Result<(), CliError> {
     match command {
-        Command::Start { listen, data_dir } => server::start(&listen, data_dir),
+        Command::Start { listen, data_dir, client_messages_per_second } => {
+            server::start(&listen, data_dir, server::Limits { client_messages_per_second })
+        }
         Command::Init { lang, dir, sdk_path } => {
             check_lang(&lang)?;
             project::init(&dir, &sdk_path.unwrap_or_else(project::sdk_path))?;
@@ -399,24 +381,7 @@ fn run(command: Command) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Loadtest { name, scenario, players, threads, ramp, rate, duration, warmup, json, conn } => {
-            let seconds = |s: f64, what: &str| {
-                Duration::try_from_secs_f64(s)
-                    .map_err(|_| CliError::new(format!("--{what} must be a number of seconds")))
-            };
-            let plan = loadtest::Plan {
-                scenario,
-                database: name,
-                players,
-                threads,
-                ramp_per_second: ramp,
-                rate,
-                duration: seconds(duration, "duration")?,
-                warmup: seconds(warmup, "warmup")?,
-                json,
-            };
-            loadtest::run(&conn.api()?, &plan)
-        }
+        Command::Loadtest { plan, conn } => loadtest::run(&conn.api()?, &plan),
         Command::Dev { project_path, name, data_dir, clear, conn } => {
             server::dev(&project_path, name, data_dir, clear, &conn)
         }

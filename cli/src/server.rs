@@ -21,6 +21,7 @@ fn default_data_dir() -> PathBuf {
 fn start_server(
     listen: &str,
     data_dir: Option<PathBuf>,
+    config: tickdb_net::ServerConfig,
 ) -> Result<(tickdb_net::ServerHandle, PathBuf), CliError> {
     let addr: SocketAddr = listen.parse().map_err(|e| {
         CliError::new(format!("`{listen}` is not an address to listen on (like 127.0.0.1:3000): {e}"))
@@ -30,7 +31,7 @@ fn start_server(
         .map_err(|e| CliError::new(format!("the data directory {}: {e}", dir.display())))?;
     // Each database comes back from its snapshot and log first: for a large log, a while.
     let progress = crate::spinner(format!("starting: restoring the databases in {}", dir.display()));
-    let server = tickdb_net::start(tickdb_net::ServerConfig::default(), DataDir::new(&dir), addr);
+    let server = tickdb_net::start(config, DataDir::new(&dir), addr);
     progress.finish_and_clear();
     let server = server.map_err(|e| CliError::new(format!("starting the server on {addr}: {e}")))?;
     Ok((server, dir))
@@ -46,9 +47,27 @@ fn interrupted() -> Result<mpsc::Receiver<()>, CliError> {
     Ok(rx)
 }
 
-pub fn start(listen: &str, data_dir: Option<PathBuf>) -> Result<(), CliError> {
+/// Limits `tickdb start` can change from the server's defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Messages one client may send per second (bursts of twice as many).
+    pub client_messages_per_second: Option<u32>,
+}
+
+impl Limits {
+    fn config(self) -> tickdb_net::ServerConfig {
+        let mut config = tickdb_net::ServerConfig::default();
+        if let Some(n) = self.client_messages_per_second {
+            config.messages_per_second_max = n;
+            config.messages_burst_max = n.saturating_mul(2);
+        }
+        config
+    }
+}
+
+pub fn start(listen: &str, data_dir: Option<PathBuf>, limits: Limits) -> Result<(), CliError> {
     let stop = interrupted()?;
-    let (server, dir) = start_server(listen, data_dir)?;
+    let (server, dir) = start_server(listen, data_dir, limits.config())?;
     println!("tickdb listening on http://{}, data in {}", server.addr(), dir.display());
     println!("stop with Ctrl-C");
     let _ = stop.recv();
@@ -115,7 +134,7 @@ pub fn dev(
         }
         Err(_) => {
             let listen = normalize(&conn.server).trim_start_matches("http://").to_string();
-            let (server, dir) = start_server(&listen, data_dir)?;
+            let (server, dir) = start_server(&listen, data_dir, tickdb_net::ServerConfig::default())?;
             println!("started a tickdb server on http://{}, data in {}", server.addr(), dir.display());
             api = Api::new(&format!("http://{}", server.addr()), api.config_owned());
             Some(server)

@@ -5,7 +5,6 @@
 //! condition, bounded by a deadline.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tickdb_engine::store::DataDir;
@@ -90,23 +89,28 @@ fn walk_to(conn: &DbConnection, me: Identity, x: f32, y: f32) {
     }
 }
 
-#[test]
-fn the_mmo_world_plays_by_its_rules() {
-    let dir = temp_dir("mmo");
+/// A server with the world published as `mmo`, its data in `dir`.
+fn serve_the_world(dir: &std::path::Path) -> tickdb_net::ServerHandle {
     let server = tickdb_net::start(
         tickdb_net::ServerConfig::default(),
         DataDir::new(dir.join("data")),
         "127.0.0.1:0".parse().unwrap(),
     )
     .unwrap();
-    let addr = server.addr();
-    let wasm: PathBuf = tickdb_test_modules::wasm_path("tickdb-example-mmo");
     let owner = server.keys().new_identity().1;
-    let published = ureq::post(format!("http://{addr}/v1/database/mmo"))
+    let published = ureq::post(format!("http://{}/v1/database/mmo", server.addr()))
         .header("Authorization", format!("Bearer {owner}"))
-        .send(std::fs::read(&wasm).unwrap())
+        .send(tickdb_test_modules::wasm("tickdb-example-mmo"))
         .unwrap();
     assert_eq!(published.status(), 201);
+    server
+}
+
+#[test]
+fn the_mmo_world_plays_by_its_rules() {
+    let dir = temp_dir("mmo");
+    let server = serve_the_world(&dir);
+    let addr = server.addr();
 
     let (ada, ada_id) = join(addr, "Ada");
     let (bo, bo_id) = join(addr, "Bo");
@@ -183,6 +187,53 @@ fn the_mmo_world_plays_by_its_rules() {
 
     ada.disconnect();
     bo.disconnect();
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tickdb loadtest --scenario mmo` against the world: 20 walkers, measured as JSON
+/// (round trips, update latency from stamped moves, the server's own CPU and ticks
+/// from its metrics) and drawn as an HTML report with its charts.
+#[test]
+fn loadtest_walks_the_world_and_writes_a_report() {
+    let dir = temp_dir("mmo-loadtest");
+    let server = serve_the_world(&dir);
+    let addr = server.addr();
+    let report = dir.join("report.html");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tickdb"))
+        .env("TICKDB_CONFIG", dir.join("cli.json"))
+        .args([
+            "loadtest",
+            "mmo",
+            "--scenario",
+            "mmo",
+            "--players",
+            "20",
+            "--rate",
+            "10",
+            "--interest",
+            "all",
+        ])
+        .args(["--duration", "2", "--warmup", "0.5", "--json", "--server", &format!("http://{addr}")])
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((json["connected"].as_u64(), json["errors"].as_u64()), (Some(20), Some(0)), "{json}");
+    assert!(json["round_trip_us"]["count"].as_u64().unwrap() >= 20 * 10, "{json}");
+    assert!(json["update_latency_us"]["count"].as_u64().unwrap() >= 20 * 10, "every move is seen: {json}");
+    assert!(json["server"]["cpu_cores"].as_f64().unwrap() > 0.0, "{json}");
+    let ticks = json["server"]["ticks_per_s"].as_f64().unwrap();
+    // 200 calls a second run in the world's 20 Hz ticks (batch_calls), not in ticks of
+    // their own.
+    assert!(ticks > 0.0 && ticks <= 25.0, "ticks a second: {ticks}");
+    let page = std::fs::read_to_string(&report).unwrap();
+    for part in ["<svg", "<h2>Latency</h2>", "update latency p99", "<h2>Server CPU</h2>", "measured"] {
+        assert!(page.contains(part), "the report lacks {part}");
+    }
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,14 +4,17 @@
 //! gets each message from the server and a timer, and queues client messages.
 //!
 //! The swarm measures, with hdrhistogram: reducer round trips (a call's send to its
-//! result) and connect times; it counts calls, results, errors, updates and bytes
-//! received, and disconnects by reason. [`scenarios`] holds the ready players, and
-//! the `tickdb loadtest` command runs them.
+//! result), update latency (a player's call to another player seeing its change,
+//! matched exactly through [`Stamps`]) and connect times; it counts calls, results,
+//! errors, updates and bytes received, and disconnects by reason; and it keeps the
+//! same per second of the run, for a report over time ([`chart`]). [`scenarios`] holds
+//! the ready players, and the `tickdb loadtest` command runs them.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -28,6 +31,8 @@ pub struct Outbox {
     next_request: u32,
     /// Calls sent and not answered: request id → when sent.
     pending: HashMap<u32, Instant>,
+    /// Update latencies the bot observed, in µs, for the swarm to record.
+    seen_us: Vec<u64>,
 }
 
 impl Outbox {
@@ -43,6 +48,79 @@ impl Outbox {
     /// Sends any other message (subscriptions, say).
     pub fn send(&mut self, message: ClientMessage) {
         self.messages.push(message);
+    }
+
+    /// Calls sent and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The bot saw, at `now`, the change of a call sent at `sent` (see [`Stamps`]).
+    pub fn saw(&mut self, sent: Instant, now: Instant) {
+        self.seen_us.push(now.saturating_duration_since(sent).as_micros() as u64);
+    }
+}
+
+/// Stamps: when each player sent the calls whose changes other players will see, so
+/// update latency is measured exactly. A player's bot records a key for each call
+/// (a value the change will carry, such as the position moved to); a bot that sees
+/// that value in another player's row looks the key up and gets the send time.
+/// Each player keeps its last [`Stamps::KEPT`] keys.
+#[derive(Debug, Default)]
+pub struct Stamps {
+    shards: [RwLock<HashMap<[u8; 32], SharedRing>>; 32],
+}
+
+/// A player's stamps, shared by its bot and those that see it.
+pub type SharedRing = Arc<Mutex<StampRing>>;
+
+/// One player's recent stamps.
+#[derive(Debug, Default)]
+pub struct StampRing {
+    keys: Vec<(u64, Instant)>,
+    next: usize,
+}
+
+impl StampRing {
+    /// Records that the call carrying `key` was sent at `at`.
+    pub fn stamp(&mut self, key: u64, at: Instant) {
+        if self.keys.len() < Stamps::KEPT {
+            self.keys.push((key, at));
+        } else {
+            self.keys[self.next] = (key, at);
+        }
+        self.next = (self.next + 1) % Stamps::KEPT;
+    }
+
+    /// When the call carrying `key` was sent, if it is among the recent ones. The
+    /// newest are looked at first: a change is seen soon after it is sent.
+    pub fn sent(&self, key: u64) -> Option<Instant> {
+        // Slots before `next` were written last (newest last); those after, earlier.
+        let (recent, earlier) = self.keys.split_at(self.next.min(self.keys.len()));
+        recent.iter().rev().chain(earlier.iter().rev()).find(|(k, _)| *k == key).map(|(_, at)| *at)
+    }
+}
+
+impl Stamps {
+    /// The stamps each player keeps: at 20 calls a second, 1.6 s of them.
+    pub const KEPT: usize = 32;
+
+    fn shard(&self, identity: &[u8; 32]) -> &RwLock<HashMap<[u8; 32], Arc<Mutex<StampRing>>>> {
+        &self.shards[usize::from(identity[0]) % self.shards.len()]
+    }
+
+    /// The ring of the player `identity`, made on first use.
+    pub fn ring(&self, identity: [u8; 32]) -> Arc<Mutex<StampRing>> {
+        let shard = self.shard(&identity);
+        if let Some(ring) = shard.read().expect("stamps lock").get(&identity) {
+            return Arc::clone(ring);
+        }
+        Arc::clone(shard.write().expect("stamps lock").entry(identity).or_default())
+    }
+
+    /// The ring of the player `identity`, if it has one (observers keep it).
+    pub fn ring_of(&self, identity: &[u8; 32]) -> Option<Arc<Mutex<StampRing>>> {
+        self.shard(identity).read().expect("stamps lock").get(identity).map(Arc::clone)
     }
 }
 
@@ -70,6 +148,8 @@ pub struct SwarmConfig {
     pub duration: Duration,
     /// Measurements start this long after the ramp-up.
     pub warmup: Duration,
+    /// Whether the server compresses what it sends (LZ4); bytes are counted as sent.
+    pub lz4: bool,
 }
 
 /// Counters the swarm's threads keep up to date while it runs, for a progress line.
@@ -82,10 +162,57 @@ pub struct Live {
     pub disconnects: AtomicU64,
 }
 
-/// What a swarm measured.
+/// One second of a run: what happened in it, from the start of the ramp-up.
+#[derive(Debug, Clone)]
+pub struct Second {
+    pub calls: u64,
+    pub results: u64,
+    pub errors: u64,
+    pub updates: u64,
+    pub bytes: u64,
+    pub connects: u64,
+    pub disconnects: u64,
+    pub round_trip_us: Histogram<u64>,
+    pub update_latency_us: Histogram<u64>,
+}
+
+impl Second {
+    fn new() -> Second {
+        // Two significant digits: enough for a chart, small enough to keep one a second.
+        let histogram = || Histogram::new(2).expect("2 significant digits is valid");
+        Second {
+            calls: 0,
+            results: 0,
+            errors: 0,
+            updates: 0,
+            bytes: 0,
+            connects: 0,
+            disconnects: 0,
+            round_trip_us: histogram(),
+            update_latency_us: histogram(),
+        }
+    }
+
+    fn merge(&mut self, other: &Second) {
+        self.calls += other.calls;
+        self.results += other.results;
+        self.errors += other.errors;
+        self.updates += other.updates;
+        self.bytes += other.bytes;
+        self.connects += other.connects;
+        self.disconnects += other.disconnects;
+        self.round_trip_us.add(&other.round_trip_us).expect("same bounds");
+        self.update_latency_us.add(&other.update_latency_us).expect("same bounds");
+    }
+}
+
+/// What a swarm measured. The totals and histograms cover the measured time (after
+/// ramp-up and warm-up); `seconds` covers the whole run.
 #[derive(Debug)]
 pub struct SwarmReport {
     pub round_trip_us: Histogram<u64>,
+    /// A player's call to another player seeing its change.
+    pub update_latency_us: Histogram<u64>,
     pub connect_us: Histogram<u64>,
     pub calls: u64,
     pub results: u64,
@@ -97,12 +224,17 @@ pub struct SwarmReport {
     pub disconnects: HashMap<String, u64>,
     /// The measured time (after warm-up).
     pub measured: Duration,
+    /// When measuring started, from the start of the run.
+    pub measured_from: Duration,
+    /// The run, second by second from its start.
+    pub seconds: Vec<Second>,
 }
 
 impl SwarmReport {
     fn new() -> SwarmReport {
         SwarmReport {
             round_trip_us: Histogram::new(3).expect("3 significant digits is valid"),
+            update_latency_us: Histogram::new(3).expect("3 significant digits is valid"),
             connect_us: Histogram::new(3).expect("3 significant digits is valid"),
             calls: 0,
             results: 0,
@@ -112,11 +244,28 @@ impl SwarmReport {
             connected: 0,
             disconnects: HashMap::new(),
             measured: Duration::ZERO,
+            measured_from: Duration::ZERO,
+            seconds: Vec::new(),
         }
+    }
+
+    /// The second `at` falls in, made on first use.
+    fn second(&mut self, at: Duration) -> &mut Second {
+        let i = self.second_index(at);
+        &mut self.seconds[i]
+    }
+
+    fn second_index(&mut self, at: Duration) -> usize {
+        let i = at.as_secs() as usize;
+        if self.seconds.len() <= i {
+            self.seconds.resize_with(i + 1, Second::new);
+        }
+        i
     }
 
     fn merge(&mut self, other: SwarmReport) {
         self.round_trip_us.add(&other.round_trip_us).expect("same bounds");
+        self.update_latency_us.add(&other.update_latency_us).expect("same bounds");
         self.connect_us.add(&other.connect_us).expect("same bounds");
         self.calls += other.calls;
         self.results += other.results;
@@ -128,6 +277,10 @@ impl SwarmReport {
             *self.disconnects.entry(why).or_default() += n;
         }
         self.measured = self.measured.max(other.measured);
+        self.measured_from = self.measured_from.max(other.measured_from);
+        for (i, second) in other.seconds.iter().enumerate() {
+            self.second(Duration::from_secs(i as u64)).merge(second);
+        }
     }
 }
 
@@ -183,6 +336,7 @@ struct EventLoop<'a> {
     players: Vec<Player>,
     timers: BinaryHeap<std::cmp::Reverse<(Instant, usize)>>,
     report: SwarmReport,
+    started: Instant,
     measure_from: Instant,
 }
 
@@ -205,6 +359,7 @@ impl<'a> EventLoop<'a> {
             players: Vec::with_capacity(ids.len()),
             timers: BinaryHeap::new(),
             report: SwarmReport::new(),
+            started,
             measure_from,
         };
         let mut events = Events::with_capacity(1024);
@@ -231,6 +386,7 @@ impl<'a> EventLoop<'a> {
             this.fire_timers();
         }
         this.report.measured = Instant::now().saturating_duration_since(measure_from);
+        this.report.measured_from = measure_from.saturating_duration_since(started);
         Ok(this.report)
     }
 
@@ -257,8 +413,15 @@ impl<'a> EventLoop<'a> {
             .registry()
             .register(&mut socket, Token(index), Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| format!("register: {e}"))?;
-        let url = format!("ws://{}/v1/database/{}/subscribe", self.config.addr, self.config.database);
-        match tungstenite::client::client(url, socket) {
+        // Light results: a call's own changes come in the tick's update, which the bots
+        // read anyway, and not in its result as well.
+        let compression = if self.config.lz4 { "&compression=lz4" } else { "" };
+        let (addr, database) = (self.config.addr, &self.config.database);
+        let url = format!("ws://{addr}/v1/database/{database}/subscribe?light=true{compression}");
+        // tungstenite zero-fills a read buffer's worth on every read: 128 KiB by
+        // default, which cost more than the bots' own work.
+        let config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4 << 10);
+        match tungstenite::client::client_with_config(url, socket, Some(config)) {
             Ok((ws, _)) => Ok(State::Open(Box::new(ws))),
             Err(HandshakeError::Interrupted(mid)) => Ok(State::Handshaking(mid)),
             Err(HandshakeError::Failure(e)) => Err(format!("handshake: {e}")),
@@ -267,6 +430,7 @@ impl<'a> EventLoop<'a> {
 
     fn disconnected(&mut self, why: String) {
         self.live.disconnects.fetch_add(1, Ordering::Relaxed);
+        self.report.second(self.started.elapsed()).disconnects += 1;
         *self.report.disconnects.entry(why).or_default() += 1;
     }
 
@@ -291,6 +455,7 @@ impl<'a> EventLoop<'a> {
     /// Reads what arrived, lets the bot answer, writes what it queued.
     fn advance(&mut self, index: usize) {
         let measuring = self.measuring();
+        let (report, started) = (&mut self.report, self.started);
         let player = &mut self.players[index];
         let State::Open(ws) = &mut player.state else { return };
         let mut gone = None;
@@ -312,8 +477,10 @@ impl<'a> EventLoop<'a> {
                 }
             };
             let now = Instant::now();
+            let sec = report.second_index(now.saturating_duration_since(started));
+            report.seconds[sec].bytes += bytes.len() as u64;
             if measuring {
-                self.report.bytes_received += bytes.len() as u64;
+                report.bytes_received += bytes.len() as u64;
             }
             let message = match unframe(&bytes, 64 << 20).and_then(|b| ServerMessage::decode(&b)) {
                 Ok(message) => message,
@@ -324,10 +491,11 @@ impl<'a> EventLoop<'a> {
             };
             match &message {
                 ServerMessage::IdentityToken { identity, .. } => {
-                    self.report.connected += 1;
+                    report.seconds[sec].connects += 1;
+                    report.connected += 1;
                     self.live.connected.fetch_add(1, Ordering::Relaxed);
                     let us = now.duration_since(player.started).as_micros() as u64;
-                    let _ = self.report.connect_us.record(us);
+                    let _ = report.connect_us.record(us);
                     player.bot.connected(*identity, &mut player.out, now);
                     if let Some(at) = player.bot.timer(&mut player.out, now) {
                         self.timers.push(std::cmp::Reverse((at, index)));
@@ -335,27 +503,42 @@ impl<'a> EventLoop<'a> {
                     continue;
                 }
                 ServerMessage::ReducerResult { request_id, outcome, .. } => {
-                    if let Some(sent) = player.out.pending.remove(request_id)
-                        && measuring
-                    {
-                        self.report.results += 1;
+                    if let Some(sent) = player.out.pending.remove(request_id) {
+                        let us = now.duration_since(sent).as_micros() as u64;
+                        let second = &mut report.seconds[sec];
+                        second.results += 1;
+                        second.errors += u64::from(outcome.is_err());
+                        let _ = second.round_trip_us.record(us);
                         self.live.results.fetch_add(1, Ordering::Relaxed);
-                        self.report.errors += u64::from(outcome.is_err());
-                        let _ = self.report.round_trip_us.record(now.duration_since(sent).as_micros() as u64);
+                        if measuring {
+                            report.results += 1;
+                            report.errors += u64::from(outcome.is_err());
+                            let _ = report.round_trip_us.record(us);
+                        }
                     }
                 }
-                ServerMessage::TickUpdate { .. } if measuring => {
-                    self.report.updates += 1;
+                ServerMessage::TickUpdate { .. } => {
+                    report.seconds[sec].updates += 1;
                     self.live.updates.fetch_add(1, Ordering::Relaxed);
+                    report.updates += u64::from(measuring);
                 }
                 _ => {}
             }
             player.bot.message(&message, &mut player.out, now);
+            for us in player.out.seen_us.drain(..) {
+                let _ = report.seconds[sec].update_latency_us.record(us);
+                if measuring {
+                    let _ = report.update_latency_us.record(us);
+                }
+            }
         }
         if gone.is_none() {
-            let before = self.report.calls;
-            gone = flush(ws, &mut player.out, measuring, &mut self.report.calls).err();
-            self.live.calls.fetch_add(self.report.calls - before, Ordering::Relaxed);
+            let calls = player.out.messages.iter().filter(|m| matches!(m, ClientMessage::CallReducer { .. }));
+            let calls = calls.count() as u64;
+            report.second(started.elapsed()).calls += calls;
+            report.calls += if measuring { calls } else { 0 };
+            self.live.calls.fetch_add(calls, Ordering::Relaxed);
+            gone = flush(ws, &mut player.out).err();
         }
         if let Some(why) = gone {
             player.state = State::Closed;
@@ -382,17 +565,9 @@ impl<'a> EventLoop<'a> {
     }
 }
 
-/// Writes the bot's queued messages; counts the calls among them.
-fn flush(
-    ws: &mut WebSocket<Socket>,
-    out: &mut Outbox,
-    measuring: bool,
-    calls: &mut u64,
-) -> Result<(), String> {
+/// Writes the bot's queued messages.
+fn flush(ws: &mut WebSocket<Socket>, out: &mut Outbox) -> Result<(), String> {
     for message in out.messages.drain(..) {
-        if measuring && matches!(message, ClientMessage::CallReducer { .. }) {
-            *calls += 1;
-        }
         match ws.write(Message::Binary(frame(Compression::None, &message.encode()).into())) {
             Ok(()) => {}
             Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
@@ -406,4 +581,30 @@ fn flush(
     }
 }
 
+pub mod chart;
 pub mod scenarios;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ring keeps the last `KEPT` stamps, finds each of them, and forgets older ones.
+    #[test]
+    fn stamp_rings_keep_the_latest_stamps() {
+        let start = Instant::now();
+        let mut ring = StampRing::default();
+        let at = |i: u64| start + Duration::from_millis(i);
+        for i in 0..(Stamps::KEPT as u64 + 10) {
+            ring.stamp(i, at(i));
+        }
+        for i in 10..(Stamps::KEPT as u64 + 10) {
+            assert_eq!(ring.sent(i), Some(at(i)), "stamp {i}");
+        }
+        assert_eq!(ring.sent(9), None, "the oldest were overwritten");
+        let stamps = Stamps::default();
+        let ring = stamps.ring([7; 32]);
+        ring.lock().unwrap().stamp(42, start);
+        assert!(Arc::ptr_eq(&ring, &stamps.ring_of(&[7; 32]).unwrap()));
+        assert!(stamps.ring_of(&[8; 32]).is_none());
+    }
+}

@@ -8,7 +8,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The modules this builds, by package name.
-pub const MODULES: [&str; 7] = [
+pub const MODULES: [&str; 8] = [
+    "tickdb-example-bank",
     "tickdb-example-chat",
     "tickdb-example-mmo",
     "tickdb-test-bench",

@@ -45,8 +45,13 @@ struct Interest {
 }
 
 fn subscribe_around(conn: &DbConnection, (x, y): (f32, f32), radius: f32) -> Interest {
-    let window =
-        format!("x >= {} AND x < {} AND y >= {} AND y < {}", x - radius, x + radius, y - radius, y + radius);
+    let window = format!(
+        "x BETWEEN {} AND {} AND y BETWEEN {} AND {}",
+        x - radius,
+        x + radius,
+        y - radius,
+        y + radius
+    );
     let handle =
         conn.subscription_builder().on_error(|_, e| eprintln!("area of interest refused: {e}")).subscribe([
             format!("SELECT * FROM player WHERE {window}"),
