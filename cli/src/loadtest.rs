@@ -95,6 +95,14 @@ fn scenario(plan: &Plan) -> Result<(&'static [&'static str], MakeBot), CliError>
         }
         "mmo" => {
             let rate = plan.rate.unwrap_or(20.0);
+            // The world refuses moves longer than its MOVE_MAX, 32 units.
+            if f64::from(WALK_SPEED) / rate > 32.0 {
+                return Err(CliError::new(format!(
+                    "the mmo players walk {WALK_SPEED} units a second and the world takes moves of 32 at \
+                     most: --rate must be at least {}",
+                    f64::from(WALK_SPEED) / 32.0
+                )));
+            }
             let interest = match plan.interest.as_str() {
                 "all" => Interest::All,
                 n => match n.parse::<f64>() {
@@ -361,7 +369,9 @@ fn report_json(plan: &Plan, r: &SwarmReport, server: Option<&ServerUse>) -> serd
         "connect_us": percentiles(&r.connect_us),
         "observers": receivers(plan),
         "updates_per_player_s": r.updates as f64 / seconds / receivers(plan),
-        "bytes_per_player_s": r.bytes_received as f64 / seconds / receivers(plan),
+        "update_bytes_per_player_s": r.update_bytes as f64 / seconds / receivers(plan),
+        "bytes_per_player_s": r.bytes_received as f64 / seconds / plan.players.max(1) as f64,
+        "subscriptions_refused": r.subscription_errors,
         "disconnects": r.disconnects,
         "server": server,
     })
@@ -404,13 +414,17 @@ fn report_text(plan: &Plan, r: &SwarmReport, server: Option<&ServerUse>) -> Stri
     }
     out.push_str(&format!(
         "connect: p50 {:.2} ms, p99 {:.2} ms\n\
-         received per {}: {:.1} updates/s, {:.0} bytes/s\n",
+         updates per {}: {:.1}/s, {:.0} bytes/s ({:.0} bytes/s received per player in all)\n",
         ms(&r.connect_us, 0.5),
         ms(&r.connect_us, 0.99),
         if plan.observers.is_some() { "observing player" } else { "player" },
         r.updates as f64 / seconds / receivers(plan),
-        r.bytes_received as f64 / seconds / receivers(plan),
+        r.update_bytes as f64 / seconds / receivers(plan),
+        r.bytes_received as f64 / seconds / plan.players.max(1) as f64,
     ));
+    if r.subscription_errors > 0 {
+        out.push_str(&format!("subscriptions refused: {}\n", r.subscription_errors));
+    }
     if let Some(s) = server {
         out.push_str(&format!(
             "server: {:.0}% of a core ({:.2} ms CPU per 20 Hz tick), {:.0} ticks/s, {:.0} commits/s\n",
@@ -471,16 +485,15 @@ fn report_page(plan: &Plan, r: &SwarmReport, server: &Option<ServerUse>) -> Stri
             .collect(),
         ..players
     };
-    // Per player connected (of those that subscribe, when only some do).
-    let share = receivers(plan) / plan.players.max(1) as f64;
-    let receiving = |i: usize| players.points.get(i).map_or(1.0, |p| (p.1 * share).max(1.0));
+    // Per player connected that subscribes: the first ones connect first.
+    let receiving = |i: usize| players.points.get(i).map_or(1.0, |p| p.1.min(receivers(plan)).max(1.0));
     let traffic = vec![Series {
-        name: "KB received per player".into(),
+        name: "KB of updates per player".into(),
         points: r
             .seconds
             .iter()
             .enumerate()
-            .map(|(i, s)| (i as f64 + 1.0, s.bytes as f64 / 1024.0 / receiving(i)))
+            .map(|(i, s)| (i as f64 + 1.0, s.update_bytes as f64 / 1024.0 / receiving(i)))
             .collect(),
     }];
     let mut cpu = vec![];

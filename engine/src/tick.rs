@@ -1,8 +1,10 @@
 //! The tick loop: one thread per database that owns its tables and runs all work.
 //!
-//! Work items (later: reducer calls from clients) wait in a bounded inbox. A tick starts
-//! as soon as work is waiting, with no artificial delay, so latency stays low when idle
+//! Work items (reducer calls from clients) wait in a bounded inbox. A tick starts as
+//! soon as work is waiting, with no artificial delay, so latency stays low when idle
 //! and batches grow under load; a tick also starts when the fixed-rate systems are due.
+//! A system that batches work ([`TickSystem::batch_due`], a game simulating at a fixed
+//! rate) has it wait for its next batching tick instead, which takes all of it.
 //! Each work item is its own transaction: if it fails or panics it rolls back alone.
 //! The committed changesets of a tick are merged into one, resolved into per-table
 //! changes and handed to the [`TickSink`] (later: the commit log and subscriptions).
@@ -128,11 +130,13 @@ pub trait TickSystem: Send + 'static {
         None
     }
 
-    /// Whether work waits for the system's next due time and runs in that tick,
-    /// instead of starting a tick as soon as it arrives: a game that simulates at a
-    /// fixed rate takes its clients' calls on its own ticks.
-    fn batches_work(&self) -> bool {
-        false
+    /// When the system's next batching tick is due, if it batches work: then work
+    /// waits for that tick and runs in it (all the work received before it, over more
+    /// ticks at once if there is more than a tick takes), instead of starting a tick
+    /// as soon as it arrives. A game that simulates at a fixed rate takes its clients'
+    /// calls on its own ticks.
+    fn batch_due(&self) -> Option<Timestamp> {
+        None
     }
 
     /// What the commit log records about a work item besides its row changes: who
@@ -359,6 +363,13 @@ impl<S: TickSystem> Ticker<S> {
         Some(Duration::from_micros(micros.max(0) as u64))
     }
 
+    /// How long until the system's next batching tick, if it batches work.
+    pub fn batch_due_in(&mut self) -> Option<Duration> {
+        let due = self.system.batch_due()?;
+        let micros = due.duration_since(self.clock.now()).micros;
+        Some(Duration::from_micros(micros.max(0) as u64))
+    }
+
     pub fn db(&self) -> &Database {
         &self.db
     }
@@ -580,9 +591,10 @@ impl TickLoop {
         let (interval, work_max) = (config.fixed_tick_interval, config.tick_work_max);
         let failure = Arc::new(Mutex::new(None));
         let loop_failure = Arc::clone(&failure);
+        let limits = (work_max, config.inbox_capacity);
         let thread = std::thread::Builder::new()
             .name("tickdb-tick".into())
-            .spawn(move || run_loop(ticker, sink, rx, interval, work_max, loop_failure))?;
+            .spawn(move || run_loop(ticker, sink, rx, interval, limits, loop_failure))?;
         let (capacity, batch_max) = (config.inbox_capacity, config.tick_work_max);
         Ok(TickHandle { inbox, capacity, batch_max, metrics, failure, thread: Some(thread) })
     }
@@ -593,7 +605,7 @@ fn run_loop<S: TickSystem>(
     mut sink: impl TickSink,
     rx: Receiver<Message<S::Work>>,
     interval: Option<Duration>,
-    work_max: usize,
+    (work_max, capacity): (usize, usize),
     failure: Arc<Mutex<Option<String>>>,
 ) -> Option<Database> {
     let mut next_fixed = interval.map(|i| Instant::now() + i);
@@ -604,27 +616,40 @@ fn run_loop<S: TickSystem>(
     // the count of work items received before it.
     let mut reads: VecDeque<(u64, ReadFn)> = VecDeque::new();
     let (mut received, mut ran) = (0u64, 0u64);
+    // Batched work that a batching tick took on but could not run whole: it runs in
+    // the ticks right after.
+    let mut backlog = 0usize;
     while !stop || !waiting.is_empty() {
         let system_due = ticker.system_due_in().map(|d| Instant::now() + d);
         let wake = match (next_fixed, system_due) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        // Batched work waits for the system's next tick; other work starts one at once.
-        let batched = ticker.system().batches_work() && system_due.is_some();
-        if batched && !stop && waiting.len() + reads.len() >= work_max {
-            // A full tick's work is waiting: let the inbox fill (and push back) until then.
-            if let Some(due) = wake {
-                std::thread::sleep(due.saturating_duration_since(Instant::now()));
-            }
+        // Batched work waits for the system's next batching tick; other work starts a
+        // tick at once. While it waits, work is taken from the inbox up to the inbox's
+        // capacity again; past that the inbox fills and pushes back.
+        let batched = ticker.batch_due_in().is_some();
+        let holds = if batched { capacity } else { work_max };
+        if batched
+            && backlog == 0
+            && !stop
+            && waiting.len() >= holds
+            && let Some(due) = wake
+        {
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
         }
-        let first = match (wake, (waiting.is_empty() || batched) && !stop) {
+        let idle = waiting.is_empty() || (batched && backlog == 0);
+        let first = match (wake, idle && !stop && waiting.len() < holds) {
             // Work is waiting (or the loop is stopping): take what else came, without waiting.
             (_, false) => rx.try_recv().ok(),
             (Some(due), true) => match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
                 Ok(message) => Some(message),
                 Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
+                // Batched work may be waiting: it runs before the loop ends.
+                Err(RecvTimeoutError::Disconnected) => {
+                    stop = true;
+                    None
+                }
             },
             (None, true) => match rx.recv() {
                 Ok(message) => Some(message),
@@ -646,7 +671,7 @@ fn run_loop<S: TickSystem>(
                 Message::Stop => stop = true,
             }
             // An empty or hung-up inbox ends the batch; a hang-up ends the loop next round.
-            let room = waiting.len() + reads.len() < work_max;
+            let room = waiting.len() + reads.len() < holds;
             next = if room && !stop { rx.try_recv().ok() } else { None };
         }
         let now = Instant::now();
@@ -656,10 +681,18 @@ fn run_loop<S: TickSystem>(
             next_fixed = Some(if due + interval > now { due + interval } else { now + interval });
         }
         let system_due = ticker.system_due_in().is_some_and(|d| d.is_zero());
-        let work: Vec<S::Work> = match !batched || stop || fixed || system_due {
-            true => waiting.drain(..waiting.len().min(work_max)).collect(),
-            false => Vec::new(),
+        let take = if !batched || stop {
+            waiting.len()
+        } else if ticker.batch_due_in().is_some_and(|d| d.is_zero()) {
+            // The batching tick: it takes on all the work waiting.
+            backlog = waiting.len();
+            backlog
+        } else {
+            backlog
         };
+        let take = take.min(work_max);
+        backlog = backlog.saturating_sub(take);
+        let work: Vec<S::Work> = waiting.drain(..take).collect();
         ran += work.len() as u64;
         if !work.is_empty() || fixed || system_due {
             let (output, releases) = ticker.run_tick_held(work, fixed);

@@ -1,7 +1,8 @@
 //! Behaviour of the engine at its edges: constraint errors, sequences, every limit,
 //! malformed rows, arena compaction, column scans, memory use, and the tick loop.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, mpsc};
 
 use tickdb_engine::{
     Clock, Database, EngineConfig, Error, InboxError, ReadError, SplitMix64, TableChanges, TableId,
@@ -619,10 +620,19 @@ fn work_that_asks_gets_its_own_changes() {
     assert_eq!(names, [Value::string("first"), Value::string("second")]);
 }
 
-/// A system whose work waits for its ticks (`batches_work`): it is due when the test
-/// says so, and each of its ticks clears that.
+/// A system whose work waits for its batching ticks: those are due when the test
+/// sets `batch`; it has other work of its own due when the test sets `other`. Each of
+/// its ticks clears both.
 struct Paced {
-    due: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    batch: Arc<AtomicBool>,
+    other: Arc<AtomicBool>,
+}
+
+fn due_if(flag: &AtomicBool) -> Timestamp {
+    match flag.load(SeqCst) {
+        true => Timestamp::from_micros(i64::MIN),
+        false => Timestamp::from_micros(i64::MAX / 2),
+    }
 }
 
 impl TickSystem for Paced {
@@ -633,43 +643,47 @@ impl TickSystem for Paced {
     }
 
     fn due_work(&mut self, _: Timestamp, _: &mut Vec<Work>) {
-        self.due.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.batch.store(false, SeqCst);
+        self.other.store(false, SeqCst);
     }
 
     fn next_due(&self) -> Option<Timestamp> {
-        match self.due.load(std::sync::atomic::Ordering::SeqCst) {
-            true => Some(Timestamp::from_micros(i64::MIN)),
-            false => Some(Timestamp::from_micros(i64::MAX / 2)),
-        }
+        Some(due_if(&self.batch).min(due_if(&self.other)))
     }
 
-    fn batches_work(&self) -> bool {
-        true
+    fn batch_due(&self) -> Option<Timestamp> {
+        Some(due_if(&self.batch))
     }
 }
 
-/// Work for a system that batches it waits for the system's next tick and runs
-/// together in it, rather than starting a tick as it arrives; a read waits with it.
+/// Work for a system that batches it waits for the system's next batching tick, not
+/// for any other of its due work, and then all of it runs, over consecutive ticks
+/// when there is more than a tick takes; a read waits with it.
 #[test]
-fn batched_work_waits_for_the_systems_tick() {
-    let config = EngineConfig::default();
+fn batched_work_waits_for_the_batching_tick() {
+    let config = EngineConfig { tick_work_max: 2, ..EngineConfig::default() };
     let (db, t) = db_with(config.clone());
-    let due = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let system = Paced { due: std::sync::Arc::clone(&due) };
+    let (batch, other) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let system = Paced { batch: Arc::clone(&batch), other: Arc::clone(&other) };
     let ticker = Ticker::new(db, system, Box::new(SimClock(0)), Box::new(SplitMix64::new(1)));
     let (sink, outputs) = mpsc::sync_channel::<TickOutput>(64);
     let handle = TickLoop::spawn(ticker, sink, &config).unwrap();
-    for owner in 0..5 {
+    for owner in 0..3 {
         handle.submit(Work::Spawn(owner)).unwrap();
     }
-    // The system becomes due; the next message wakes the loop, which runs them all.
-    due.store(true, std::sync::atomic::Ordering::SeqCst);
-    handle.submit(Work::Spawn(5)).unwrap();
+    // The system's other work comes due; the next message wakes the loop, which runs
+    // that work alone.
+    other.store(true, SeqCst);
+    handle.submit(Work::Spawn(3)).unwrap();
     let first = outputs.recv().unwrap();
-    assert_eq!(first.committed, 6, "the six calls ran in one tick");
-    assert_eq!(first.changes[0].inserts.len(), 6);
-    assert!(!due.load(std::sync::atomic::Ordering::SeqCst), "the tick was the system's");
-    assert_eq!(handle.read(move |db| db.table(t).len()).unwrap(), 6);
+    assert_eq!(first.committed, 0, "no call ran in a tick that was not a batching one");
+    // The batching tick: five calls, two a tick, in three ticks one after the other.
+    batch.store(true, SeqCst);
+    handle.submit(Work::Spawn(4)).unwrap();
+    let sizes: Vec<u32> = (0..3).map(|_| outputs.recv().unwrap().committed).collect();
+    assert_eq!(sizes, [2, 2, 1]);
+    assert!(!batch.load(SeqCst), "the first of them was the system's");
+    assert_eq!(handle.read(move |db| db.table(t).len()).unwrap(), 5);
     drop(outputs);
-    assert_eq!(handle.shutdown().unwrap().table(t).len(), 6);
+    assert_eq!(handle.shutdown().unwrap().table(t).len(), 5);
 }

@@ -169,7 +169,9 @@ pub struct Second {
     pub results: u64,
     pub errors: u64,
     pub updates: u64,
+    /// All bytes received, and those of tick updates.
     pub bytes: u64,
+    pub update_bytes: u64,
     pub connects: u64,
     pub disconnects: u64,
     pub round_trip_us: Histogram<u64>,
@@ -186,6 +188,7 @@ impl Second {
             errors: 0,
             updates: 0,
             bytes: 0,
+            update_bytes: 0,
             connects: 0,
             disconnects: 0,
             round_trip_us: histogram(),
@@ -199,6 +202,7 @@ impl Second {
         self.errors += other.errors;
         self.updates += other.updates;
         self.bytes += other.bytes;
+        self.update_bytes += other.update_bytes;
         self.connects += other.connects;
         self.disconnects += other.disconnects;
         self.round_trip_us.add(&other.round_trip_us).expect("same bounds");
@@ -219,6 +223,10 @@ pub struct SwarmReport {
     pub errors: u64,
     pub updates: u64,
     pub bytes_received: u64,
+    /// Bytes of tick updates: what seeing the world costs.
+    pub update_bytes: u64,
+    /// Subscriptions the server refused.
+    pub subscription_errors: u64,
     pub connected: u64,
     /// Disconnects and failed connects, by reason.
     pub disconnects: HashMap<String, u64>,
@@ -241,6 +249,8 @@ impl SwarmReport {
             errors: 0,
             updates: 0,
             bytes_received: 0,
+            update_bytes: 0,
+            subscription_errors: 0,
             connected: 0,
             disconnects: HashMap::new(),
             measured: Duration::ZERO,
@@ -272,6 +282,8 @@ impl SwarmReport {
         self.errors += other.errors;
         self.updates += other.updates;
         self.bytes_received += other.bytes_received;
+        self.update_bytes += other.update_bytes;
+        self.subscription_errors += other.subscription_errors;
         self.connected += other.connected;
         for (why, n) in other.disconnects {
             *self.disconnects.entry(why).or_default() += n;
@@ -519,8 +531,15 @@ impl<'a> EventLoop<'a> {
                 }
                 ServerMessage::TickUpdate { .. } => {
                     report.seconds[sec].updates += 1;
+                    report.seconds[sec].update_bytes += bytes.len() as u64;
                     self.live.updates.fetch_add(1, Ordering::Relaxed);
-                    report.updates += u64::from(measuring);
+                    if measuring {
+                        report.updates += 1;
+                        report.update_bytes += bytes.len() as u64;
+                    }
+                }
+                ServerMessage::SubscriptionError { .. } => {
+                    report.subscription_errors += u64::from(measuring);
                 }
                 _ => {}
             }

@@ -101,7 +101,7 @@ pub struct Walker {
     at: Option<(f32, f32, f32)>,
     /// The current area's centre and query set, and the one it replaces.
     area: Option<(f32, f32, u32)>,
-    replaced: Option<u32>,
+    replaced: Option<(f32, f32, u32)>,
     next_set: u32,
     /// Per other player seen: the last stamp seen, so a change seen twice counts
     /// once, and the player's stamps once known.
@@ -160,7 +160,13 @@ impl Walker {
             }
         };
         out.send(ClientMessage::Subscribe { query_set_id, queries, resume_after_tick: 0, resume_epoch: 0 });
-        self.replaced = self.area.map(|(_, _, set)| set).or(self.replaced);
+        match (self.area, self.replaced) {
+            // An area not applied yet is dropped; the one in place stays until then.
+            (Some((_, _, pending)), Some(_)) => {
+                out.send(ClientMessage::Unsubscribe { query_set_id: pending })
+            }
+            (current, _) => self.replaced = current,
+        }
         self.area = Some((x, y, query_set_id));
     }
 
@@ -235,14 +241,7 @@ impl Bot for Walker {
     fn connected(&mut self, identity: [u8; 32], out: &mut Outbox, now: Instant) {
         self.me = identity;
         self.ring = Some(self.stamps.ring(identity));
-        let hex: String = identity.iter().map(|b| format!("{b:02x}")).collect();
-        let queries = vec![format!("SELECT * FROM player WHERE identity = '{hex}'")];
-        out.send(ClientMessage::Subscribe {
-            query_set_id: OWN_ROW,
-            queries,
-            resume_after_tick: 0,
-            resume_epoch: 0,
-        });
+        self.subscribe_own_row(out);
         out.call("join", format!("bot-{}", self.id).to_bytes(), now);
     }
 
@@ -255,9 +254,18 @@ impl Bot for Walker {
             ServerMessage::SubscribeApplied { query_set_id, .. } => {
                 // The new area is in place: drop the one it replaces.
                 if self.area.is_some_and(|(_, _, set)| set == *query_set_id)
-                    && let Some(old) = self.replaced.take()
+                    && let Some((_, _, old)) = self.replaced.take()
                 {
                     out.send(ClientMessage::Unsubscribe { query_set_id: old });
+                }
+            }
+            ServerMessage::SubscriptionError { query_set_id, .. } => {
+                // The new area was refused: keep the old one, as if around here, so the
+                // next try comes after another stretch of walking (the swarm counts it).
+                if self.area.is_some_and(|(_, _, set)| set == *query_set_id)
+                    && let (Some((_, _, old)), Some((x, y, _))) = (self.replaced.take(), self.at)
+                {
+                    self.area = Some((x, y, old));
                 }
             }
             ServerMessage::TickUpdate { query_sets, .. } => {
@@ -271,9 +279,14 @@ impl Bot for Walker {
                     }
                 }
             }
-            ServerMessage::ReducerResult { changes, .. } => {
+            ServerMessage::ReducerResult { changes, outcome, .. } => {
                 if let Some(set) = changes.iter().find(|s| s.query_set_id == OWN_ROW) {
                     self.own_row(inserted_players(&set.tables), out);
+                }
+                if outcome.is_err() && self.at.take().is_some() {
+                    // A move was refused: the server's position is not ours. Learn it
+                    // again before walking on.
+                    self.subscribe_own_row(out);
                 }
             }
             _ => {}
@@ -305,6 +318,19 @@ impl Bot for Walker {
             self.subscribe_area(x, y, out);
         }
         next
+    }
+}
+
+impl Walker {
+    fn subscribe_own_row(&self, out: &mut Outbox) {
+        let hex: String = self.me.iter().map(|b| format!("{b:02x}")).collect();
+        let queries = vec![format!("SELECT * FROM player WHERE identity = '{hex}'")];
+        out.send(ClientMessage::Subscribe {
+            query_set_id: OWN_ROW,
+            queries,
+            resume_after_tick: 0,
+            resume_epoch: 0,
+        });
     }
 }
 
@@ -460,6 +486,28 @@ mod tests {
         out.messages.clear();
         walker.message(&applied(3), &mut out, now);
         assert_eq!(unsubscribed(&out), [2]);
+        out.messages.clear();
+
+        // A refused move: it stops and learns where the server has it, then subscribes
+        // the area around there; a refused area leaves the old one in place.
+        let refused = ServerMessage::ReducerResult {
+            request_id: 9,
+            tick: 2,
+            outcome: Err("too far".into()),
+            duration_us: 0,
+            changes: Vec::new(),
+        };
+        walker.message(&refused, &mut out, now);
+        assert_eq!(subscribed(&mut out)[0].0, OWN_ROW);
+        out.messages.clear();
+        walker.timer(&mut out, now);
+        assert!(out.messages.is_empty(), "no walking until it knows where it is");
+        walker.message(&applied(OWN_ROW), &mut out, now);
+        assert_eq!(walker.at.map(|(x, y, _)| (x, y)), Some((500.0, 500.0)));
+        assert_eq!(subscribed(&mut out)[0].0, 4);
+        let error = ServerMessage::SubscriptionError { query_set_id: 4, message: "too many".into() };
+        walker.message(&error, &mut out, now);
+        assert_eq!((walker.area.map(|a| a.2), walker.replaced), (Some(3), None));
     }
 
     /// Bank accounts are skewed towards the low numbers and never out of range.

@@ -225,6 +225,8 @@ impl ModuleWork {
 #[derive(Debug)]
 struct TickTimer {
     reducer: u32,
+    /// Whether clients' calls wait for this system's ticks (`batch_calls`).
+    batch: bool,
     period: TimeDuration,
     next: Option<Timestamp>,
     last: Option<Timestamp>,
@@ -382,6 +384,7 @@ impl ModuleSystem {
             .iter()
             .map(|t| TickTimer {
                 reducer: reducer(&t.reducer),
+                batch: t.batch_calls,
                 period: TimeDuration::from_micros((1_000_000 / i64::from(t.hz)).max(1)),
                 next: None,
                 last: None,
@@ -742,8 +745,9 @@ fn trap_kind(error: &wasmtime::Error, panicked: bool) -> TrapKind {
 impl TickSystem for ModuleSystem {
     type Work = ModuleWork;
 
-    fn batches_work(&self) -> bool {
-        self.module.def.tick_systems.iter().any(|t| t.batch_calls)
+    fn batch_due(&self) -> Option<Timestamp> {
+        let now_please = Timestamp::from_micros(i64::MIN);
+        self.ticks.iter().filter(|t| t.batch).map(|t| t.next.unwrap_or(now_please)).min()
     }
 
     fn run_work(
