@@ -14,7 +14,7 @@ mkdir -p "$out"
 cargo build --release --locked -p tickdb-cli
 cargo build --release --locked --target wasm32-unknown-unknown -p tickdb-example-mmo -p tickdb-example-bank \
     --target-dir target/wasm-modules
-tickdb=target/release/tickdb
+tickdb=${TICKDB:-target/release/tickdb}
 wasm=target/wasm-modules/wasm32-unknown-unknown/release
 port=3977
 server=http://127.0.0.1:$port

@@ -342,7 +342,7 @@ pub struct Hub {
     clients: HashMap<ClientKey, Client>,
     by_connection: HashMap<ConnectionId, ClientKey>,
     /// Who holds each query: (client, query set).
-    holders: HashMap<QueryId, Vec<(ClientKey, u32)>>,
+    holders: hashbrown::HashMap<QueryId, Vec<(ClientKey, u32)>>,
     scans: Vec<Scan>,
     shapes: HashMap<TableId, TableShape>,
     gate: Arc<Mutex<Gate>>,
@@ -401,7 +401,7 @@ impl Hub {
             statements: StatementCache::new(tickdb_sql::STATEMENT_CACHE_SHAPES),
             clients: HashMap::new(),
             by_connection: HashMap::new(),
-            holders: HashMap::new(),
+            holders: hashbrown::HashMap::new(),
             scans: Vec::new(),
             shapes: HashMap::new(),
             gate,

@@ -281,6 +281,7 @@ pub struct SetStats {
 }
 
 /// One change to one query's result, found by an index.
+#[derive(Clone, Copy)]
 enum Change<'a> {
     Insert(&'a [u8]),
     Delete(&'a [u8]),
@@ -479,13 +480,21 @@ fn versions(changes: &TableChanges) -> Vec<Versions<'_>> {
 }
 
 /// Adds changes found by an index to the tick's deltas.
-fn push_changes<'c>(deltas: &mut DeltaMap<'c>, found: Vec<(QueryId, Change<'c>)>) {
-    for (id, change) in found {
-        let delta = deltas.entry(id).or_default();
-        match change {
-            Change::Insert(row) => delta.inserts.push(Cow::Borrowed(row)),
-            Change::Delete(row) => delta.deletes.push(Cow::Borrowed(row)),
-            Change::Update(old, new) => delta.updates.push((Cow::Borrowed(old), Cow::Borrowed(new))),
+fn push_changes<'c>(deltas: &mut DeltaMap<'c>, mut found: Vec<(QueryId, Change<'c>)>) {
+    // By query: each query's delta is looked up once and grown once (a changed row is
+    // in many areas of interest, so there are many changes per query).
+    found.sort_by_key(|(id, _)| *id);
+    for run in found.chunk_by(|a, b| a.0 == b.0) {
+        let delta = deltas.entry(run[0].0).or_default();
+        let updates = run.iter().filter(|(_, c)| matches!(c, Change::Update(..))).count();
+        delta.updates.reserve(updates);
+        delta.inserts.reserve(run.len() - updates);
+        for (_, change) in run {
+            match *change {
+                Change::Insert(row) => delta.inserts.push(Cow::Borrowed(row)),
+                Change::Delete(row) => delta.deletes.push(Cow::Borrowed(row)),
+                Change::Update(old, new) => delta.updates.push((Cow::Borrowed(old), Cow::Borrowed(new))),
+            }
         }
     }
 }

@@ -308,11 +308,29 @@ pub struct QueryRows {
 impl ServerMessage {
     /// The message as a FlatBuffer (without the compression byte: see [`frame`]).
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = FlatBufferBuilder::with_capacity(256);
+        // Sized for the rows it carries: growing the builder copies what it holds.
+        let mut b = FlatBufferBuilder::with_capacity(256 + self.rows_bytes());
         let (body_type, body) = self.write_body(&mut b);
         let root = fb::ServerMessage::create(&mut b, &fb::ServerMessageArgs { body_type, body: Some(body) });
         b.finish_minimal(root);
         b.finished_data().to_vec()
+    }
+
+    /// About how many bytes the message's rows take when encoded.
+    fn rows_bytes(&self) -> usize {
+        let list = |l: &RowList| l.data.len() + 4 * l.offsets.len() + 8;
+        let table = |t: &TableUpdate| {
+            let u = &t.updates;
+            64 + list(&t.inserts) + list(&t.deletes) + list(&u.keys) + list(&u.values) + u.changed.len()
+        };
+        let sets = |sets: &[QuerySetUpdate]| -> usize {
+            sets.iter().map(|s| 16 + s.tables.iter().map(table).sum::<usize>()).sum()
+        };
+        match self {
+            ServerMessage::TickUpdate { query_sets, .. } => sets(query_sets),
+            ServerMessage::ReducerResult { changes, .. } => sets(changes),
+            _ => 0,
+        }
     }
 
     fn write_body<'b>(
