@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tickdb_loadtest::chart::{Chart, Series};
-use tickdb_loadtest::scenarios::{Banker, Chatter, Interest, Walker};
+use tickdb_loadtest::scenarios::{Banker, Chatter, Interest, MMO_MOVE_MAX, Walker};
 use tickdb_loadtest::{Bot, Live, Stamps, SwarmConfig, SwarmReport};
 
 use crate::CliError;
@@ -95,12 +95,12 @@ fn scenario(plan: &Plan) -> Result<(&'static [&'static str], MakeBot), CliError>
         }
         "mmo" => {
             let rate = plan.rate.unwrap_or(20.0);
-            // The world refuses moves longer than its MOVE_MAX, 32 units.
-            if f64::from(WALK_SPEED) / rate > 32.0 {
+            // The world refuses longer moves than MMO_MOVE_MAX.
+            let rate_min = f64::from(WALK_SPEED / MMO_MOVE_MAX);
+            if rate < rate_min {
                 return Err(CliError::new(format!(
-                    "the mmo players walk {WALK_SPEED} units a second and the world takes moves of 32 at \
-                     most: --rate must be at least {}",
-                    f64::from(WALK_SPEED) / 32.0
+                    "the mmo players walk {WALK_SPEED} units a second and the world takes moves of \
+                     {MMO_MOVE_MAX} at most: --rate must be at least {rate_min}"
                 )));
             }
             let interest = match plan.interest.as_str() {
@@ -359,18 +359,18 @@ fn report_json(plan: &Plan, r: &SwarmReport, server: Option<&ServerUse>) -> serd
         "players": plan.players,
         "connected": r.connected,
         "measured_s": seconds,
-        "calls": r.calls,
-        "results": r.results,
-        "errors": r.errors,
-        "results_per_s": r.results as f64 / seconds,
-        "committed_per_s": (r.results - r.errors) as f64 / seconds,
-        "round_trip_us": percentiles(&r.round_trip_us),
-        "update_latency_us": percentiles(&r.update_latency_us),
+        "calls": r.totals.calls,
+        "results": r.totals.results,
+        "errors": r.totals.errors,
+        "results_per_s": r.totals.results as f64 / seconds,
+        "committed_per_s": (r.totals.results - r.totals.errors) as f64 / seconds,
+        "round_trip_us": percentiles(&r.totals.round_trip_us),
+        "update_latency_us": percentiles(&r.totals.update_latency_us),
         "connect_us": percentiles(&r.connect_us),
         "observers": receivers(plan),
-        "updates_per_player_s": r.updates as f64 / seconds / receivers(plan),
-        "update_bytes_per_player_s": r.update_bytes as f64 / seconds / receivers(plan),
-        "bytes_per_player_s": r.bytes_received as f64 / seconds / plan.players.max(1) as f64,
+        "updates_per_player_s": r.totals.updates as f64 / seconds / receivers(plan),
+        "update_bytes_per_player_s": r.totals.update_bytes as f64 / seconds / receivers(plan),
+        "bytes_per_player_s": r.totals.bytes as f64 / seconds / plan.players.max(1) as f64,
         "subscriptions_refused": r.subscription_errors,
         "disconnects": r.disconnects,
         "server": server,
@@ -395,21 +395,21 @@ fn report_text(plan: &Plan, r: &SwarmReport, server: Option<&ServerUse>) -> Stri
         plan.scenario,
         r.connected,
         plan.players,
-        r.calls,
-        r.results,
-        r.results as f64 / seconds,
-        r.errors,
-        ms(&r.round_trip_us, 0.5),
-        ms(&r.round_trip_us, 0.99),
-        r.round_trip_us.max() as f64 / 1000.0,
+        r.totals.calls,
+        r.totals.results,
+        r.totals.results as f64 / seconds,
+        r.totals.errors,
+        ms(&r.totals.round_trip_us, 0.5),
+        ms(&r.totals.round_trip_us, 0.99),
+        r.totals.round_trip_us.max() as f64 / 1000.0,
     );
-    if !r.update_latency_us.is_empty() {
+    if !r.totals.update_latency_us.is_empty() {
         out.push_str(&format!(
             "update latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} seen)\n",
-            ms(&r.update_latency_us, 0.5),
-            ms(&r.update_latency_us, 0.99),
-            r.update_latency_us.max() as f64 / 1000.0,
-            r.update_latency_us.len()
+            ms(&r.totals.update_latency_us, 0.5),
+            ms(&r.totals.update_latency_us, 0.99),
+            r.totals.update_latency_us.max() as f64 / 1000.0,
+            r.totals.update_latency_us.len()
         ));
     }
     out.push_str(&format!(
@@ -418,9 +418,9 @@ fn report_text(plan: &Plan, r: &SwarmReport, server: Option<&ServerUse>) -> Stri
         ms(&r.connect_us, 0.5),
         ms(&r.connect_us, 0.99),
         if plan.observers.is_some() { "observing player" } else { "player" },
-        r.updates as f64 / seconds / receivers(plan),
-        r.update_bytes as f64 / seconds / receivers(plan),
-        r.bytes_received as f64 / seconds / plan.players.max(1) as f64,
+        r.totals.updates as f64 / seconds / receivers(plan),
+        r.totals.update_bytes as f64 / seconds / receivers(plan),
+        r.totals.bytes as f64 / seconds / plan.players.max(1) as f64,
     ));
     if r.subscription_errors > 0 {
         out.push_str(&format!("subscriptions refused: {}\n", r.subscription_errors));
@@ -452,17 +452,22 @@ fn report_text(plan: &Plan, r: &SwarmReport, server: Option<&ServerUse>) -> Stri
 fn report_page(plan: &Plan, r: &SwarmReport, server: &Option<ServerUse>) -> String {
     let seconds = r.measured.as_secs_f64();
     let measured = (r.measured_from.as_secs_f64(), r.measured_from.as_secs_f64() + seconds);
-    let per_second = |name: &str, f: &dyn Fn(&tickdb_loadtest::Second) -> Option<f64>| Series {
+    let per_second = |name: &str, f: &dyn Fn(&tickdb_loadtest::Counts) -> Option<f64>| Series {
         name: name.into(),
         // A second's figures are plotted at its end.
-        points: r.seconds.iter().enumerate().filter_map(|(i, s)| Some((i as f64 + 1.0, f(s)?))).collect(),
+        points: r
+            .seconds
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i as f64 + 1.0, f(&s.counts)?)))
+            .collect(),
     };
     let quantile = |h: &hdrhistogram::Histogram<u64>, q: f64| (!h.is_empty()).then(|| ms(h, q));
     let mut latency = vec![
         per_second("round trip p50", &|s| quantile(&s.round_trip_us, 0.5)),
         per_second("round trip p99", &|s| quantile(&s.round_trip_us, 0.99)),
     ];
-    if !r.update_latency_us.is_empty() {
+    if !r.totals.update_latency_us.is_empty() {
         latency.push(per_second("update latency p50", &|s| quantile(&s.update_latency_us, 0.5)));
         latency.push(per_second("update latency p99", &|s| quantile(&s.update_latency_us, 0.99)));
     }
@@ -472,8 +477,8 @@ fn report_page(plan: &Plan, r: &SwarmReport, server: &Option<ServerUse>) -> Stri
         per_second("errors", &|s| Some(s.errors as f64)),
     ];
     let mut online = 0i64;
-    let players = per_second("players connected", &|_| None);
     let players = Series {
+        name: "players connected".into(),
         points: r
             .seconds
             .iter()
@@ -483,7 +488,6 @@ fn report_page(plan: &Plan, r: &SwarmReport, server: &Option<ServerUse>) -> Stri
                 (i as f64 + 1.0, online as f64)
             })
             .collect(),
-        ..players
     };
     // Per player connected that subscribes: the first ones connect first.
     let receiving = |i: usize| players.points.get(i).map_or(1.0, |p| p.1.min(receivers(plan)).max(1.0));
@@ -493,7 +497,7 @@ fn report_page(plan: &Plan, r: &SwarmReport, server: &Option<ServerUse>) -> Stri
             .seconds
             .iter()
             .enumerate()
-            .map(|(i, s)| (i as f64 + 1.0, s.update_bytes as f64 / 1024.0 / receiving(i)))
+            .map(|(i, s)| (i as f64 + 1.0, s.counts.update_bytes as f64 / 1024.0 / receiving(i)))
             .collect(),
     }];
     let mut cpu = vec![];

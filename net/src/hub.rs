@@ -916,11 +916,9 @@ fn table_update<'d>(
         }
         return update;
     };
-    for (old, new) in &delta.updates {
-        memo.0.entry((table, new.as_ref())).or_insert_with(|| encode_update(shape, key, old, new));
-    }
-    let encoded: Vec<Option<&EncodedUpdate>> =
-        delta.updates.iter().map(|(_, new)| memo.0[&(table, new.as_ref())].as_ref()).collect();
+    let ids: Vec<usize> =
+        delta.updates.iter().map(|(old, new)| memo.id(shape, table, key, old, new)).collect();
+    let encoded: Vec<Option<&EncodedUpdate>> = ids.iter().map(|&i| memo.encoded[i].as_ref()).collect();
     // Sized up front: growing these a row at a time cost more than filling them.
     let (n, updates) = (encoded.len(), &mut update.updates);
     let bytes = |f: fn(&EncodedUpdate) -> usize| encoded.iter().flatten().map(|e| f(e)).sum::<usize>();
@@ -958,7 +956,21 @@ fn row_list(rows: &[std::borrow::Cow<'_, [u8]>]) -> RowList {
 /// Row updates encoded in one tick, by table and new row: a row's new version names
 /// it (it holds the primary key), and its old version is the same in every delta.
 #[derive(Default)]
-struct UpdateMemo<'d>(hashbrown::HashMap<(TableId, &'d [u8]), Option<EncodedUpdate>>);
+struct UpdateMemo<'d> {
+    ids: hashbrown::HashMap<(TableId, &'d [u8]), usize>,
+    /// By id; `None` for a row that does not decode.
+    encoded: Vec<Option<EncodedUpdate>>,
+}
+
+impl<'d> UpdateMemo<'d> {
+    /// The id of the update from `old` to `new`, encoded on first sight.
+    fn id(&mut self, shape: &TableShape, table: TableId, key: &[usize], old: &[u8], new: &'d [u8]) -> usize {
+        *self.ids.entry((table, new)).or_insert_with(|| {
+            self.encoded.push(encode_update(shape, key, old, new));
+            self.encoded.len() - 1
+        })
+    }
+}
 
 /// An update as `RowUpdates` carries it: the key, the changed-columns mask, and the
 /// changed columns' new values.

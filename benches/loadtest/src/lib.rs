@@ -162,69 +162,71 @@ pub struct Live {
     pub disconnects: AtomicU64,
 }
 
-/// One second of a run: what happened in it, from the start of the ramp-up.
+/// What the players did and received over some time: one second of the run, or the
+/// whole measured time.
 #[derive(Debug, Clone)]
-pub struct Second {
+pub struct Counts {
     pub calls: u64,
     pub results: u64,
     pub errors: u64,
     pub updates: u64,
-    /// All bytes received, and those of tick updates.
+    /// All bytes received, and those of tick updates (what seeing the world costs).
     pub bytes: u64,
     pub update_bytes: u64,
-    pub connects: u64,
-    pub disconnects: u64,
     pub round_trip_us: Histogram<u64>,
+    /// A player's call to another player seeing its change.
     pub update_latency_us: Histogram<u64>,
 }
 
-impl Second {
-    fn new() -> Second {
-        // Two significant digits: enough for a chart, small enough to keep one a second.
-        let histogram = || Histogram::new(2).expect("2 significant digits is valid");
-        Second {
+impl Counts {
+    /// With histograms of `digits` significant digits.
+    fn new(digits: u8) -> Counts {
+        let histogram = || Histogram::new(digits).expect("2 or 3 significant digits is valid");
+        Counts {
             calls: 0,
             results: 0,
             errors: 0,
             updates: 0,
             bytes: 0,
             update_bytes: 0,
-            connects: 0,
-            disconnects: 0,
             round_trip_us: histogram(),
             update_latency_us: histogram(),
         }
     }
 
-    fn merge(&mut self, other: &Second) {
+    fn merge(&mut self, other: &Counts) {
         self.calls += other.calls;
         self.results += other.results;
         self.errors += other.errors;
         self.updates += other.updates;
         self.bytes += other.bytes;
         self.update_bytes += other.update_bytes;
-        self.connects += other.connects;
-        self.disconnects += other.disconnects;
         self.round_trip_us.add(&other.round_trip_us).expect("same bounds");
         self.update_latency_us.add(&other.update_latency_us).expect("same bounds");
     }
 }
 
-/// What a swarm measured. The totals and histograms cover the measured time (after
-/// ramp-up and warm-up); `seconds` covers the whole run.
+/// One second of a run, from the start of the ramp-up.
+#[derive(Debug, Clone)]
+pub struct Second {
+    pub counts: Counts,
+    pub connects: u64,
+    pub disconnects: u64,
+}
+
+impl Second {
+    fn new() -> Second {
+        // Two significant digits: enough for a chart, small enough to keep one a second.
+        Second { counts: Counts::new(2), connects: 0, disconnects: 0 }
+    }
+}
+
+/// What a swarm measured. `totals` cover the measured time (after ramp-up and
+/// warm-up); `seconds` the whole run.
 #[derive(Debug)]
 pub struct SwarmReport {
-    pub round_trip_us: Histogram<u64>,
-    /// A player's call to another player seeing its change.
-    pub update_latency_us: Histogram<u64>,
+    pub totals: Counts,
     pub connect_us: Histogram<u64>,
-    pub calls: u64,
-    pub results: u64,
-    pub errors: u64,
-    pub updates: u64,
-    pub bytes_received: u64,
-    /// Bytes of tick updates: what seeing the world costs.
-    pub update_bytes: u64,
     /// Subscriptions the server refused.
     pub subscription_errors: u64,
     pub connected: u64,
@@ -241,21 +243,22 @@ pub struct SwarmReport {
 impl SwarmReport {
     fn new() -> SwarmReport {
         SwarmReport {
-            round_trip_us: Histogram::new(3).expect("3 significant digits is valid"),
-            update_latency_us: Histogram::new(3).expect("3 significant digits is valid"),
+            totals: Counts::new(3),
             connect_us: Histogram::new(3).expect("3 significant digits is valid"),
-            calls: 0,
-            results: 0,
-            errors: 0,
-            updates: 0,
-            bytes_received: 0,
-            update_bytes: 0,
             subscription_errors: 0,
             connected: 0,
             disconnects: HashMap::new(),
             measured: Duration::ZERO,
             measured_from: Duration::ZERO,
             seconds: Vec::new(),
+        }
+    }
+
+    /// Counts something in second `sec`, and in the totals when `measuring`.
+    fn count(&mut self, sec: usize, measuring: bool, f: impl Fn(&mut Counts)) {
+        f(&mut self.seconds[sec].counts);
+        if measuring {
+            f(&mut self.totals);
         }
     }
 
@@ -274,15 +277,8 @@ impl SwarmReport {
     }
 
     fn merge(&mut self, other: SwarmReport) {
-        self.round_trip_us.add(&other.round_trip_us).expect("same bounds");
-        self.update_latency_us.add(&other.update_latency_us).expect("same bounds");
+        self.totals.merge(&other.totals);
         self.connect_us.add(&other.connect_us).expect("same bounds");
-        self.calls += other.calls;
-        self.results += other.results;
-        self.errors += other.errors;
-        self.updates += other.updates;
-        self.bytes_received += other.bytes_received;
-        self.update_bytes += other.update_bytes;
         self.subscription_errors += other.subscription_errors;
         self.connected += other.connected;
         for (why, n) in other.disconnects {
@@ -291,7 +287,10 @@ impl SwarmReport {
         self.measured = self.measured.max(other.measured);
         self.measured_from = self.measured_from.max(other.measured_from);
         for (i, second) in other.seconds.iter().enumerate() {
-            self.second(Duration::from_secs(i as u64)).merge(second);
+            let mine = self.second(Duration::from_secs(i as u64));
+            mine.counts.merge(&second.counts);
+            mine.connects += second.connects;
+            mine.disconnects += second.disconnects;
         }
     }
 }
@@ -490,10 +489,8 @@ impl<'a> EventLoop<'a> {
             };
             let now = Instant::now();
             let sec = report.second_index(now.saturating_duration_since(started));
-            report.seconds[sec].bytes += bytes.len() as u64;
-            if measuring {
-                report.bytes_received += bytes.len() as u64;
-            }
+            let len = bytes.len() as u64;
+            report.count(sec, measuring, |c| c.bytes += len);
             let message = match unframe(&bytes, 64 << 20).and_then(|b| ServerMessage::decode(&b)) {
                 Ok(message) => message,
                 Err(e) => {
@@ -517,26 +514,21 @@ impl<'a> EventLoop<'a> {
                 ServerMessage::ReducerResult { request_id, outcome, .. } => {
                     if let Some(sent) = player.out.pending.remove(request_id) {
                         let us = now.duration_since(sent).as_micros() as u64;
-                        let second = &mut report.seconds[sec];
-                        second.results += 1;
-                        second.errors += u64::from(outcome.is_err());
-                        let _ = second.round_trip_us.record(us);
+                        let failed = u64::from(outcome.is_err());
+                        report.count(sec, measuring, |c| {
+                            c.results += 1;
+                            c.errors += failed;
+                            let _ = c.round_trip_us.record(us);
+                        });
                         self.live.results.fetch_add(1, Ordering::Relaxed);
-                        if measuring {
-                            report.results += 1;
-                            report.errors += u64::from(outcome.is_err());
-                            let _ = report.round_trip_us.record(us);
-                        }
                     }
                 }
                 ServerMessage::TickUpdate { .. } => {
-                    report.seconds[sec].updates += 1;
-                    report.seconds[sec].update_bytes += bytes.len() as u64;
+                    report.count(sec, measuring, |c| {
+                        c.updates += 1;
+                        c.update_bytes += len;
+                    });
                     self.live.updates.fetch_add(1, Ordering::Relaxed);
-                    if measuring {
-                        report.updates += 1;
-                        report.update_bytes += bytes.len() as u64;
-                    }
                 }
                 ServerMessage::SubscriptionError { .. } => {
                     report.subscription_errors += u64::from(measuring);
@@ -545,17 +537,16 @@ impl<'a> EventLoop<'a> {
             }
             player.bot.message(&message, &mut player.out, now);
             for us in player.out.seen_us.drain(..) {
-                let _ = report.seconds[sec].update_latency_us.record(us);
-                if measuring {
-                    let _ = report.update_latency_us.record(us);
-                }
+                report.count(sec, measuring, |c| {
+                    let _ = c.update_latency_us.record(us);
+                });
             }
         }
         if gone.is_none() {
             let calls = player.out.messages.iter().filter(|m| matches!(m, ClientMessage::CallReducer { .. }));
             let calls = calls.count() as u64;
-            report.second(started.elapsed()).calls += calls;
-            report.calls += if measuring { calls } else { 0 };
+            let sec = report.second_index(started.elapsed());
+            report.count(sec, measuring, |c| c.calls += calls);
             self.live.calls.fetch_add(calls, Ordering::Relaxed);
             gone = flush(ws, &mut player.out).err();
         }

@@ -81,6 +81,8 @@ impl Interest {
 
 /// The world's side in `examples/mmo` (its `WORLD_SIZE`).
 pub const MMO_WORLD: f32 = 1024.0;
+/// The longest single move `examples/mmo` accepts (its `MOVE_MAX`).
+pub const MMO_MOVE_MAX: f32 = 32.0;
 
 /// The `mmo` scenario's player: joins as `bot-N`, learns where it was placed, then
 /// walks, turning a little at each step, and calls `move_to` at its call rate. Its

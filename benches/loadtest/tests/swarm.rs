@@ -49,7 +49,7 @@ fn run(config: &SwarmConfig, make: &(dyn Fn(usize) -> Box<dyn Bot> + Sync)) -> (
     let report = tickdb_loadtest::run(config, make, &stop, &live).unwrap();
     assert!(report.disconnects.is_empty(), "{:?}", report.disconnects);
     assert_eq!(report.connected, config.players as u64);
-    assert_eq!(report.round_trip_us.len(), report.results);
+    assert_eq!(report.totals.round_trip_us.len(), report.totals.results);
     (report, live)
 }
 
@@ -62,18 +62,22 @@ fn a_swarm_of_chatters_is_served_and_measured() {
     let config = swarm(server.addr(), "chat", 200, 1.5);
     let (report, live) = run(&config, &|id| Box::new(Chatter::new(id, 10.0)));
     assert_eq!(live.connected.load(Ordering::Relaxed), 200);
-    assert!(report.calls >= 200 * 10, "each player calls about 15 times: {}", report.calls);
+    assert!(report.totals.calls >= 200 * 10, "each player calls about 15 times: {}", report.totals.calls);
     assert!(
-        report.results + 200 * 2 >= report.calls,
+        report.totals.results + 200 * 2 >= report.totals.calls,
         "calls answered: {} of {}",
-        report.results,
-        report.calls
+        report.totals.results,
+        report.totals.calls
     );
-    assert_eq!(report.errors, 0);
-    assert!(report.updates >= report.results, "each message reaches every subscriber: {}", report.updates);
-    assert!(report.bytes_received > 0);
-    let seconds: u64 = report.seconds.iter().map(|s| s.results).sum();
-    assert!(seconds >= report.results, "the seconds cover the measured time and the rest");
+    assert_eq!(report.totals.errors, 0);
+    assert!(
+        report.totals.updates >= report.totals.results,
+        "each message reaches every subscriber: {}",
+        report.totals.updates
+    );
+    assert!(report.totals.bytes > 0);
+    let seconds: u64 = report.seconds.iter().map(|s| s.counts.results).sum();
+    assert!(seconds >= report.totals.results, "the seconds cover the measured time and the rest");
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -90,15 +94,19 @@ fn mmo_walkers_see_each_others_moves() {
     let interest = Interest::Area { side: 300.0 };
     let make = |id| Box::new(Walker::new(id, 20.0, 300.0, interest, Arc::clone(&stamps))) as Box<dyn Bot>;
     let (report, _) = run(&config, &make);
-    assert_eq!(report.errors, 0, "a move was refused");
-    assert!(report.results >= 60 * 20, "each walker moves 20 times a second: {}", report.results);
-    let seen = report.update_latency_us.len();
-    assert!(seen > report.results, "each move is seen by others, and matched to its call: {seen}");
+    assert_eq!(report.totals.errors, 0, "a move was refused");
+    assert!(
+        report.totals.results >= 60 * 20,
+        "each walker moves 20 times a second: {}",
+        report.totals.results
+    );
+    let seen = report.totals.update_latency_us.len();
+    assert!(seen > report.totals.results, "each move is seen by others, and matched to its call: {seen}");
     let last = &report.seconds[report.seconds.len() - 2];
     assert!(
-        last.update_latency_us.len() > 60 * 20,
+        last.counts.update_latency_us.len() > 60 * 20,
         "the last full second saw {}",
-        last.update_latency_us.len()
+        last.counts.update_latency_us.len()
     );
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
@@ -112,8 +120,8 @@ fn bank_transfers_at_saturation_conserve_money() {
     let (server, owner, dir) = serve("bank", "tickdb-example-bank");
     let config = swarm(server.addr(), "bank", 8, 1.0);
     let (report, _) = run(&config, &|id| Box::new(Banker::new(id, 8)));
-    assert_eq!(report.errors, 0);
-    assert!(report.results > 1_000, "transfers answered: {}", report.results);
+    assert_eq!(report.totals.errors, 0);
+    assert!(report.totals.results > 1_000, "transfers answered: {}", report.totals.results);
     let mut reply = ureq::post(format!("http://{}/v1/database/bank/sql", server.addr()))
         .header("Authorization", format!("Bearer {owner}"))
         .send("SELECT * FROM account")
@@ -123,7 +131,7 @@ fn bank_transfers_at_saturation_conserve_money() {
     assert_eq!(rows.len() as u64, BANK_ACCOUNTS);
     let column = |i: usize| rows.iter().map(|r| r[i].as_i64().unwrap()).sum::<i64>();
     assert_eq!(column(1), BANK_ACCOUNTS as i64 * 1_000_000, "money is conserved");
-    assert!(column(2) as u64 >= 2 * report.results, "each transfer touched two accounts");
+    assert!(column(2) as u64 >= 2 * report.totals.results, "each transfer touched two accounts");
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
